@@ -1,0 +1,35 @@
+# Two commands on a fresh machine: `make demo`, `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint typecheck pytest install clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/hazardloop demo --db demo.db --fresh
+
+lint: $(STAMP)
+	$(BIN)/ruff check loop projections adapters scripts tests
+	$(BIN)/ruff format --check loop projections adapters scripts tests
+
+typecheck: $(STAMP)
+	$(BIN)/mypy loop projections adapters
+
+pytest: $(STAMP)
+	$(BIN)/python -m pytest
+
+test: lint typecheck pytest
+
+clean:
+	rm -rf $(VENV) demo.db demo.db-* .mypy_cache .pytest_cache .ruff_cache
