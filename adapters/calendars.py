@@ -1,0 +1,121 @@
+"""China's working-day calendar: statutory holidays and make-up working days (调休).
+
+`chinese-calendar` knows the years the State Council has published (2004–2026 in 1.11); an
+operator file adds years it does not know yet, e.g. `calendar-2027.toml`:
+
+    # One table per year, as published by the State Council.
+    [2027]
+    holidays = [2027-01-01, 2027-02-08, 2027-02-09]   # statutory days off on weekdays
+    workdays = [2027-02-06]                           # make-up working Saturdays/Sundays
+
+A year in the operator file overrides the package. A year neither knows is answered None, and
+the policy counts it Monday–Friday and marks the deadline provisional.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+import chinese_calendar
+
+from loop.errors import CalendarError
+
+__all__ = ["ChinaCalendar", "YearSchedule"]
+
+
+@dataclass(frozen=True)
+class YearSchedule:
+    """One published year: days off that would be working days, and make-up working days."""
+
+    holidays: frozenset[date]
+    workdays: frozenset[date]
+
+
+class ChinaCalendar:
+    """Working days on China's statutory calendar, extended by the operator's file."""
+
+    def __init__(self, overrides: Mapping[int, YearSchedule] | None = None) -> None:
+        self.overrides: dict[int, YearSchedule] = dict(overrides or {})
+        self._cache: dict[date, bool | None] = {}
+
+    @classmethod
+    def from_file(cls, path: str | Path | None) -> ChinaCalendar:
+        """The calendar with the operator's file (None: the package's years only)."""
+        if path is None:
+            return cls()
+        try:
+            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CalendarError(f"cannot read calendar file {path}: {exc}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise CalendarError(f"{path}: not valid TOML: {exc}") from None
+        return cls(_parse(data, str(path)))
+
+    def known_years(self) -> list[int]:
+        """Every year this calendar knows (package and operator file)."""
+        years = set(self.overrides)
+        year = 2004
+        while True:
+            try:
+                chinese_calendar.is_workday(date(year, 1, 1))
+            except NotImplementedError:
+                break
+            years.add(year)
+            year += 1
+        return sorted(years)
+
+    def is_workday(self, day: date) -> bool | None:
+        try:
+            return self._cache[day]
+        except KeyError:
+            pass
+        answer = self._answer(day)
+        self._cache[day] = answer
+        return answer
+
+    def _answer(self, day: date) -> bool | None:
+        schedule = self.overrides.get(day.year)
+        if schedule is not None:
+            if day in schedule.workdays:
+                return True
+            return day.weekday() < 5 and day not in schedule.holidays
+        try:
+            return bool(chinese_calendar.is_workday(day))
+        except NotImplementedError:
+            return None
+
+
+def _parse(data: Mapping[str, object], source: str) -> dict[int, YearSchedule]:
+    years: dict[int, YearSchedule] = {}
+    for key, table in data.items():
+        if not key.isdigit() or not isinstance(table, dict):
+            raise CalendarError(f"{source}: expected one [YYYY] table per year, found {key!r}")
+        year = int(key)
+        unknown = set(table) - {"holidays", "workdays"}
+        if unknown:
+            raise CalendarError(f"{source}: [{key}] has unknown keys: {', '.join(sorted(unknown))}")
+        lists: dict[str, frozenset[date]] = {}
+        for name in ("holidays", "workdays"):
+            values = table.get(name, [])
+            if not isinstance(values, list) or not all(
+                isinstance(v, date) and not hasattr(v, "hour") for v in values
+            ):
+                raise CalendarError(f"{source}: [{key}].{name} must be a list of dates")
+            outside = [v for v in values if v.year != year]
+            if outside:
+                raise CalendarError(f"{source}: [{key}].{name} lists {outside[0]}, not in {year}")
+            lists[name] = frozenset(values)
+        both = lists["holidays"] & lists["workdays"]
+        if both:
+            raise CalendarError(f"{source}: {min(both)} is both a holiday and a working day")
+        weekday_workdays = sorted(d for d in lists["workdays"] if d.weekday() < 5)
+        if weekday_workdays:
+            raise CalendarError(
+                f"{source}: make-up working day {weekday_workdays[0]} is not a Saturday or Sunday"
+            )
+        years[year] = YearSchedule(lists["holidays"], lists["workdays"])
+    return years

@@ -1,0 +1,318 @@
+"""The `hazardloop` command line: a thin shell over the engine built by the composition root.
+
+Machine output (JSON) on stdout, logs and progress on stderr; rich tables only on a terminal.
+Exit status: 0 all done, 1 something refused (or not found), 2 usage or store error.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections import deque
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import IO, Annotated, Any
+
+import orjson
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from adapters.bootstrap import Settings, build_engine
+from adapters.logs import configure_logging, get_logger
+from loop import commands as c
+from loop.application import HazardLoop, Result
+from loop.errors import HazardLoopError, StoreError
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="hazardloop",
+    help="Event-sourced engine for the six-step closed loop of work-safety hazards.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+DbOption = Annotated[
+    str | None,
+    typer.Option("--db", help="Store: a file path or sqlite:/// URL (default $HAZARDLOOP_DB)."),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON even on a terminal.")]
+
+EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
+
+
+def _fail(exc: HazardLoopError, status: int) -> typer.Exit:
+    sys.stderr.write(f"{type(exc).__name__}: {exc.code}: {exc.message}\n")
+    return typer.Exit(status)
+
+
+def _engine(db: str | None) -> HazardLoop:
+    try:
+        return build_engine(Settings(db=db) if db else Settings())
+    except HazardLoopError as exc:
+        raise _fail(exc, EXIT_USAGE) from None
+
+
+def _dumps(obj: Any) -> str:
+    return orjson.dumps(obj, default=_default).decode()
+
+
+def _default(obj: Any) -> Any:
+    if isinstance(obj, set | frozenset | tuple):
+        return list(obj)
+    raise TypeError(f"cannot serialise {type(obj).__name__}")
+
+
+# ------------------------------------------------------------------ apply
+
+
+def _read_commands(
+    stream: IO[bytes], lines: deque[int], progress: Any | None
+) -> Iterator[c.CommandBase | HazardLoopError]:
+    for number, raw in enumerate(stream, start=1):
+        if progress is not None:
+            progress(len(raw))
+        if not raw.strip():
+            continue
+        lines.append(number)
+        try:
+            if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]
+            yield c.parse_command_json(raw)
+        except HazardLoopError as exc:
+            try:
+                data = orjson.loads(raw)
+                if isinstance(data, dict) and isinstance(data.get("hazard_id"), str):
+                    exc.details.setdefault("hazard_id", data["hazard_id"])
+            except orjson.JSONDecodeError:
+                pass
+            yield exc
+
+
+@app.command("apply")
+def apply_cmd(
+    file: Annotated[str, typer.Argument(help="JSON Lines of commands, or - for stdin.")],
+    db: DbOption = None,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", min=1, max=10_000, help="Commands per transaction.")
+    ] = 500,
+) -> None:
+    """Apply commands (one JSON object per line); print one JSON result per line."""
+    configure_logging()
+    log = get_logger()
+    if file == "-":
+        stream: IO[bytes] = sys.stdin.buffer
+        total = None
+    else:
+        path = Path(file)
+        try:
+            stream = path.open("rb")
+        except OSError as exc:
+            sys.stderr.write(f"UsageError: cannot read {file}: {exc.strerror}\n")
+            raise typer.Exit(EXIT_USAGE) from None
+        total = path.stat().st_size
+    engine = _engine(db)
+    lines: deque[int] = deque()
+    refused = 0
+    out = sys.stdout
+    show_progress = sys.stderr.isatty() and total is not None
+    progress_ctx: Any = None
+    advance = None
+    if show_progress:
+        from rich.progress import BarColumn, Progress, TransferSpeedColumn
+
+        progress_ctx = Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            "{task.percentage:>3.0f}%",
+            TransferSpeedColumn(),
+            console=Console(stderr=True),
+            transient=True,
+        )
+        task = progress_ctx.add_task("applying", total=total)
+
+        def advance(n: int) -> None:
+            progress_ctx.advance(task, n)
+
+        progress_ctx.start()
+    try:
+        commands = _read_commands(stream, lines, advance)
+        for result in engine.handle_many(commands, batch_size=batch_size):
+            line = lines.popleft()
+            out.write(_dumps(result.to_dict(line=line)) + "\n")
+            _log_result(log, result, line)
+            if not result.ok:
+                refused += 1
+                if isinstance(result.error, StoreError):
+                    out.flush()
+                    raise _fail(result.error, EXIT_USAGE)
+    finally:
+        if progress_ctx is not None:
+            progress_ctx.stop()
+        if file != "-":
+            stream.close()
+        out.flush()
+    raise typer.Exit(EXIT_REFUSED if refused else EXIT_OK)
+
+
+def _log_result(log: Any, result: Result, line: int | None = None) -> None:
+    fields: dict[str, Any] = {
+        "hazard_id": result.hazard_id,
+        "command": result.extra.get("command"),
+        "actor": result.extra.get("actor"),
+        "outcome": result.event if result.ok else result.error.code if result.error else None,
+        "duration_ms": result.extra.get("duration_ms"),
+    }
+    if line is not None:
+        fields["line"] = line
+    if result.replayed:
+        fields["replayed"] = True
+    if result.ok:
+        log.info("command", **fields)
+    else:
+        log.warning("command refused", **fields)
+
+
+# ------------------------------------------------------------- show, history
+
+
+def _jsonable_state(engine: HazardLoop, hazard_id: str) -> dict[str, Any]:
+    hazard = engine.get_hazard(hazard_id)
+    state: dict[str, Any] = orjson.loads(_dumps(hazard.to_state()))
+    return state
+
+
+@app.command("show")
+def show_cmd(
+    hazard_id: Annotated[str, typer.Argument(help="The hazard's id.")],
+    db: DbOption = None,
+    json: JsonOption = False,
+) -> None:
+    """Show a hazard's current state: status, step, holder, due, deadline history, rework…"""
+    engine = _engine(db)
+    try:
+        state = _jsonable_state(engine, hazard_id)
+    except HazardLoopError as exc:
+        raise _fail(exc, EXIT_USAGE if isinstance(exc, StoreError) else EXIT_REFUSED) from None
+    if json or not sys.stdout.isatty():
+        sys.stdout.write(_dumps(state) + "\n")
+        return
+    console = Console()
+    table = Table(title=f"hazard {hazard_id}", show_header=False)
+    for key in (
+        "status", "step", "holder", "due", "grade", "category", "grid", "title", "unit",
+        "person", "rework_count", "extension_count", "reopen_count", "version",
+    ):  # fmt: skip
+        table.add_row(key, "" if state.get(key) is None else str(state[key]))
+    console.print(table)
+    deadlines = Table(title="deadlines decided")
+    for col in ("decided_at", "event", "step", "due", "limit", "provisional", "policy_version"):
+        deadlines.add_column(col)
+    for d in state["deadlines"]:
+        deadlines.add_row(*(str(d.get(k, "")) for k in deadlines.columns_names()))  # type: ignore[attr-defined]
+    console.print(deadlines)
+
+
+def _event_dict(event: Any) -> dict[str, Any]:
+    payload = {
+        k: v
+        for k, v in vars(event).items()
+        if k not in ("originator_id", "originator_version", "timestamp", "originator_topic", "at", "actor")
+    }
+    return {
+        "version": event.originator_version,
+        "event": type(event).__name__,
+        "at": event.at,
+        "recorded_at": event.timestamp,
+        "actor": event.actor,
+        "payload": payload,
+    }
+
+
+@app.command("history")
+def history_cmd(
+    hazard_id: Annotated[str, typer.Argument(help="The hazard's id.")],
+    db: DbOption = None,
+    json: JsonOption = False,
+) -> None:
+    """Every event of a hazard in order, with business time, record time, actor and payload."""
+    engine = _engine(db)
+    try:
+        events = [_event_dict(e) for e in engine.history(hazard_id)]
+    except HazardLoopError as exc:
+        raise _fail(exc, EXIT_USAGE if isinstance(exc, StoreError) else EXIT_REFUSED) from None
+    if json or not sys.stdout.isatty():
+        for e in events:
+            sys.stdout.write(_dumps(e) + "\n")
+        return
+    table = Table(title=f"history of {hazard_id}")
+    for col in ("v", "event", "at (business)", "recorded", "actor", "details"):
+        table.add_column(col)
+    for e in events:
+        details = ", ".join(
+            f"{k}={_short(v)}" for k, v in e["payload"].items() if v not in (None, [], "")
+        )
+        table.add_row(
+            str(e["version"]),
+            e["event"],
+            _fmt_time(e["at"]),
+            _fmt_time(e["recorded_at"]),
+            e["actor"],
+            details,
+        )
+    Console().print(table)
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, dict) and "due" in value:
+        return f"due {_fmt_time(value['due'])} ({value.get('limit')})"
+    if isinstance(value, datetime):
+        return _fmt_time(value)
+    text = str(value)
+    return text if len(text) <= 60 else text[:57] + "…"
+
+
+def _fmt_time(value: Any) -> str:
+    return value.isoformat(timespec="seconds") if isinstance(value, datetime) else str(value)
+
+
+# ------------------------------------------------------------------ demo
+
+
+@app.command("demo")
+def demo_cmd(
+    db: Annotated[str, typer.Option("--db", help="SQLite file to build the demo in.")] = "demo.db",
+    fresh: Annotated[bool, typer.Option("--fresh", help="Delete the file first.")] = False,
+    hazards: Annotated[int, typer.Option("--hazards", min=10, max=100_000)] = 400,
+    seed: Annotated[int, typer.Option("--seed")] = 2026,
+) -> None:
+    """Build a realistic district deterministically, then show what the engine knows."""
+    from adapters import demo
+
+    configure_logging("warning")
+    path = Path(db.split("://", 1)[1].lstrip("/") if "://" in db else db)
+    if fresh:
+        for suffix in ("", "-wal", "-shm"):
+            Path(str(path) + suffix).unlink(missing_ok=True)
+    elif path.exists():
+        sys.stderr.write(f"UsageError: {path} exists; pass --fresh to rebuild it\n")
+        raise typer.Exit(EXIT_USAGE)
+    started = time.perf_counter()
+    try:
+        summary = demo.build_district(db=str(path), hazards=hazards, seed=seed)
+    except HazardLoopError as exc:
+        raise _fail(exc, EXIT_USAGE) from None
+    summary["seconds"] = round(time.perf_counter() - started, 2)
+    demo.print_summary(summary, Console())
+
+
+def main() -> None:
+    """Entry point of the `hazardloop` console script."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

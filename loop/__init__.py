@@ -1,0 +1,1 @@
+"""The domain: the hazard aggregate, its commands, time limits and errors."""

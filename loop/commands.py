@@ -1,0 +1,338 @@
+"""The command contract: the one public interface, as frozen pydantic models.
+
+The CLI, the Python API and the HTTP API all take exactly these; shape is checked here, the rules
+of the loop are checked by the aggregate.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+import orjson
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
+
+from loop.errors import InvalidCommand, MalformedJSON, UnknownCommand
+
+__all__ = [
+    "COMMAND_NAMES",
+    "Assign",
+    "Close",
+    "Command",
+    "CommandBase",
+    "Discover",
+    "Escalate",
+    "Evidence",
+    "Extend",
+    "Park",
+    "Reassign",
+    "Regrade",
+    "Reject",
+    "Reopen",
+    "Report",
+    "Resume",
+    "Return",
+    "Verify",
+    "fingerprint",
+    "parse_command",
+    "parse_command_json",
+]
+
+_RFC3339 = re.compile(
+    r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
+)
+
+
+def _rfc3339(value: Any) -> Any:
+    """Accept an aware datetime, or a string in RFC 3339 with an offset; refuse anything else."""
+    if isinstance(value, datetime):
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError("a date-time needs a UTC offset (RFC 3339), e.g. +08:00")
+        return value
+    if isinstance(value, str):
+        if not _RFC3339.match(value):
+            raise ValueError(
+                "expected an RFC 3339 date-time with offset, e.g. 2026-09-28T09:30:00+08:00"
+            )
+        text = value.replace("z", "Z").replace("t", "T")
+        # Python keeps microseconds: cut nanoseconds to 6 digits.
+        m = re.match(r"^(.*?\.\d{6})\d+(.*)$", text)
+        if m:
+            text = m.group(1) + m.group(2)
+        try:
+            return datetime.fromisoformat(text)
+        except ValueError as exc:
+            raise ValueError(f"not a valid date-time: {exc}") from None
+    raise ValueError("expected an RFC 3339 date-time string with offset")
+
+
+Timestamp = Annotated[datetime, BeforeValidator(_rfc3339)]
+Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]*\S[^\x00-\x1f\x7f]*$")]
+HazardId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f\s](?:[^\x00-\x1f\x7f]*[^\x00-\x1f\x7f\s])?$")]
+ShortText = Annotated[str, Field(min_length=1, max_length=200)]
+Reason = Annotated[str, Field(min_length=1, max_length=2000, pattern=r"\S")]
+Note = Annotated[str, Field(max_length=4000)]
+Grade = Literal["general", "major"]
+Source = Literal["patrol", "inspection", "self_check", "public_tip"]
+EscalationLevel = Literal["reminder", "supervision_letter", "summons", "public_notice", "penalty"]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+
+class Evidence(_Frozen):
+    """A piece of evidence (photo, document) identified by its SHA-256; the bytes live elsewhere."""
+
+    name: ShortText
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+
+
+class CommandBase(_Frozen):
+    """Fields every command carries."""
+
+    command: str
+    hazard_id: HazardId
+    actor: Name
+    at: Timestamp | None = None
+    idempotency_key: Annotated[str, Field(min_length=1, max_length=128)] | None = None
+
+
+class Discover(CommandBase):
+    """A hazard is found on site (发现)."""
+
+    command: Literal["discover"] = "discover"
+    grid: Name
+    category: Name
+    grade: Grade
+    title: ShortText
+    description: Note | None = None
+    location: Annotated[str, Field(max_length=500)] | None = None
+    source: Source = "patrol"
+    reporter: Name | None = None
+    evidence: list[Evidence] = Field(default_factory=list, max_length=100)
+    fixed_on_spot: bool = False
+
+
+class Report(CommandBase):
+    """The discoverer's report is registered by the command centre (上报/立案)."""
+
+    command: Literal["report"] = "report"
+    note: Note | None = None
+
+
+class Assign(CommandBase):
+    """The centre names a responsible unit, person and deadline (交办: 定人、定责、定时)."""
+
+    command: Literal["assign"] = "assign"
+    unit: Name
+    person: Name
+    due: Timestamp | None = None
+    measures: Note | None = None
+
+
+class Rectify(CommandBase):
+    """The responsible unit files its rectification feedback (整改反馈)."""
+
+    command: Literal["rectify"] = "rectify"
+    note: Annotated[str, Field(min_length=1, max_length=4000)]
+    evidence: list[Evidence] = Field(default_factory=list, max_length=100)
+
+
+class Verify(CommandBase):
+    """The discovering side checks the rectification on site (核查); a failure sends it back."""
+
+    command: Literal["verify"] = "verify"
+    passed: bool
+    note: Note | None = None
+    due: Timestamp | None = None
+
+    @model_validator(mode="after")
+    def _due_only_when_failed(self) -> Verify:
+        if self.passed and self.due is not None:
+            raise ValueError("`due` is the new rectification deadline: give it only when passed=false")
+        return self
+
+
+class Close(CommandBase):
+    """The centre closes the case (销号/结案)."""
+
+    command: Literal["close"] = "close"
+    note: Note | None = None
+
+
+class Reject(CommandBase):
+    """Not a hazard, or a duplicate of another case (不予立案/合并)."""
+
+    command: Literal["reject"] = "reject"
+    reason: Reason
+    duplicate_of: HazardId | None = None
+
+
+class Return(CommandBase):
+    """The assignee says it is not theirs: back to the centre for re-assignment (回退)."""
+
+    command: Literal["return"] = "return"
+    reason: Reason
+
+
+class Reassign(CommandBase):
+    """A different unit and person take the case over (转办)."""
+
+    command: Literal["reassign"] = "reassign"
+    unit: Name
+    person: Name
+    reason: Reason
+
+
+class Extend(CommandBase):
+    """A later deadline for the current step, approved by someone else (延期)."""
+
+    command: Literal["extend"] = "extend"
+    due: Timestamp
+    reason: Reason
+    approved_by: Name
+
+
+class Park(CommandBase):
+    """Work that cannot be done now is parked, approved; its step clock stops (挂账/缓办)."""
+
+    command: Literal["park"] = "park"
+    reason: Reason
+    approved_by: Name
+
+
+class Resume(CommandBase):
+    """A parked case takes up its step again, with the parked time added to its deadline."""
+
+    command: Literal["resume"] = "resume"
+    note: Note | None = None
+
+
+class Reopen(CommandBase):
+    """A closed hazard recurs or fails a later audit; a rejected one is reconsidered."""
+
+    command: Literal["reopen"] = "reopen"
+    reason: Reason
+
+
+class Regrade(CommandBase):
+    """The grade changes, general ↔ major (一般 ↔ 重大)."""
+
+    command: Literal["regrade"] = "regrade"
+    grade: Grade
+    reason: Reason
+
+
+class Escalate(CommandBase):
+    """Supervision steps up: reminder → supervision letter → summons / public notice → penalty (督办)."""
+
+    command: Literal["escalate"] = "escalate"
+    level: EscalationLevel
+    note: Note | None = None
+
+
+Command = Annotated[
+    Discover
+    | Report
+    | Assign
+    | Rectify
+    | Verify
+    | Close
+    | Reject
+    | Return
+    | Reassign
+    | Extend
+    | Park
+    | Resume
+    | Reopen
+    | Regrade
+    | Escalate,
+    Field(discriminator="command"),
+]
+
+COMMAND_CLASSES: dict[str, type[CommandBase]] = {
+    cls.model_fields["command"].default: cls
+    for cls in (
+        Discover,
+        Report,
+        Assign,
+        Rectify,
+        Verify,
+        Close,
+        Reject,
+        Return,
+        Reassign,
+        Extend,
+        Park,
+        Resume,
+        Reopen,
+        Regrade,
+        Escalate,
+    )
+}
+COMMAND_NAMES: tuple[str, ...] = tuple(COMMAND_CLASSES)
+
+_ADAPTER: TypeAdapter[Command] = TypeAdapter(Command)
+
+
+def _field_errors(exc: ValidationError) -> list[dict[str, Any]]:
+    return [
+        {
+            "field": ".".join(str(p) for p in err["loc"][1:]) or None,
+            "problem": err["msg"],
+            "type": err["type"],
+        }
+        for err in exc.errors(include_url=False, include_input=False)
+    ]
+
+
+def parse_command(data: Any) -> Command:
+    """Validate one command given as a mapping (decoded JSON); raise InvalidCommand naming the fault."""
+    if not isinstance(data, dict):
+        raise MalformedJSON(f"a command is a JSON object, not {type(data).__name__}")
+    name = data.get("command")
+    if name is None:
+        raise InvalidCommand("field `command` is missing", fields=[{"field": "command", "problem": "missing"}])
+    if name not in COMMAND_CLASSES:
+        raise UnknownCommand(
+            f"unknown command {name!r}; the contract has: {', '.join(COMMAND_NAMES)}",
+            command=name if isinstance(name, str) else repr(name),
+        )
+    try:
+        return _ADAPTER.validate_python(data)
+    except ValidationError as exc:
+        fields = _field_errors(exc)
+        summary = "; ".join(f"{f['field'] or '(command)'}: {f['problem']}" for f in fields[:5])
+        raise InvalidCommand(f"invalid {name}: {summary}", command=name, fields=fields) from None
+
+
+def parse_command_json(text: str | bytes) -> Command:
+    """Validate one command given as JSON text."""
+    try:
+        data = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise MalformedJSON(f"not valid JSON: {exc}") from None
+    return parse_command(data)
+
+
+def fingerprint(command: CommandBase) -> str:
+    """A stable digest of what a command says, for recognising a retried submission.
+
+    Defaults and the idempotency key itself are left out, so a retry that spells out a default
+    value (or omits it) is still the same command.
+    """
+    import hashlib
+
+    body = command.model_dump(mode="json", exclude_defaults=True, exclude={"idempotency_key"})
+    body["command"] = command.command
+    return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()

@@ -1,0 +1,285 @@
+"""Time limits per grade and step, and the working-day arithmetic that turns them into deadlines.
+
+The policy is operator data (TOML); the calendar is asked only whether a day is a working day.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal, Protocol, cast
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from loop.errors import DueRequired, InvalidPolicy
+
+__all__ = [
+    "ESCALATION_LEVELS",
+    "GRADES",
+    "STEPS",
+    "Deadline",
+    "EscalationRule",
+    "Limit",
+    "Policy",
+    "WeekdayCalendar",
+    "WorkCalendar",
+]
+
+STEPS = ("report", "assign", "rectify", "verify", "close")
+GRADES = ("general", "major")
+ESCALATION_LEVELS = ("reminder", "supervision_letter", "summons", "public_notice", "penalty")
+
+#: A deadline may not be computed further out than this many days (a guard against nonsense).
+MAX_SPAN_DAYS = 3660
+
+Unit = Literal["h", "d", "wd", "plan"]
+_LIMIT = re.compile(r"^\s*(\d+)\s*(h|d|wd)\s*$")
+
+
+class WorkCalendar(Protocol):
+    """Says whether a day is a working day; None when it has no data for that day's year."""
+
+    def is_workday(self, day: date) -> bool | None: ...
+
+
+class WeekdayCalendar:
+    """Monday to Friday, every year: the fallback rule, and a plain calendar for tests."""
+
+    def is_workday(self, day: date) -> bool | None:
+        return day.weekday() < 5
+
+
+@dataclass(frozen=True)
+class Limit:
+    """A time limit: N hours, N calendar days, N working days, or "by the plan"."""
+
+    amount: int
+    unit: Unit
+
+    @classmethod
+    def parse(cls, text: str) -> Limit:
+        """Read "24h", "10wd", "10d" or "plan"; refuse anything else."""
+        if not isinstance(text, str):
+            raise InvalidPolicy(f"a limit is a string like '10wd', not {text!r}")
+        if text.strip() == "plan":
+            return cls(0, "plan")
+        m = _LIMIT.match(text)
+        if not m or int(m.group(1)) < 1:
+            raise InvalidPolicy(
+                f"bad limit {text!r}: expected Nh (hours), Nd (days), Nwd (working days) "
+                "with N ≥ 1, or 'plan'"
+            )
+        return cls(int(m.group(1)), cast(Unit, m.group(2)))
+
+    def __str__(self) -> str:
+        return "plan" if self.unit == "plan" else f"{self.amount}{self.unit}"
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """A decided deadline: when, from which limit, whether provisional, under which policy."""
+
+    due: datetime
+    limit: str
+    provisional: bool
+    policy_version: str
+
+
+@dataclass(frozen=True)
+class EscalationRule:
+    """Escalate to `level` once a step is this many working days late."""
+
+    level: str
+    after_working_days_late: int
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The jurisdiction's time limits (per grade and step), timezone and escalation ladder."""
+
+    version: str
+    timezone: str
+    limits: Mapping[str, Mapping[str, Limit]]
+    escalation: tuple[EscalationRule, ...] = ()
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    # ----------------------------------------------------------- loading
+
+    @classmethod
+    def from_toml(cls, text: str, *, source: str = "<policy>") -> Policy:
+        """Read a policy from TOML text; InvalidPolicy names the bad key and the source."""
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise InvalidPolicy(f"{source}: not valid TOML: {exc}", source=source) from None
+        return cls.from_mapping(data, source=source)
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any], *, source: str = "<policy>") -> Policy:
+        def bad(message: str) -> InvalidPolicy:
+            return InvalidPolicy(f"{source}: {message}", source=source)
+
+        version = data.get("version")
+        if not isinstance(version, str) or not version.strip():
+            raise bad("`version` (a non-empty string) is required")
+        timezone = data.get("timezone", "Asia/Shanghai")
+        try:
+            ZoneInfo(str(timezone))
+        except (ZoneInfoNotFoundError, ValueError):
+            raise bad(f"unknown timezone {timezone!r}") from None
+        raw_limits = data.get("limits")
+        if not isinstance(raw_limits, dict):
+            raise bad("a [limits.general] and a [limits.major] table are required")
+        limits: dict[str, dict[str, Limit]] = {}
+        for grade in GRADES:
+            table = raw_limits.get(grade)
+            if not isinstance(table, dict):
+                raise bad(f"[limits.{grade}] is missing")
+            unknown = set(table) - set(STEPS)
+            if unknown:
+                raise bad(f"[limits.{grade}] has unknown steps: {', '.join(sorted(unknown))}")
+            limits[grade] = {}
+            for step in STEPS:
+                if step not in table:
+                    raise bad(f"[limits.{grade}] is missing `{step}`")
+                try:
+                    limits[grade][step] = Limit.parse(table[step])
+                except InvalidPolicy as exc:
+                    raise bad(f"limits.{grade}.{step}: {exc.message}") from None
+        extra = set(raw_limits) - set(GRADES)
+        if extra:
+            raise bad(f"[limits] has unknown grades: {', '.join(sorted(extra))}")
+        rules: list[EscalationRule] = []
+        for i, rule in enumerate(data.get("escalation", [])):
+            if not isinstance(rule, dict):
+                raise bad(f"escalation[{i}] must be a table")
+            level = rule.get("level")
+            after = rule.get("after_working_days_late")
+            if level not in ESCALATION_LEVELS:
+                raise bad(f"escalation[{i}].level {level!r} is not one of {ESCALATION_LEVELS}")
+            if not isinstance(after, int) or isinstance(after, bool) or after < 0:
+                raise bad(f"escalation[{i}].after_working_days_late must be an integer ≥ 0")
+            rules.append(EscalationRule(str(level), after))
+        rules.sort(key=lambda r: r.after_working_days_late)
+        return cls(version=version, timezone=str(timezone), limits=limits, escalation=tuple(rules))
+
+    @classmethod
+    def load(cls, path: str | Path | None = None) -> Policy:
+        """The policy in `path`, or the shipped default policy when None."""
+        if path is None:
+            text = resources.files("loop").joinpath("default_policy.toml").read_text("utf-8")
+            return cls.from_toml(text, source="default_policy.toml")
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InvalidPolicy(f"cannot read policy file {path}: {exc}", source=str(path)) from None
+        return cls.from_toml(text, source=str(path))
+
+    # ---------------------------------------------------------- deadlines
+
+    def limit_for(self, grade: str, step: str) -> Limit:
+        try:
+            return self.limits[grade][step]
+        except KeyError:
+            raise InvalidPolicy(f"the policy has no limit for {grade} / {step}") from None
+
+    def deadline(
+        self, grade: str, step: str, start: datetime, calendar: WorkCalendar
+    ) -> Deadline:
+        """The deadline of `step` for a hazard of `grade` whose step starts at `start`."""
+        if start.tzinfo is None:
+            raise ValueError("a step's start must be an aware date-time")
+        limit = self.limit_for(grade, step)
+        local = start.astimezone(self.tz)
+        provisional = False
+        if limit.unit == "plan":
+            raise DueRequired(
+                f"the policy sets the {step} limit of a {grade} hazard by plan: give `due`",
+                step=step,
+                grade=grade,
+            )
+        if limit.unit == "h":
+            due = local + timedelta(hours=limit.amount)
+        elif limit.unit == "d":
+            due = self._end_of(local.date() + timedelta(days=limit.amount))
+        else:
+            day, provisional = self._add_working_days(local.date(), limit.amount, calendar)
+            due = self._end_of(day)
+        return Deadline(due, str(limit), provisional, self.version)
+
+    def given_deadline(self, due: datetime) -> Deadline:
+        """A deadline the command gave (`due`), kept as given, in the policy's timezone."""
+        return Deadline(due.astimezone(self.tz), "given", False, self.version)
+
+    def shift_for_pause(
+        self,
+        deadline: Deadline,
+        paused_from: datetime,
+        paused_to: datetime,
+        calendar: WorkCalendar,
+    ) -> Deadline:
+        """The deadline moved by the time a case spent parked (its step clock stopped)."""
+        if paused_to <= paused_from:
+            return deadline
+        if deadline.limit.endswith("wd"):
+            days, unknown = self.working_days_between(
+                paused_from.astimezone(self.tz).date(),
+                paused_to.astimezone(self.tz).date(),
+                calendar,
+            )
+            due_day, unknown2 = self._add_working_days(
+                deadline.due.astimezone(self.tz).date(), days, calendar
+            )
+            due = self._end_of(due_day) if days else deadline.due
+            provisional = deadline.provisional or unknown or (unknown2 and days > 0)
+        else:
+            due = (deadline.due + (paused_to - paused_from)).astimezone(self.tz)
+            provisional = deadline.provisional
+        return Deadline(due, deadline.limit, provisional, deadline.policy_version)
+
+    def working_days_between(
+        self, after: date, up_to: date, calendar: WorkCalendar
+    ) -> tuple[int, bool]:
+        """Working days d with after < d ≤ up_to, and whether any of them was counted Mon–Fri."""
+        count, unknown = 0, False
+        day = after + timedelta(days=1)
+        if (up_to - after).days > MAX_SPAN_DAYS * 10:
+            raise ValueError("span too long to count working days")
+        while day <= up_to:
+            is_work, guessed = _ask(calendar, day)
+            unknown = unknown or guessed
+            count += is_work
+            day += timedelta(days=1)
+        return count, unknown
+
+    def _add_working_days(
+        self, start: date, n: int, calendar: WorkCalendar
+    ) -> tuple[date, bool]:
+        day, found, unknown = start, 0, False
+        limit = start + timedelta(days=MAX_SPAN_DAYS)
+        while found < n:
+            day += timedelta(days=1)
+            if day > limit:
+                raise InvalidPolicy(f"{n} working days from {start} run past {limit}")
+            is_work, guessed = _ask(calendar, day)
+            unknown = unknown or guessed
+            found += is_work
+        return day, unknown
+
+    def _end_of(self, day: date) -> datetime:
+        return datetime.combine(day, time(23, 59, 59), tzinfo=self.tz)
+
+
+def _ask(calendar: WorkCalendar, day: date) -> tuple[bool, bool]:
+    """(is it a working day, was that guessed Mon–Fri because the calendar does not know)."""
+    answer = calendar.is_workday(day)
+    if answer is None:
+        return day.weekday() < 5, True
+    return answer, False

@@ -1,0 +1,158 @@
+"""The rules the engine enforces, each with its own error code, and idempotent submissions.
+
+Every refusal is checked to leave the stored history exactly as it was.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from loop.application import HazardLoop
+from loop.commands import parse_command
+from loop.errors import (
+    ApproverIsRequester,
+    AtBeforePrevious,
+    AtInFuture,
+    DueNotAfterStart,
+    DueRequired,
+    ExtensionNotLater,
+    HazardAlreadyExists,
+    HazardLoopError,
+    HazardNotFound,
+    IdempotencyKeyReused,
+    InvalidDuplicate,
+    VerifierIsRectifier,
+)
+from loop.lifecycle import Status
+from tests.conftest import FakeClock
+from tests.integration.test_transitions import T0, bring_to, command
+
+
+def refused(engine: HazardLoop, hazard_id: str, cmd: dict[str, Any], error: type[HazardLoopError]) -> HazardLoopError:
+    """Apply `cmd`, expect `error`, and check the case's history did not change."""
+    before = len(engine.history(hazard_id)) if engine.exists(hazard_id) else 0
+    with pytest.raises(error) as info:
+        engine.handle(parse_command(cmd))
+    after = len(engine.history(hazard_id)) if engine.exists(hazard_id) else 0
+    assert after == before
+    assert info.value.code == error.code
+    return info.value
+
+
+class TestRules:
+    """Each rule refuses with its own code and records nothing."""
+
+    def test_the_rectifier_cannot_pass_their_own_verification(self, engine: HazardLoop) -> None:
+        at = bring_to(engine, Status.RECTIFIED, "H")
+        refused(engine, "H", command("verify", "H", at, actor="unit-zhao"), VerifierIsRectifier)
+
+    def test_the_rectifier_may_record_a_failed_verification(self, engine: HazardLoop) -> None:
+        at = bring_to(engine, Status.RECTIFIED, "H")
+        result = engine.handle(parse_command(command("verify", "H", at, actor="unit-zhao", passed=False)))
+        assert result.event == "VerificationFailed"
+
+    def test_who_fixed_it_on_the_spot_cannot_pass_its_verification(self, engine: HazardLoop) -> None:
+        engine.handle(parse_command(command("discover", "H", T0, fixed_on_spot=True)))
+        refused(engine, "H", command("verify", "H", T0), VerifierIsRectifier)
+
+    def test_an_extension_is_not_approved_by_its_requester(self, engine: HazardLoop) -> None:
+        at = bring_to(engine, Status.ASSIGNED, "H")
+        refused(engine, "H", command("extend", "H", at, approved_by="unit-zhao"), ApproverIsRequester)
+
+    def test_parking_is_not_approved_by_its_requester(self, engine: HazardLoop) -> None:
+        at = bring_to(engine, Status.ASSIGNED, "H")
+        refused(engine, "H", command("park", "H", at, approved_by="centre-li"), ApproverIsRequester)
+
+    def test_an_extension_must_move_the_deadline_later(self, engine: HazardLoop) -> None:
+        at = bring_to(engine, Status.ASSIGNED, "H")
+        due = engine.get_hazard("H").due
+        assert due is not None
+        cmd = command("extend", "H", at, due=(due - timedelta(hours=1)).isoformat())
+        refused(engine, "H", cmd, ExtensionNotLater)
+
+    def test_a_hazard_id_is_discovered_once(self, engine: HazardLoop) -> None:
+        bring_to(engine, Status.DISCOVERED, "H")
+        refused(engine, "H", command("discover", "H", T0), HazardAlreadyExists)
+
+    def test_an_unknown_hazard_id_is_named(self, engine: HazardLoop) -> None:
+        error = refused(engine, "nope", command("report", "nope", T0), HazardNotFound)
+        assert error.details["hazard_id"] == "nope"
+
+    def test_business_time_cannot_run_backwards_on_a_case(self, engine: HazardLoop) -> None:
+        bring_to(engine, Status.REPORTED, "H")
+        refused(engine, "H", command("assign", "H", T0 - timedelta(days=1)), AtBeforePrevious)
+
+    def test_business_time_cannot_lie_ahead_of_the_engine_clock(
+        self, engine: HazardLoop, clock: FakeClock
+    ) -> None:
+        refused(engine, "H", command("discover", "H", clock.now + timedelta(hours=1)), AtInFuture)
+
+    def test_a_major_hazard_needs_a_plan_deadline_to_be_assigned(self, engine: HazardLoop) -> None:
+        engine.handle(parse_command(command("discover", "M", T0, grade="major")))
+        engine.handle(parse_command(command("report", "M", T0 + timedelta(minutes=30))))
+        error = refused(engine, "M", command("assign", "M", T0 + timedelta(hours=1)), DueRequired)
+        assert error.details["step"] == "rectify"
+
+    def test_a_given_deadline_must_lie_after_the_step_starts(self, engine: HazardLoop) -> None:
+        bring_to(engine, Status.REPORTED, "H")
+        at = T0 + timedelta(hours=3)
+        cmd = command("assign", "H", at, due=(at - timedelta(minutes=1)).isoformat())
+        refused(engine, "H", cmd, DueNotAfterStart)
+
+    def test_a_duplicate_must_name_another_known_case(self, engine: HazardLoop) -> None:
+        bring_to(engine, Status.DISCOVERED, "H")
+        at = T0 + timedelta(hours=1)
+        refused(engine, "H", command("reject", "H", at, duplicate_of="H"), InvalidDuplicate)
+        refused(engine, "H", command("reject", "H", at, duplicate_of="ghost"), InvalidDuplicate)
+
+
+class TestIdempotency:
+    """The same idempotency key returns the first result and records nothing new."""
+
+    def test_a_retried_submission_is_recorded_once(self, engine: HazardLoop) -> None:
+        cmd = command("discover", "H", T0, idempotency_key="pda-7:upload-1")
+        first = engine.handle(parse_command(cmd))
+        for _ in range(3):
+            again = engine.handle(parse_command(cmd))
+            assert again.replayed
+            assert (again.event, again.version, again.status, again.due) == (
+                first.event,
+                first.version,
+                first.status,
+                first.due,
+            )
+        assert len(engine.history("H")) == 1
+
+    def test_a_retry_that_spells_out_a_default_is_the_same_submission(
+        self, engine: HazardLoop
+    ) -> None:
+        cmd = command("discover", "H", T0, idempotency_key="k")
+        engine.handle(parse_command(cmd))
+        again = engine.handle(parse_command({**cmd, "fixed_on_spot": False, "source": "patrol"}))
+        assert again.replayed
+
+    def test_a_key_reused_for_a_different_command_is_refused(self, engine: HazardLoop) -> None:
+        engine.handle(parse_command(command("discover", "H", T0, idempotency_key="k")))
+        cmd = command("discover", "H2", T0, idempotency_key="k")
+        refused(engine, "H2", cmd, IdempotencyKeyReused)
+
+    def test_a_retry_inside_one_batch_is_recorded_once(self, engine: HazardLoop) -> None:
+        cmd = parse_command(command("discover", "H", T0, idempotency_key="k"))
+        results = list(engine.handle_many([cmd, cmd, cmd]))
+        assert [r.replayed for r in results] == [False, True, True]
+        assert len(engine.history("H")) == 1
+
+    def test_the_key_survives_a_restart_of_the_engine(self, engine: HazardLoop, db_path: Any, clock: FakeClock) -> None:
+        from adapters.bootstrap import Settings, build_engine
+
+        cmd = command("discover", "H", T0, idempotency_key="k")
+        engine.handle(parse_command(cmd))
+        other = build_engine(Settings(db=str(db_path)), clock=clock)
+        try:
+            assert other.handle(parse_command(cmd)).replayed
+        finally:
+            other.close()
+        assert len(engine.history("H")) == 1
