@@ -220,7 +220,15 @@ def _event_dict(event: Any) -> dict[str, Any]:
     payload = {
         k: v
         for k, v in vars(event).items()
-        if k not in ("originator_id", "originator_version", "timestamp", "originator_topic", "at", "actor")
+        if k
+        not in (
+            "originator_id",
+            "originator_version",
+            "timestamp",
+            "originator_topic",
+            "at",
+            "actor",
+        )
     }
     return {
         "version": event.originator_version,

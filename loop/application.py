@@ -150,7 +150,7 @@ class HazardLoop(Application):  # type: ignore[type-arg]
     def get_hazard(self, hazard_id: str, version: int | None = None) -> Hazard:
         """The case as it stands now (or at `version`); HazardNotFound if never discovered."""
         try:
-            hazard = self.repository.get(hazard_uuid(hazard_id), version=version)
+            hazard: object = self.repository.get(hazard_uuid(hazard_id), version=version)
         except AggregateNotFoundError:
             raise HazardNotFound(f"no hazard {hazard_id!r}", hazard_id=hazard_id) from None
         except PersistenceError as exc:

@@ -76,8 +76,17 @@ def _rfc3339(value: Any) -> Any:
 
 
 Timestamp = Annotated[datetime, BeforeValidator(_rfc3339)]
-Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]*\S[^\x00-\x1f\x7f]*$")]
-HazardId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f\s](?:[^\x00-\x1f\x7f]*[^\x00-\x1f\x7f\s])?$")]
+Name = Annotated[
+    str, Field(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]*\S[^\x00-\x1f\x7f]*$")
+]
+HazardId = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=64,
+        pattern=r"^[^\x00-\x1f\x7f\s](?:[^\x00-\x1f\x7f]*[^\x00-\x1f\x7f\s])?$",
+    ),
+]
 ShortText = Annotated[str, Field(min_length=1, max_length=200)]
 Reason = Annotated[str, Field(min_length=1, max_length=2000, pattern=r"\S")]
 Note = Annotated[str, Field(max_length=4000)]
@@ -159,7 +168,9 @@ class Verify(CommandBase):
     @model_validator(mode="after")
     def _due_only_when_failed(self) -> Verify:
         if self.passed and self.due is not None:
-            raise ValueError("`due` is the new rectification deadline: give it only when passed=false")
+            raise ValueError(
+                "`due` is the new rectification deadline: give it only when passed=false"
+            )
         return self
 
 
@@ -234,7 +245,7 @@ class Regrade(CommandBase):
 
 
 class Escalate(CommandBase):
-    """Supervision steps up: reminder → supervision letter → summons / public notice → penalty (督办)."""
+    """Supervision steps up (督办): reminder → letter → summons / public notice → penalty."""
 
     command: Literal["escalate"] = "escalate"
     level: EscalationLevel
@@ -297,12 +308,14 @@ def _field_errors(exc: ValidationError) -> list[dict[str, Any]]:
 
 
 def parse_command(data: Any) -> Command:
-    """Validate one command given as a mapping (decoded JSON); raise InvalidCommand naming the fault."""
+    """Validate one command given as a mapping (decoded JSON); InvalidCommand names the fault."""
     if not isinstance(data, dict):
         raise MalformedJSON(f"a command is a JSON object, not {type(data).__name__}")
     name = data.get("command")
     if name is None:
-        raise InvalidCommand("field `command` is missing", fields=[{"field": "command", "problem": "missing"}])
+        raise InvalidCommand(
+            "field `command` is missing", fields=[{"field": "command", "problem": "missing"}]
+        )
     if name not in COMMAND_CLASSES:
         raise UnknownCommand(
             f"unknown command {name!r}; the contract has: {', '.join(COMMAND_NAMES)}",

@@ -37,7 +37,7 @@ from loop.policy import Deadline, Policy, WorkCalendar
 
 __all__ = ["Context", "Hazard", "hazard_uuid"]
 
-#: Namespace of the aggregate ids: uuid5(NAMESPACE, hazard_id). Changing it orphans every stored case.
+#: Namespace of aggregate ids: uuid5(NAMESPACE, hazard_id). Changing it orphans every case.
 NAMESPACE = uuid.UUID("5b0e3a4c-6f1d-4d52-9a7e-6c2b8f1e0d47")
 
 #: How far a command's business time may run ahead of the engine's clock (device clocks drift).
@@ -107,7 +107,7 @@ class Hazard(Aggregate):
     # ----------------------------------------------------------------- events
 
     class Event(Aggregate.Event):
-        """Every event: the business time `at` (on site) and the actor; `timestamp` is record time."""
+        """Every event: business time `at` (on site) and the actor; `timestamp` is record time."""
 
         at: datetime
         actor: str
@@ -276,9 +276,7 @@ class Hazard(Aggregate):
             current.update(self.deadline)
             current["extensions"] = int(current.get("extensions", 0)) + 1
             hazard.deadline = current
-            hazard.deadlines.append(
-                {**self.deadline, "decided_at": self.at, "event": "Extended"}
-            )
+            hazard.deadlines.append({**self.deadline, "decided_at": self.at, "event": "Extended"})
 
     class Parked(Event):
         reason: str
@@ -518,9 +516,7 @@ class Hazard(Aggregate):
             self.trigger_event(self.Verified, note=cmd.note, deadline=deadline, **common)
         else:
             deadline = self._given_or_policy("rectify", cmd.due, at, ctx)
-            self.trigger_event(
-                self.VerificationFailed, note=cmd.note, deadline=deadline, **common
-            )
+            self.trigger_event(self.VerificationFailed, note=cmd.note, deadline=deadline, **common)
 
     def _close(self, cmd: c.Close, ctx: Context, at: datetime, common: dict[str, Any]) -> None:
         self.trigger_event(self.Closed, note=cmd.note, **common)

@@ -179,7 +179,9 @@ class Policy:
         try:
             text = Path(path).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
-            raise InvalidPolicy(f"cannot read policy file {path}: {exc}", source=str(path)) from None
+            raise InvalidPolicy(
+                f"cannot read policy file {path}: {exc}", source=str(path)
+            ) from None
         return cls.from_toml(text, source=str(path))
 
     # ---------------------------------------------------------- deadlines
@@ -190,9 +192,7 @@ class Policy:
         except KeyError:
             raise InvalidPolicy(f"the policy has no limit for {grade} / {step}") from None
 
-    def deadline(
-        self, grade: str, step: str, start: datetime, calendar: WorkCalendar
-    ) -> Deadline:
+    def deadline(self, grade: str, step: str, start: datetime, calendar: WorkCalendar) -> Deadline:
         """The deadline of `step` for a hazard of `grade` whose step starts at `start`."""
         if start.tzinfo is None:
             raise ValueError("a step's start must be an aware date-time")
@@ -259,9 +259,7 @@ class Policy:
             day += timedelta(days=1)
         return count, unknown
 
-    def _add_working_days(
-        self, start: date, n: int, calendar: WorkCalendar
-    ) -> tuple[date, bool]:
+    def _add_working_days(self, start: date, n: int, calendar: WorkCalendar) -> tuple[date, bool]:
         day, found, unknown = start, 0, False
         limit = start + timedelta(days=MAX_SPAN_DAYS)
         while found < n:

@@ -131,9 +131,15 @@ class TestMixedFile:
         text = "\n".join(json.dumps(c) for c in loop_of("H1", T0)[:3]) + "\n"
         assert hazardloop("apply", "-", "--db", str(db), stdin=text).returncode == 0
         shown = json.loads(hazardloop("show", "H1", "--db", str(db)).stdout)
-        assert (shown["status"], shown["step"], shown["holder"]) == ("assigned", "rectify", "fire-brigade")
+        assert (shown["status"], shown["step"], shown["holder"]) == (
+            "assigned",
+            "rectify",
+            "fire-brigade",
+        )
         assert shown["due"] == "2026-09-15T23:59:59+08:00"  # 10 working days after 1 September
-        history = [json.loads(x) for x in hazardloop("history", "H1", "--db", str(db)).stdout.splitlines()]
+        history = [
+            json.loads(x) for x in hazardloop("history", "H1", "--db", str(db)).stdout.splitlines()
+        ]
         assert [h["event"] for h in history] == ["Discovered", "Reported", "Assigned"]
         assert all(h["recorded_at"] and h["at"] and h["actor"] for h in history)
         missing = hazardloop("show", "ghost", "--db", str(db))

@@ -31,7 +31,9 @@ from tests.conftest import FakeClock
 from tests.integration.test_transitions import T0, bring_to, command
 
 
-def refused(engine: HazardLoop, hazard_id: str, cmd: dict[str, Any], error: type[HazardLoopError]) -> HazardLoopError:
+def refused(
+    engine: HazardLoop, hazard_id: str, cmd: dict[str, Any], error: type[HazardLoopError]
+) -> HazardLoopError:
     """Apply `cmd`, expect `error`, and check the case's history did not change."""
     before = len(engine.history(hazard_id)) if engine.exists(hazard_id) else 0
     with pytest.raises(error) as info:
@@ -51,16 +53,22 @@ class TestRules:
 
     def test_the_rectifier_may_record_a_failed_verification(self, engine: HazardLoop) -> None:
         at = bring_to(engine, Status.RECTIFIED, "H")
-        result = engine.handle(parse_command(command("verify", "H", at, actor="unit-zhao", passed=False)))
+        result = engine.handle(
+            parse_command(command("verify", "H", at, actor="unit-zhao", passed=False))
+        )
         assert result.event == "VerificationFailed"
 
-    def test_who_fixed_it_on_the_spot_cannot_pass_its_verification(self, engine: HazardLoop) -> None:
+    def test_who_fixed_it_on_the_spot_cannot_pass_its_verification(
+        self, engine: HazardLoop
+    ) -> None:
         engine.handle(parse_command(command("discover", "H", T0, fixed_on_spot=True)))
         refused(engine, "H", command("verify", "H", T0), VerifierIsRectifier)
 
     def test_an_extension_is_not_approved_by_its_requester(self, engine: HazardLoop) -> None:
         at = bring_to(engine, Status.ASSIGNED, "H")
-        refused(engine, "H", command("extend", "H", at, approved_by="unit-zhao"), ApproverIsRequester)
+        refused(
+            engine, "H", command("extend", "H", at, approved_by="unit-zhao"), ApproverIsRequester
+        )
 
     def test_parking_is_not_approved_by_its_requester(self, engine: HazardLoop) -> None:
         at = bring_to(engine, Status.ASSIGNED, "H")
@@ -145,7 +153,9 @@ class TestIdempotency:
         assert [r.replayed for r in results] == [False, True, True]
         assert len(engine.history("H")) == 1
 
-    def test_the_key_survives_a_restart_of_the_engine(self, engine: HazardLoop, db_path: Any, clock: FakeClock) -> None:
+    def test_the_key_survives_a_restart_of_the_engine(
+        self, engine: HazardLoop, db_path: Any, clock: FakeClock
+    ) -> None:
         from adapters.bootstrap import Settings, build_engine
 
         cmd = command("discover", "H", T0, idempotency_key="k")

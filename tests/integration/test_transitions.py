@@ -1,4 +1,4 @@
-"""Every cell of the lifecycle: each command in each status is either the table's transition or refused.
+"""Every cell of the lifecycle: each command in each status follows the table or is refused.
 
 Runs against a real SQLite store; a refused command must leave the stored history untouched.
 """
@@ -91,7 +91,9 @@ class TestEveryCell:
         row = find_transition(status, name, condition)
         cmd = parse_command(command(name, hazard_id, at))
         if row is None:
-            expected = CaseClosed if status in (Status.CLOSED, Status.REJECTED) else InvalidTransition
+            expected = (
+                CaseClosed if status in (Status.CLOSED, Status.REJECTED) else InvalidTransition
+            )
             with pytest.raises(expected) as info:
                 engine.handle(cmd)
             assert info.value.details["status"] == status.value
@@ -158,13 +160,16 @@ class TestSidePaths:
         engine.handle(parse_command(command("resume", "H4", at + timedelta(days=14))))
         hazard = engine.get_hazard("H4")
         assert hazard.status == Status.ASSIGNED
-        assert hazard.due is not None and hazard.due > due_before
+        assert hazard.due is not None
+        assert hazard.due > due_before
 
     def test_a_rejected_duplicate_keeps_the_case_it_duplicates(self, engine: HazardLoop) -> None:
         bring_to(engine, Status.DISCOVERED, "first")
         bring_to(engine, Status.DISCOVERED, "second")
         engine.handle(
-            parse_command(command("reject", "second", T0 + timedelta(hours=2), duplicate_of="first"))
+            parse_command(
+                command("reject", "second", T0 + timedelta(hours=2), duplicate_of="first")
+            )
         )
         assert engine.get_hazard("second").duplicate_of == "first"
 
@@ -173,4 +178,3 @@ class TestSidePaths:
         engine.handle(parse_command(command("reopen", "H5", at)))
         hazard = engine.get_hazard("H5")
         assert (hazard.status, hazard.step, hazard.reopen_count) == (Status.REPORTED, "assign", 1)
-

@@ -13,8 +13,11 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _render_module():  # type: ignore[no-untyped-def]
-    spec = importlib.util.spec_from_file_location("render", ROOT / "scripts" / "render_lifecycle.py")
-    assert spec is not None and spec.loader is not None
+    spec = importlib.util.spec_from_file_location(
+        "render", ROOT / "scripts" / "render_lifecycle.py"
+    )
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
