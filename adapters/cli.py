@@ -209,10 +209,11 @@ def show_cmd(
         table.add_row(key, "" if state.get(key) is None else str(state[key]))
     console.print(table)
     deadlines = Table(title="deadlines decided")
-    for col in ("decided_at", "event", "step", "due", "limit", "provisional", "policy_version"):
+    columns = ("decided_at", "event", "step", "due", "limit", "provisional", "policy_version")
+    for col in columns:
         deadlines.add_column(col)
     for d in state["deadlines"]:
-        deadlines.add_row(*(str(d.get(k, "")) for k in deadlines.columns_names()))  # type: ignore[attr-defined]
+        deadlines.add_row(*(str(d.get(k, "")) for k in columns))
     console.print(deadlines)
 
 

@@ -19,14 +19,16 @@ ROOT = Path(__file__).resolve().parents[2]
 T0 = datetime(2026, 9, 1, 9, 0, tzinfo=SHANGHAI)
 
 
-def hazardloop(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+def hazardloop(
+    *args: str, stdin: str | None = None, log_level: str = "warning"
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "adapters.cli", *args],
         input=stdin,
         capture_output=True,
         text=True,
         cwd=ROOT,
-        env={"PATH": "/usr/bin:/bin", "HAZARDLOOP_LOG_LEVEL": "warning"},
+        env={"PATH": "/usr/bin:/bin", "HAZARDLOOP_LOG_LEVEL": log_level},
         timeout=600,
     )
 
@@ -111,6 +113,20 @@ class TestMixedFile:
         proc = hazardloop("apply", "-", "--db", str(db), stdin=text)
         assert proc.returncode == 0, proc.stderr
         assert [json.loads(x)["status"] for x in proc.stdout.splitlines()][-1] == "closed"
+
+    def test_each_command_logs_one_json_line_on_stderr(self, tmp_path: Path) -> None:
+        db = tmp_path / "h.db"
+        cmds = loop_of("H1", T0)[:2] + [loop_of("H1", T0)[5]]
+        text = "\n".join(json.dumps(c) for c in cmds) + "\n"
+        proc = hazardloop("apply", "-", "--db", str(db), stdin=text, log_level="info")
+        logs = [json.loads(x) for x in proc.stderr.splitlines()]
+        assert [(x["hazard_id"], x["command"], x["actor"], x["outcome"], x["line"]) for x in logs] == [
+            ("H1", "discover", "wang", "Discovered", 1),
+            ("H1", "report", "wang", "Reported", 2),
+            ("H1", "close", "li", "invalid_transition", 3),
+        ]
+        assert all(isinstance(x["duration_ms"], float) for x in logs)
+        assert [x["level"] for x in logs] == ["info", "info", "warning"]
 
     def test_an_unreadable_input_file_is_a_usage_error(self, tmp_path: Path) -> None:
         proc = hazardloop("apply", str(tmp_path / "missing.jsonl"), "--db", str(tmp_path / "h.db"))
