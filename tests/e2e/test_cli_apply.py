@@ -120,7 +120,9 @@ class TestMixedFile:
         text = "\n".join(json.dumps(c) for c in cmds) + "\n"
         proc = hazardloop("apply", "-", "--db", str(db), stdin=text, log_level="info")
         logs = [json.loads(x) for x in proc.stderr.splitlines()]
-        assert [(x["hazard_id"], x["command"], x["actor"], x["outcome"], x["line"]) for x in logs] == [
+        assert [
+            (x["hazard_id"], x["command"], x["actor"], x["outcome"], x["line"]) for x in logs
+        ] == [
             ("H1", "discover", "wang", "Discovered", 1),
             ("H1", "report", "wang", "Reported", 2),
             ("H1", "close", "li", "invalid_transition", 3),

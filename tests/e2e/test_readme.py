@@ -14,7 +14,9 @@ ROOT = Path(__file__).resolve().parents[2]
 class TestReadme:
     """The examples in README.md are true."""
 
-    def test_the_apply_and_python_examples_print_what_the_readme_shows(self, tmp_path: Path) -> None:
+    def test_the_apply_and_python_examples_print_what_the_readme_shows(
+        self, tmp_path: Path
+    ) -> None:
         readme = (ROOT / "README.md").read_text(encoding="utf-8")
         jsonl = re.search(r"cat > today.jsonl <<'EOF'\n(.*?)\nEOF", readme, re.S)
         shown = re.search(r"```json\n(.*?)\n```", readme, re.S)

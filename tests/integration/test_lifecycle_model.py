@@ -23,6 +23,7 @@ from loop.hazard import Context, Hazard
 from tests.conftest import SHANGHAI, FakeClock
 
 IDS = ("A", "B", "C")
+REACHED: set[str] = set()  # statuses the machine has reached, across all examples
 ACTORS = ("x", "y")
 
 # The reference model's own table, written independently of loop/lifecycle.py.
@@ -134,8 +135,9 @@ class LoopMachine(RuleBasedStateMachine):
     # ------------------------------------------------------------- the rule
 
     @rule(
+        data=st.data(),
         hazard_id=st.sampled_from(IDS),
-        name=st.sampled_from(
+        any_name=st.sampled_from(
             ["discover", "report", "assign", "rectify", "verify", "close", "reject", "return",
              "reassign", "extend", "park", "resume", "reopen", "regrade", "escalate"]
         ),
@@ -146,9 +148,14 @@ class LoopMachine(RuleBasedStateMachine):
         give_due=st.booleans(),
     )  # fmt: skip
     def apply(
-        self, hazard_id: str, name: str, actor: str, other: str, flag: bool, grade: str,
-        give_due: bool,
+        self, data: st.DataObject, hazard_id: str, any_name: str, actor: str, other: str,
+        flag: bool, grade: str, give_due: bool,
     ) -> None:  # fmt: skip
+        # Half the time, a command the model would accept in this status, so that random
+        # sequences reach deep into the loop (closed, reopened, reworked) and not only refusals.
+        h = self.model.get(hazard_id)
+        likely = sorted(MODEL_TABLE[h["status"]]) if h else ["discover"]
+        name = data.draw(st.sampled_from([any_name, *likely]), label="command")
         self.at += timedelta(hours=7)
         self.clock.now = max(self.clock.now, self.at + timedelta(minutes=1))
         due = (self.at + timedelta(days=120)).isoformat()
@@ -184,6 +191,7 @@ class LoopMachine(RuleBasedStateMachine):
             return
         assert new_state is not None
         self.model[hazard_id] = new_state
+        REACHED.add(new_state["status"])
         # The same decision taken in memory, on the shadow copy, with the same inputs.
         ctx = Context(now=self.clock(), policy=self.engine.policy, calendar=self.engine.calendar)
         if name == "discover":
@@ -213,4 +221,11 @@ LoopMachine.TestCase.settings = settings(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
-TestLoopMachine = LoopMachine.TestCase
+
+
+class TestLoopMachine(LoopMachine.TestCase):  # type: ignore[name-defined,misc]
+    """Random command sequences; the run must also have reached every status of the loop."""
+
+    def runTest(self) -> None:  # noqa: N802 (unittest's name)
+        super().runTest()
+        assert {"closed", "rejected", "parked", "verified"} <= REACHED, REACHED
