@@ -116,7 +116,7 @@ class TestMixedFile:
 
     def test_each_command_logs_one_json_line_on_stderr(self, tmp_path: Path) -> None:
         db = tmp_path / "h.db"
-        cmds = loop_of("H1", T0)[:2] + [loop_of("H1", T0)[5]]
+        cmds = [*loop_of("H1", T0)[:2], loop_of("H1", T0)[5]]
         text = "\n".join(json.dumps(c) for c in cmds) + "\n"
         proc = hazardloop("apply", "-", "--db", str(db), stdin=text, log_level="info")
         logs = [json.loads(x) for x in proc.stderr.splitlines()]
