@@ -14,6 +14,7 @@ the policy counts it Monday–Friday and marks the deadline provisional.
 
 from __future__ import annotations
 
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -25,6 +26,8 @@ import chinese_calendar
 from loop.errors import CalendarError
 
 __all__ = ["ChinaCalendar", "YearSchedule"]
+
+_YEAR = re.compile(r"[0-9]{4}", re.ASCII)
 
 
 @dataclass(frozen=True)
@@ -50,9 +53,11 @@ class ChinaCalendar:
         try:
             data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError) as exc:
-            raise CalendarError(f"cannot read calendar file {path}: {exc}") from None
+            raise CalendarError(
+                f"cannot read calendar file {path}: {exc}", source=str(path)
+            ) from None
         except tomllib.TOMLDecodeError as exc:
-            raise CalendarError(f"{path}: not valid TOML: {exc}") from None
+            raise CalendarError(f"{path}: not valid TOML: {exc}", source=str(path)) from None
         return cls(_parse(data, str(path)))
 
     def known_years(self) -> list[int]:
@@ -69,6 +74,7 @@ class ChinaCalendar:
         return sorted(years)
 
     def is_workday(self, day: date) -> bool | None:
+        """Whether `day` is a working day; None when neither the file nor the package knows."""
         try:
             return self._cache[day]
         except KeyError:
@@ -92,30 +98,44 @@ class ChinaCalendar:
 def _parse(data: Mapping[str, object], source: str) -> dict[int, YearSchedule]:
     years: dict[int, YearSchedule] = {}
     for key, table in data.items():
-        if not key.isdigit() or not isinstance(table, dict):
-            raise CalendarError(f"{source}: expected one [YYYY] table per year, found {key!r}")
+        if not _YEAR.fullmatch(key) or not isinstance(table, dict):
+            raise CalendarError(
+                f"{source}: expected one [YYYY] table per year, found {key!r}", source=source
+            )
         year = int(key)
         unknown = set(table) - {"holidays", "workdays"}
         if unknown:
-            raise CalendarError(f"{source}: [{key}] has unknown keys: {', '.join(sorted(unknown))}")
+            raise CalendarError(
+                f"{source}: [{key}] has unknown keys: {', '.join(sorted(unknown))}", source=source
+            )
         lists: dict[str, frozenset[date]] = {}
         for name in ("holidays", "workdays"):
             values = table.get(name, [])
-            if not isinstance(values, list) or not all(
-                isinstance(v, date) and not hasattr(v, "hour") for v in values
-            ):
-                raise CalendarError(f"{source}: [{key}].{name} must be a list of dates")
-            outside = [v for v in values if v.year != year]
+            # type(), not isinstance(): a TOML date-time is a datetime, which is also a date.
+            if not isinstance(values, list) or not all(type(v) is date for v in values):
+                raise CalendarError(
+                    f"{source}: [{key}].{name} must be a list of TOML dates (YYYY-MM-DD)",
+                    source=source,
+                )
+            outside = sorted(v for v in values if v.year != year)
             if outside:
-                raise CalendarError(f"{source}: [{key}].{name} lists {outside[0]}, not in {year}")
+                raise CalendarError(
+                    f"{source}: [{key}].{name} lists {outside[0]}, which is not in {year}",
+                    source=source,
+                )
             lists[name] = frozenset(values)
         both = lists["holidays"] & lists["workdays"]
         if both:
-            raise CalendarError(f"{source}: {min(both)} is both a holiday and a working day")
+            raise CalendarError(
+                f"{source}: [{key}] lists {min(both)} as both a holiday and a working day",
+                source=source,
+            )
         weekday_workdays = sorted(d for d in lists["workdays"] if d.weekday() < 5)
         if weekday_workdays:
             raise CalendarError(
-                f"{source}: make-up working day {weekday_workdays[0]} is not a Saturday or Sunday"
+                f"{source}: [{key}].workdays lists {weekday_workdays[0]}, a weekday: make-up "
+                "working days are Saturdays or Sundays",
+                source=source,
             )
         years[year] = YearSchedule(lists["holidays"], lists["workdays"])
     return years

@@ -9,9 +9,10 @@ import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from importlib import resources
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Literal, Protocol, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -37,7 +38,11 @@ ESCALATION_LEVELS = ("reminder", "supervision_letter", "summons", "public_notice
 MAX_SPAN_DAYS = 3660
 
 Unit = Literal["h", "d", "wd", "plan"]
-_LIMIT = re.compile(r"^\s*(\d+)\s*(h|d|wd)\s*$")
+# Strict on purpose: str(Limit.parse(text)) == text, so no spaces, signs or leading zeros.
+_LIMIT = re.compile(r"([1-9][0-9]*)(h|d|wd)", re.ASCII)
+# A limit longer than about ten years is a typo; refuse it when the policy loads rather than
+# when a command first needs it.
+_MAX_AMOUNT: Mapping[str, int] = {"h": 24 * MAX_SPAN_DAYS, "d": MAX_SPAN_DAYS, "wd": 2000}
 
 
 class WorkCalendar(Protocol):
@@ -60,20 +65,35 @@ class Limit:
     amount: int
     unit: Unit
 
+    def __post_init__(self) -> None:
+        if self.unit == "plan":
+            if self.amount != 0:
+                raise InvalidPolicy(f"a 'plan' limit has amount 0, not {self.amount}")
+        elif self.unit not in _MAX_AMOUNT:
+            raise InvalidPolicy(f"unknown limit unit {self.unit!r}")
+        elif not 1 <= self.amount <= _MAX_AMOUNT[self.unit]:
+            raise InvalidPolicy(
+                f"a limit in {self.unit!r} must be between 1 and {_MAX_AMOUNT[self.unit]}, "
+                f"not {self.amount}"
+            )
+
     @classmethod
     def parse(cls, text: str) -> Limit:
         """Read "24h", "10wd", "10d" or "plan"; refuse anything else."""
         if not isinstance(text, str):
             raise InvalidPolicy(f"a limit is a string like '10wd', not {text!r}")
-        if text.strip() == "plan":
+        if text == "plan":
             return cls(0, "plan")
-        m = _LIMIT.match(text)
-        if not m or int(m.group(1)) < 1:
+        m = _LIMIT.fullmatch(text)
+        if not m:
             raise InvalidPolicy(
                 f"bad limit {text!r}: expected Nh (hours), Nd (days), Nwd (working days) "
                 "with N ≥ 1, or 'plan'"
             )
-        return cls(int(m.group(1)), cast(Unit, m.group(2)))
+        try:
+            return cls(int(m.group(1)), cast(Unit, m.group(2)))
+        except InvalidPolicy as exc:
+            raise InvalidPolicy(f"bad limit {text!r}: {exc.message}") from None
 
     def __str__(self) -> str:
         return "plan" if self.unit == "plan" else f"{self.amount}{self.unit}"
@@ -106,6 +126,26 @@ class Policy:
     limits: Mapping[str, Mapping[str, Limit]]
     escalation: tuple[EscalationRule, ...] = ()
 
+    def __post_init__(self) -> None:
+        # from_toml gives better messages (with the source); this guards direct construction.
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise InvalidPolicy(f"unknown timezone {self.timezone!r}") from None
+        for grade in GRADES:
+            for step in STEPS:
+                if step not in self.limits.get(grade, {}):
+                    raise InvalidPolicy(f"the policy has no limit for {grade} / {step}")
+        for rule in self.escalation:
+            if rule.level not in ESCALATION_LEVELS or rule.after_working_days_late < 0:
+                raise InvalidPolicy(f"bad escalation rule {rule}")
+        lates = [rule.after_working_days_late for rule in self.escalation]
+        if lates != sorted(lates):
+            raise InvalidPolicy("escalation rules must be sorted by after_working_days_late")
+        # Frozen all the way down: a policy is shared by every command of the engine.
+        frozen = {g: MappingProxyType(dict(steps)) for g, steps in self.limits.items()}
+        object.__setattr__(self, "limits", MappingProxyType(frozen))
+
     @property
     def tz(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
@@ -123,17 +163,24 @@ class Policy:
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], *, source: str = "<policy>") -> Policy:
+        """Read a policy from parsed TOML (or any mapping of the same shape)."""
+
         def bad(message: str) -> InvalidPolicy:
             return InvalidPolicy(f"{source}: {message}", source=source)
 
+        unknown_keys = set(data) - {"version", "timezone", "limits", "escalation"}
+        if unknown_keys:
+            raise bad(f"unknown keys: {', '.join(sorted(unknown_keys))}")
         version = data.get("version")
         if not isinstance(version, str) or not version.strip():
             raise bad("`version` (a non-empty string) is required")
         timezone = data.get("timezone", "Asia/Shanghai")
         try:
-            ZoneInfo(str(timezone))
+            if not isinstance(timezone, str):
+                raise ValueError(timezone)
+            ZoneInfo(timezone)
         except (ZoneInfoNotFoundError, ValueError):
-            raise bad(f"unknown timezone {timezone!r}") from None
+            raise bad(f"timezone: unknown timezone {timezone!r}") from None
         raw_limits = data.get("limits")
         if not isinstance(raw_limits, dict):
             raise bad("a [limits.general] and a [limits.major] table are required")
@@ -156,8 +203,11 @@ class Policy:
         extra = set(raw_limits) - set(GRADES)
         if extra:
             raise bad(f"[limits] has unknown grades: {', '.join(sorted(extra))}")
+        raw_rules = data.get("escalation", [])
+        if not isinstance(raw_rules, list):
+            raise bad("`escalation` must be an array of tables ([[escalation]])")
         rules: list[EscalationRule] = []
-        for i, rule in enumerate(data.get("escalation", [])):
+        for i, rule in enumerate(raw_rules):
             if not isinstance(rule, dict):
                 raise bad(f"escalation[{i}] must be a table")
             level = rule.get("level")
@@ -166,9 +216,12 @@ class Policy:
                 raise bad(f"escalation[{i}].level {level!r} is not one of {ESCALATION_LEVELS}")
             if not isinstance(after, int) or isinstance(after, bool) or after < 0:
                 raise bad(f"escalation[{i}].after_working_days_late must be an integer ≥ 0")
+            unknown_keys = set(rule) - {"level", "after_working_days_late"}
+            if unknown_keys:
+                raise bad(f"escalation[{i}] has unknown keys: {', '.join(sorted(unknown_keys))}")
             rules.append(EscalationRule(str(level), after))
         rules.sort(key=lambda r: r.after_working_days_late)
-        return cls(version=version, timezone=str(timezone), limits=limits, escalation=tuple(rules))
+        return cls(version=version, timezone=timezone, limits=limits, escalation=tuple(rules))
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> Policy:
@@ -187,6 +240,7 @@ class Policy:
     # ---------------------------------------------------------- deadlines
 
     def limit_for(self, grade: str, step: str) -> Limit:
+        """The limit the policy sets for `step` of a hazard of `grade`."""
         try:
             return self.limits[grade][step]
         except KeyError:
@@ -194,8 +248,7 @@ class Policy:
 
     def deadline(self, grade: str, step: str, start: datetime, calendar: WorkCalendar) -> Deadline:
         """The deadline of `step` for a hazard of `grade` whose step starts at `start`."""
-        if start.tzinfo is None:
-            raise ValueError("a step's start must be an aware date-time")
+        _require_aware(start, "a step's start")
         limit = self.limit_for(grade, step)
         local = start.astimezone(self.tz)
         provisional = False
@@ -206,7 +259,7 @@ class Policy:
                 grade=grade,
             )
         if limit.unit == "h":
-            due = local + timedelta(hours=limit.amount)
+            due = self._add_elapsed(local, timedelta(hours=limit.amount))
         elif limit.unit == "d":
             due = self._end_of(local.date() + timedelta(days=limit.amount))
         else:
@@ -216,6 +269,7 @@ class Policy:
 
     def given_deadline(self, due: datetime) -> Deadline:
         """A deadline the command gave (`due`), kept as given, in the policy's timezone."""
+        _require_aware(due, "a given deadline")
         return Deadline(due.astimezone(self.tz), "given", False, self.version)
 
     def shift_for_pause(
@@ -225,7 +279,13 @@ class Policy:
         paused_to: datetime,
         calendar: WorkCalendar,
     ) -> Deadline:
-        """The deadline moved by the time a case spent parked (its step clock stopped)."""
+        """The deadline moved by the time a case spent parked (its step clock stopped).
+
+        Hour, calendar-day and given deadlines move by the parked duration; working-day
+        deadlines by the working days d with paused_from's date < d ≤ paused_to's date.
+        """
+        _require_aware(paused_from, "the start of a pause")
+        _require_aware(paused_to, "the end of a pause")
         if paused_to <= paused_from:
             return deadline
         if deadline.limit.endswith("wd"):
@@ -240,7 +300,7 @@ class Policy:
             due = self._end_of(due_day) if days else deadline.due
             provisional = deadline.provisional or unknown or (unknown2 and days > 0)
         else:
-            due = (deadline.due + (paused_to - paused_from)).astimezone(self.tz)
+            due = self._add_elapsed(deadline.due, paused_to - paused_from)
             provisional = deadline.provisional
         return Deadline(due, deadline.limit, provisional, deadline.policy_version)
 
@@ -273,6 +333,16 @@ class Policy:
 
     def _end_of(self, day: date) -> datetime:
         return datetime.combine(day, time(23, 59, 59), tzinfo=self.tz)
+
+    def _add_elapsed(self, moment: datetime, elapsed: timedelta) -> datetime:
+        # Aware arithmetic within one zone is wall-clock arithmetic; elapsed time is added in
+        # UTC so that a zone with daylight saving time gets the real number of hours.
+        return (moment.astimezone(UTC) + elapsed).astimezone(self.tz)
+
+
+def _require_aware(moment: datetime, what: str) -> None:
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError(f"{what} must be an aware date-time, not {moment.isoformat()}")
 
 
 def _ask(calendar: WorkCalendar, day: date) -> tuple[bool, bool]:
