@@ -1,0 +1,171 @@
+"""The read-model tables, as SQLAlchemy Core: one schema for SQLite and PostgreSQL.
+
+They live in the same database as the events; each projection's rows commit with its tracking
+position (table `projection_tracking`) in one transaction.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    DateTime,
+    Dialect,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+from sqlalchemy.types import TypeDecorator
+
+__all__ = [
+    "METADATA",
+    "UTCDateTime",
+    "grids",
+    "ledger",
+    "post_tenures",
+    "step_segments",
+    "steps",
+    "tracking",
+]
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware date-times stored as UTC (sortable text on SQLite), read back aware in UTC."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("read models store aware date-times only")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if isinstance(value, str):
+            value = datetime.fromisoformat(value)
+        assert isinstance(value, datetime)
+        return value.replace(tzinfo=UTC)
+
+
+METADATA = MetaData()
+
+#: Where each projection has got to in the event log (the notification id last processed).
+tracking = Table(
+    "projection_tracking",
+    METADATA,
+    Column("name", String(64), primary_key=True),
+    Column("position", Integer, nullable=False),
+)
+
+#: 隐患台账: one row per hazard, its current state; `state` holds the whole case for rehydration.
+ledger = Table(
+    "ledger",
+    METADATA,
+    Column("hazard_id", String(64), primary_key=True),
+    Column("aggregate_id", String(32), nullable=False, unique=True),
+    Column("title", Text, nullable=False),
+    Column("grid", String(64), nullable=False, index=True),
+    Column("category", String(64), nullable=False),
+    Column("grade", String(16), nullable=False),
+    Column("source", String(16), nullable=False),
+    Column("status", String(16), nullable=False, index=True),
+    Column("step", String(16)),
+    Column("holder", String(64)),
+    Column("unit", String(64), index=True),
+    Column("person", String(64)),
+    Column("due", UTCDateTime),
+    Column("due_limit", String(16)),
+    Column("provisional", Boolean, nullable=False, default=False),
+    Column("rework_count", Integer, nullable=False),
+    Column("extension_count", Integer, nullable=False),
+    Column("reopen_count", Integer, nullable=False),
+    Column("discovered_at", UTCDateTime, nullable=False),
+    Column("last_at", UTCDateTime, nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("segments", Integer, nullable=False),  # segments opened so far (the next seq)
+    Column("occurrences", Integer, nullable=False),  # step occurrences started so far
+    Column("last_rectify", Integer),  # occurrence number of the latest rectify step
+    Column("state", LargeBinary, nullable=False),
+)
+
+#: Every interval in which one step held the ball with one deadline and one holder.
+step_segments = Table(
+    "step_segments",
+    METADATA,
+    Column("hazard_id", String(64), primary_key=True),
+    Column("seq", Integer, primary_key=True),
+    Column("occurrence", Integer, nullable=False),
+    Column("step", String(16), nullable=False),
+    Column("grade", String(16), nullable=False),
+    Column("grid", String(64), nullable=False),
+    Column("category", String(64), nullable=False),
+    Column("title", Text, nullable=False),
+    Column("holder", String(64)),
+    Column("unit", String(64)),
+    Column("person", String(64)),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("ended_at", UTCDateTime),
+    Column("end_reason", String(32)),
+    Column("due", UTCDateTime, nullable=False),
+    Column("original_due", UTCDateTime, nullable=False),
+    Column("due_limit", String(16), nullable=False),
+    Column("provisional", Boolean, nullable=False),
+    Column("extensions", Integer, nullable=False),
+    Index("ix_segments_open_due", "ended_at", "due"),
+)
+
+#: One row per step occurrence (a step from when it starts until the ball moves on).
+steps = Table(
+    "steps",
+    METADATA,
+    Column("hazard_id", String(64), primary_key=True),
+    Column("occurrence", Integer, primary_key=True),
+    Column("step", String(16), nullable=False),
+    Column("grade", String(16), nullable=False),
+    Column("grid", String(64), nullable=False),
+    Column("holder", String(64)),
+    Column("unit", String(64)),
+    Column("person", String(64)),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("due", UTCDateTime),
+    Column("original_due", UTCDateTime),
+    Column("extensions", Integer, nullable=False),
+    Column("ended_at", UTCDateTime),
+    Column("outcome", String(32)),  # the event that ended it
+    Column("handled", Boolean, nullable=False),
+    Column("parked", Boolean, nullable=False),  # parked at any time during the step
+    Column("reworked", Integer, nullable=False),  # failed verifications of this rectification
+    Index("ix_steps_due", "due"),
+)
+
+#: Grids of the organisation.
+grids = Table(
+    "grids",
+    METADATA,
+    Column("code", String(64), primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("level", String(16), nullable=False),
+    Column("parent", String(64)),
+)
+
+#: Who held which post of which grid, from when to when (to is NULL while held).
+post_tenures = Table(
+    "post_tenures",
+    METADATA,
+    Column("grid", String(64), primary_key=True),
+    Column("post", String(32), primary_key=True),
+    Column("person", String(64), primary_key=True),
+    Column("from_at", UTCDateTime, primary_key=True),
+    Column("to_at", UTCDateTime),
+)
