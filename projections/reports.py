@@ -1,0 +1,337 @@
+"""The overdue and accountability reports, computed with SQL over the read models.
+
+Both are pure reads: callers catch the projections up first. Working days come from the same
+calendar the engine decides deadlines with.
+"""
+
+from __future__ import annotations
+
+import calendar as _cal
+import re
+from bisect import bisect_right
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import Connection, and_, func, or_, select
+
+from loop.errors import InvalidCommand
+from loop.policy import Policy, WorkCalendar
+from projections.model import (
+    AccountabilityReport,
+    AccountabilityRow,
+    OverdueReport,
+    OverdueRow,
+    Period,
+)
+from projections.tables import grids, post_tenures, step_segments, steps
+
+__all__ = [
+    "INDICATORS",
+    "WorkdayCounter",
+    "accountability_report",
+    "chain_at",
+    "overdue_report",
+    "parse_period",
+]
+
+#: (key, 中文, English, formula) of each indicator; see docs/indicators.md.
+INDICATORS: tuple[tuple[str, str, str, str], ...] = (
+    ("disposal_rate", "处置率", "disposal rate", "handled / due"),
+    ("on_time_disposal_rate", "按期处置率", "on-time disposal rate", "on_time / due"),
+    ("overdue_unhandled_rate", "超期未处置率", "overdue unhandled rate", "still_overdue / due"),
+    ("extension_rate", "延期率", "extension rate", "extended / due"),
+    ("rework_rate", "返工率", "rework rate", "rework / due_for_closure"),
+    ("closure_rate", "结案率", "closure rate", "closed / due_for_closure"),
+    ("on_time_closure_rate", "按期结案率", "on-time closure rate", "closed_on_time / due_for_closure"),
+)
+
+
+class WorkdayCounter:
+    """Counts working days between dates fast, from a prefix table built on first use."""
+
+    def __init__(self, calendar: WorkCalendar) -> None:
+        self.calendar = calendar
+        self._start: date | None = None
+        self._end: date | None = None
+        self._workdays: list[int] = []  # ordinals of working days, ascending
+
+    def between(self, after: date, up_to: date) -> int:
+        """Working days d with after < d ≤ up_to (weekdays where the calendar has no data)."""
+        if up_to <= after:
+            return 0
+        self._cover(after, up_to)
+        return bisect_right(self._workdays, up_to.toordinal()) - bisect_right(
+            self._workdays, after.toordinal()
+        )
+
+    def _cover(self, lo: date, hi: date) -> None:
+        if self._start is not None and self._end is not None:
+            if self._start <= lo and self._end >= hi:
+                return
+            lo, hi = min(lo, self._start), max(hi, self._end)
+        start = lo - timedelta(days=366)
+        end = hi + timedelta(days=366)
+        days: list[int] = []
+        day = start
+        while day <= end:
+            answer = self.calendar.is_workday(day)
+            if answer if answer is not None else day.weekday() < 5:
+                days.append(day.toordinal())
+            day += timedelta(days=1)
+        self._start, self._end, self._workdays = start, end, days
+
+
+def chain_at(conn: Connection, grid_codes: Iterable[str], moment: datetime) -> dict[str, dict[str, str]]:
+    """grid -> {post: person} as held at `moment` (accountability goes to who held it then)."""
+    codes = sorted(set(grid_codes))
+    if not codes:
+        return {}
+    rows = conn.execute(
+        select(post_tenures.c.grid, post_tenures.c.post, post_tenures.c.person).where(
+            post_tenures.c.grid.in_(codes),
+            post_tenures.c.from_at <= moment,
+            or_(post_tenures.c.to_at.is_(None), post_tenures.c.to_at > moment),
+        )
+    ).all()
+    out: dict[str, dict[str, str]] = defaultdict(dict)
+    for grid, post, person in rows:
+        out[grid][post] = person
+    return dict(out)
+
+
+class _Tenures:
+    """Every tenure of the grids in question, to find who held a post at many moments."""
+
+    def __init__(self, conn: Connection, codes: Iterable[str]) -> None:
+        self.by_grid: dict[str, list[tuple[str, str, datetime, datetime | None]]] = defaultdict(list)
+        wanted = sorted(set(codes))
+        for start in range(0, len(wanted), 500):
+            for grid, post, person, f, t in conn.execute(
+                select(
+                    post_tenures.c.grid, post_tenures.c.post, post_tenures.c.person,
+                    post_tenures.c.from_at, post_tenures.c.to_at,
+                ).where(post_tenures.c.grid.in_(wanted[start : start + 500]))
+            ):  # fmt: skip
+                self.by_grid[grid].append((post, person, f, t))
+
+    def at(self, grid: str, moment: datetime) -> dict[str, str]:
+        return {
+            post: person
+            for post, person, f, t in self.by_grid.get(grid, ())
+            if f <= moment and (t is None or t > moment)
+        }
+
+
+def _grid_names(conn: Connection) -> dict[str, str]:
+    return {code: name for code, name in conn.execute(select(grids.c.code, grids.c.name))}
+
+
+# ---------------------------------------------------------------- overdue
+
+
+def overdue_report(
+    conn: Connection,
+    as_of: datetime,
+    policy: Policy,
+    calendar: WorkCalendar,
+    *,
+    chain_head: str | None = None,
+) -> OverdueReport:
+    """Every open, unparked step past the deadline in force at `as_of`."""
+    s = step_segments.c
+    open_at = and_(s.started_at <= as_of, or_(s.ended_at.is_(None), s.ended_at > as_of))
+    rows = conn.execute(
+        select(step_segments)
+        .where(open_at, s.due < as_of)
+        .order_by(s.grid, s.unit, s.step, s.hazard_id)
+    ).all()
+    open_cases = conn.execute(
+        select(func.count(func.distinct(s.hazard_id))).where(open_at)
+    ).scalar_one()
+    later = step_segments.alias("later")
+    parked = conn.execute(
+        select(func.count(func.distinct(s.hazard_id))).where(
+            s.end_reason == "Parked",
+            s.ended_at <= as_of,
+            ~select(later.c.seq)
+            .where(
+                later.c.hazard_id == s.hazard_id,
+                later.c.seq > s.seq,
+                later.c.started_at <= as_of,
+            )
+            .exists(),
+        )
+    ).scalar_one()
+    tz = policy.tz
+    counter = WorkdayCounter(calendar)
+    names = _grid_names(conn)
+    tenures = _Tenures(conn, (r.grid for r in rows))
+    today = as_of.astimezone(tz).date()
+    out = [
+        OverdueRow(
+            hazard_id=r.hazard_id,
+            title=r.title,
+            grid=r.grid,
+            grid_name=names.get(r.grid),
+            category=r.category,
+            grade=r.grade,
+            step=r.step,
+            holder=r.holder,
+            unit=r.unit,
+            person=r.person,
+            chain=tenures.at(r.grid, r.due),
+            started_at=r.started_at.astimezone(tz),
+            due=r.due.astimezone(tz),
+            original_due=r.original_due.astimezone(tz),
+            limit=r.due_limit,
+            provisional=bool(r.provisional),
+            overdue_working_days=counter.between(r.due.astimezone(tz).date(), today),
+            overdue_hours=round((as_of - r.due).total_seconds() / 3600, 1),
+            extensions=r.extensions,
+        )
+        for r in rows
+    ]
+    return OverdueReport(
+        as_of=as_of.astimezone(tz),
+        timezone=policy.timezone,
+        rows=out,
+        open_cases=int(open_cases),
+        parked_cases=int(parked),
+        chain_head=chain_head,
+    )
+
+
+# --------------------------------------------------------- accountability
+
+_PERIOD = re.compile(r"^(\d{4})(?:-(?:(\d{2})|Q([1-4])|H([12])))?$")
+
+
+def parse_period(text: str) -> Period:
+    """'2026-09' (month), '2026-Q3' (quarter), '2026-H2' (half-year) or '2026' (year)."""
+    m = _PERIOD.match(text.strip())
+    if not m:
+        raise InvalidCommand(
+            f"bad period {text!r}: use 2026-09, 2026-Q3, 2026-H2 or 2026", period=text
+        )
+    year = int(m.group(1))
+    if m.group(2):
+        month = int(m.group(2))
+        if not 1 <= month <= 12:
+            raise InvalidCommand(f"bad month in period {text!r}", period=text)
+        first, last = month, month
+    elif m.group(3):
+        q = int(m.group(3))
+        first, last = 3 * q - 2, 3 * q
+    elif m.group(4):
+        h = int(m.group(4))
+        first, last = 6 * h - 5, 6 * h
+    else:
+        first, last = 1, 12
+    end = date(year, last, _cal.monthrange(year, last)[1])
+    return Period(text.strip(), date(year, first, 1), end)
+
+
+@dataclass
+class _Tally:
+    name: str | None = None
+    due: int = 0
+    handled: int = 0
+    on_time: int = 0
+    late: int = 0
+    still_overdue: int = 0
+    extended: int = 0
+    rework: int = 0
+    closed: int = 0
+    closed_on_time: int = 0
+    due_for_closure: int = 0
+    days_total: int = 0
+    days_count: int = 0
+
+    def row(self, dimension: str, key: str) -> AccountabilityRow:
+        def rate(n: int, d: int) -> float | None:
+            return round(n / d, 6) if d else None
+
+        return AccountabilityRow(
+            dimension=dimension, key=key, name=self.name, due=self.due, handled=self.handled,
+            on_time=self.on_time, late=self.late, still_overdue=self.still_overdue,
+            extended=self.extended, rework=self.rework, closed=self.closed,
+            closed_on_time=self.closed_on_time, due_for_closure=self.due_for_closure,
+            avg_working_days=round(self.days_total / self.days_count, 2) if self.days_count else None,
+            indicators={
+                "disposal_rate": rate(self.handled, self.due),
+                "on_time_disposal_rate": rate(self.on_time, self.due),
+                "overdue_unhandled_rate": rate(self.still_overdue, self.due),
+                "extension_rate": rate(self.extended, self.due),
+                "rework_rate": rate(self.rework, self.due_for_closure),
+                "closure_rate": rate(self.closed, self.due_for_closure),
+                "on_time_closure_rate": rate(self.closed_on_time, self.due_for_closure),
+            },
+        )  # fmt: skip
+
+
+def accountability_report(
+    conn: Connection,
+    period: Period,
+    as_of: datetime,
+    policy: Policy,
+    calendar: WorkCalendar,
+    *,
+    chain_head: str | None = None,
+) -> AccountabilityReport:
+    """Steps due in `period`, per unit, person and grid, with the standard indicators."""
+    tz = policy.tz
+    start = datetime.combine(period.start, time(0), tzinfo=tz)
+    end = datetime.combine(period.end + timedelta(days=1), time(0), tzinfo=tz)
+    cutoff = min(end, as_of)  # what had happened by the end of the period (or by now)
+    c = steps.c
+    rows = conn.execute(
+        select(steps).where(c.due >= start, c.due < end, c.parked.is_(False), c.started_at < cutoff)
+    ).all()
+    counter = WorkdayCounter(calendar)
+    tenures = _Tenures(conn, (r.grid for r in rows))
+    names = _grid_names(conn)
+    tallies: dict[tuple[str, str], _Tally] = defaultdict(_Tally)
+    totals = _Tally(name="total")
+    for r in rows:
+        handled = bool(r.handled) and r.ended_at is not None and r.ended_at < cutoff
+        on_time = handled and r.ended_at <= r.due
+        keys: list[tuple[str, str]] = [("grid", r.grid)]
+        if r.unit and r.step == "rectify":
+            keys.append(("unit", r.unit))
+        persons = set(tenures.at(r.grid, r.due).values())
+        if r.person and r.step == "rectify":
+            persons.add(r.person)
+        keys.extend(("person", p) for p in sorted(persons))
+        for tally in [totals, *(tallies[k] for k in keys)]:
+            tally.due += 1
+            tally.handled += handled
+            tally.on_time += on_time
+            tally.late += handled and not on_time
+            tally.still_overdue += not handled and r.due < cutoff
+            tally.extended += r.extensions > 0
+            tally.rework += r.reworked if r.step == "rectify" else 0
+            if r.step == "close":
+                tally.due_for_closure += 1
+                tally.closed += handled
+                tally.closed_on_time += on_time
+            if handled:
+                tally.days_total += counter.between(
+                    r.started_at.astimezone(tz).date(), r.ended_at.astimezone(tz).date()
+                )
+                tally.days_count += 1
+    for (dim, key), tally in tallies.items():
+        if dim == "grid":
+            tally.name = names.get(key)
+    order = {"unit": 0, "person": 1, "grid": 2}
+    out = [t.row(dim, key) for (dim, key), t in sorted(tallies.items(), key=lambda kv: (order[kv[0][0]], kv[0][1]))]
+    return AccountabilityReport(
+        period=period,
+        as_of=as_of.astimezone(tz),
+        timezone=policy.timezone,
+        rows=out,
+        totals=totals.row("total", "total"),
+        chain_head=chain_head,
+    )
