@@ -222,7 +222,8 @@ class Hazard(Aggregate):
         deadline: dict[str, Any]
 
         def apply_to(self, hazard: Hazard) -> None:
-            hazard.status = Status.ASSIGNED
+            # Never assigned (fixed on the spot): back to the centre to assign the rework.
+            hazard.status = Status.ASSIGNED if hazard.unit is not None else Status.REPORTED
             hazard.rework_count += 1
             self._start_step(hazard, self.deadline)
 
@@ -361,6 +362,9 @@ class Hazard(Aggregate):
         if step == "rectify":
             return self.unit
         if step == "verify":
+            # 谁发现谁督促 — but whoever fixed it on the spot cannot pass their own fix.
+            if self.rectified_by == self.discovered_by:
+                return "command_centre"
             return self.discovered_by
         return None
 
@@ -409,6 +413,8 @@ class Hazard(Aggregate):
         condition = ""
         if isinstance(cmd, c.Verify):
             condition = "passed=true" if cmd.passed else "passed=false"
+            if not cmd.passed and self.unit is None:
+                condition += ",never_assigned"
         row = self._check(cmd.command, condition)
         at = _business_time(cmd, ctx)
         if cmd.at is None and at < self.last_at:
@@ -514,6 +520,17 @@ class Hazard(Aggregate):
                 )
             deadline = self._policy_deadline("close", at, ctx)
             self.trigger_event(self.Verified, note=cmd.note, deadline=deadline, **common)
+        elif self.unit is None:
+            if cmd.due is not None:
+                raise InvalidTransition(
+                    f"hazard {self.hazard_id!r} was fixed on the spot and never assigned: a "
+                    "failed check sends it to the centre, which sets the deadline with `assign`",
+                    hazard_id=self.hazard_id,
+                    status=self.status.value,
+                    command="verify",
+                )
+            deadline = self._policy_deadline("assign", at, ctx)
+            self.trigger_event(self.VerificationFailed, note=cmd.note, deadline=deadline, **common)
         else:
             deadline = self._given_or_policy("rectify", cmd.due, at, ctx)
             self.trigger_event(self.VerificationFailed, note=cmd.note, deadline=deadline, **common)
@@ -540,7 +557,8 @@ class Hazard(Aggregate):
     ) -> None:
         if self.unit is None:
             raise InvalidTransition(
-                f"hazard {self.hazard_id!r} has not been assigned yet: use `assign`",
+                f"hazard {self.hazard_id!r} has not been assigned yet: "
+                + ("resume it, then `assign`" if self.status == Status.PARKED else "use `assign`"),
                 hazard_id=self.hazard_id,
                 status=self.status.value,
                 command="reassign",

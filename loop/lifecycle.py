@@ -90,6 +90,10 @@ TRANSITIONS: tuple[Transition, ...] = (
     Transition(S.VERIFIED, "close", "Closed", S.CLOSED),
     # Side paths.
     Transition(S.RECTIFIED, "verify", "VerificationFailed", S.ASSIGNED, "passed=false", True),
+    # A failed check of a hazard fixed on the spot (never assigned) goes to the centre to assign.
+    Transition(
+        S.RECTIFIED, "verify", "VerificationFailed", S.REPORTED, "passed=false,never_assigned", True
+    ),
     Transition(S.DISCOVERED, "reject", "Rejected", S.REJECTED),
     Transition(S.REPORTED, "reject", "Rejected", S.REJECTED),
     Transition(S.ASSIGNED, "return", "Returned", S.REPORTED, starts_step=True),

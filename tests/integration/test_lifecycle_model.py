@@ -93,6 +93,11 @@ class LoopMachine(RuleBasedStateMachine):
                 if cmd["actor"] == h["rectifier"]:
                     return "verifier_is_rectifier", None
                 target = "verified"
+            elif h["unit"] is None:  # fixed on the spot, never assigned: back to the centre
+                if "due" in cmd:
+                    return "invalid_transition", None
+                target = "reported"
+                new["rework"] += 1
             else:
                 if h["grade"] == "major" and "due" not in cmd:
                     return "due_required", None

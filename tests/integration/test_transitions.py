@@ -139,6 +139,25 @@ class TestSidePaths:
         hazard = engine.get_hazard("H2")
         assert (hazard.status, hazard.step) == (Status.RECTIFIED, "verify")
 
+    def test_a_failed_check_of_an_on_the_spot_fix_goes_to_the_centre_to_assign(
+        self, engine: HazardLoop
+    ) -> None:
+        engine.handle(parse_command(command("discover", "H6", T0, fixed_on_spot=True)))
+        assert engine.get_hazard("H6").holder == "command_centre"  # the fixer cannot pass it
+        at = T0 + timedelta(hours=2)
+        due = (at + timedelta(days=9)).isoformat()
+        with pytest.raises(InvalidTransition):
+            engine.handle(
+                parse_command(command("verify", "H6", at, actor="x", passed=False, due=due))
+            )
+        engine.handle(parse_command(command("verify", "H6", at, actor="x", passed=False)))
+        hazard = engine.get_hazard("H6")
+        assert (hazard.status, hazard.step, hazard.holder, hazard.rework_count) == (
+            Status.REPORTED, "assign", "command_centre", 1,
+        )  # fmt: skip
+        engine.handle(parse_command(command("assign", "H6", at + timedelta(hours=1))))
+        assert engine.get_hazard("H6").unit == "fire-brigade"
+
     def test_an_extension_keeps_the_original_deadline_on_record(self, engine: HazardLoop) -> None:
         at = bring_to(engine, Status.ASSIGNED, "H3")
         original = engine.get_hazard("H3").due
