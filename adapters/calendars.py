@@ -114,7 +114,7 @@ def _parse(data: Mapping[str, object], source: str) -> dict[int, YearSchedule]:
             # type(), not isinstance(): a TOML date-time is a datetime, which is also a date.
             if not isinstance(values, list) or not all(type(v) is date for v in values):
                 raise CalendarError(
-                    f"{source}: [{key}].{name} must be a list of TOML dates (YYYY-MM-DD)",
+                    f"{source}: [{key}].{name} must be a list of dates (TOML YYYY-MM-DD)",
                     source=source,
                 )
             outside = sorted(v for v in values if v.year != year)
@@ -133,8 +133,8 @@ def _parse(data: Mapping[str, object], source: str) -> dict[int, YearSchedule]:
         weekday_workdays = sorted(d for d in lists["workdays"] if d.weekday() < 5)
         if weekday_workdays:
             raise CalendarError(
-                f"{source}: [{key}].workdays lists {weekday_workdays[0]}, a weekday: make-up "
-                "working days are Saturdays or Sundays",
+                f"{source}: [{key}].workdays lists {weekday_workdays[0]}, which is not a Saturday "
+                "or Sunday (make-up working days fall on weekends)",
                 source=source,
             )
         years[year] = YearSchedule(lists["holidays"], lists["workdays"])
