@@ -13,14 +13,17 @@ from pathlib import Path
 from eventsourcing.persistence import PersistenceError
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy import Engine, create_engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from adapters.calendars import ChinaCalendar
 from adapters.store import StoreLocation, parse_db
 from loop.application import Clock, HazardLoop
 from loop.errors import InvalidPolicy, StoreError
 from loop.policy import Policy
+from projections.runner import ProjectionRunner
 
-__all__ = ["Settings", "build_engine"]
+__all__ = ["Settings", "build_engine", "build_runner", "views_engine"]
 
 
 class Settings(BaseSettings):
@@ -62,3 +65,26 @@ def build_engine(settings: Settings | None = None, *, clock: Clock | None = None
     except (sqlite3.Error, PersistenceError, OSError) as exc:
         # The one place where the store library's errors become ours.
         raise StoreError(f"cannot open the event store {location.path}: {exc}") from exc
+
+
+def views_engine(app: HazardLoop) -> Engine:
+    """A SQLAlchemy engine on the store's database, for the read models."""
+    path = app.env.get("SQLITE_DBNAME")
+    if not path:
+        raise StoreError("the read models need the event store's database")
+    return create_engine(f"sqlite:///{path}", connect_args={"timeout": 30})
+
+
+def build_runner(app: HazardLoop) -> ProjectionRunner:
+    """The projection runner with every projection of the product, over the store's database."""
+    from projections.cases import CasesProjection
+    from projections.organisation import OrganisationProjection
+
+    try:
+        return ProjectionRunner(
+            app,
+            views_engine(app),
+            [CasesProjection(app.mapper.transcoder), OrganisationProjection()],
+        )
+    except SQLAlchemyError as exc:
+        raise StoreError(f"cannot open the read models: {exc}") from exc

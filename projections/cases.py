@@ -140,10 +140,10 @@ class CasesProjection:
                 meta["last_rectify"] = occ["occurrence"]
             occ = meta["occurrence"] = None
         if name == "VerificationFailed" and meta["last_rectify"] is not None:
-            key = (h.hazard_id, meta["last_rectify"])
-            if key in step_rows:
-                step_rows[key]["reworked"] += 1
-            rework.append(key)
+            reworked = (h.hazard_id, meta["last_rectify"])
+            if reworked in step_rows:
+                step_rows[reworked]["reworked"] += 1
+            rework.append(reworked)
         if occ is None and step is not None:
             meta["occurrences"] += 1
             occ = meta["occurrence"] = {
@@ -160,7 +160,9 @@ class CasesProjection:
             step_rows[(h.hazard_id, occ["occurrence"])] = dict(occ)
 
         # Segments: one step, one deadline, one holder, one grade; any change starts another.
-        key = None if step is None else (step, h.due, h.unit, h.person, h.grade)
+        key: tuple[Any, ...] | None = (
+            None if step is None else (step, h.due, h.unit, h.person, h.grade)
+        )
         seg = meta["segment"]
         if seg is not None and seg["key"] != key:
             seg["ended_at"] = at
@@ -175,7 +177,8 @@ class CasesProjection:
                 "occurrence": occ["occurrence"], "step": step, "grade": h.grade, "grid": h.grid,
                 "category": h.category, "title": h.title, "holder": h.holder, "unit": h.unit,
                 "person": h.person, "started_at": at, "ended_at": None, "end_reason": None,
-                "due": deadline["due"], "original_due": deadline.get("original_due", deadline["due"]),
+                "due": deadline["due"],
+                "original_due": deadline.get("original_due", deadline["due"]),
                 "due_limit": deadline.get("limit", "given"),
                 "provisional": bool(deadline.get("provisional", False)),
                 "extensions": int(deadline.get("extensions", 0)),

@@ -13,7 +13,6 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, and_, func, or_, select
 
@@ -45,7 +44,12 @@ INDICATORS: tuple[tuple[str, str, str, str], ...] = (
     ("extension_rate", "延期率", "extension rate", "extended / due"),
     ("rework_rate", "返工率", "rework rate", "rework / due_for_closure"),
     ("closure_rate", "结案率", "closure rate", "closed / due_for_closure"),
-    ("on_time_closure_rate", "按期结案率", "on-time closure rate", "closed_on_time / due_for_closure"),
+    (
+        "on_time_closure_rate",
+        "按期结案率",
+        "on-time closure rate",
+        "closed_on_time / due_for_closure",
+    ),
 )
 
 
@@ -84,7 +88,9 @@ class WorkdayCounter:
         self._start, self._end, self._workdays = start, end, days
 
 
-def chain_at(conn: Connection, grid_codes: Iterable[str], moment: datetime) -> dict[str, dict[str, str]]:
+def chain_at(
+    conn: Connection, grid_codes: Iterable[str], moment: datetime
+) -> dict[str, dict[str, str]]:
     """grid -> {post: person} as held at `moment` (accountability goes to who held it then)."""
     codes = sorted(set(grid_codes))
     if not codes:
@@ -106,7 +112,9 @@ class _Tenures:
     """Every tenure of the grids in question, to find who held a post at many moments."""
 
     def __init__(self, conn: Connection, codes: Iterable[str]) -> None:
-        self.by_grid: dict[str, list[tuple[str, str, datetime, datetime | None]]] = defaultdict(list)
+        self.by_grid: dict[str, list[tuple[str, str, datetime, datetime | None]]] = defaultdict(
+            list
+        )
         wanted = sorted(set(codes))
         for start in range(0, len(wanted), 500):
             for grid, post, person, f, t in conn.execute(
@@ -126,7 +134,7 @@ class _Tenures:
 
 
 def _grid_names(conn: Connection) -> dict[str, str]:
-    return {code: name for code, name in conn.execute(select(grids.c.code, grids.c.name))}
+    return {str(code): str(name) for code, name in conn.execute(select(grids.c.code, grids.c.name))}
 
 
 # ---------------------------------------------------------------- overdue
@@ -259,7 +267,9 @@ class _Tally:
             on_time=self.on_time, late=self.late, still_overdue=self.still_overdue,
             extended=self.extended, rework=self.rework, closed=self.closed,
             closed_on_time=self.closed_on_time, due_for_closure=self.due_for_closure,
-            avg_working_days=round(self.days_total / self.days_count, 2) if self.days_count else None,
+            avg_working_days=(
+                round(self.days_total / self.days_count, 2) if self.days_count else None
+            ),
             indicators={
                 "disposal_rate": rate(self.handled, self.due),
                 "on_time_disposal_rate": rate(self.on_time, self.due),
@@ -326,7 +336,10 @@ def accountability_report(
         if dim == "grid":
             tally.name = names.get(key)
     order = {"unit": 0, "person": 1, "grid": 2}
-    out = [t.row(dim, key) for (dim, key), t in sorted(tallies.items(), key=lambda kv: (order[kv[0][0]], kv[0][1]))]
+    out = [
+        t.row(dim, key)
+        for (dim, key), t in sorted(tallies.items(), key=lambda kv: (order[kv[0][0]], kv[0][1]))
+    ]
     return AccountabilityReport(
         period=period,
         as_of=as_of.astimezone(tz),

@@ -68,7 +68,10 @@ class ProjectionRunner:
 
     def positions(self) -> dict[str, int]:
         with self.engine.connect() as conn:
-            rows = dict(conn.execute(select(tracking.c.name, tracking.c.position)).all())
+            rows: dict[str, int] = {
+                str(name): int(pos)
+                for name, pos in conn.execute(select(tracking.c.name, tracking.c.position))
+            }
         return {p.name: int(rows.get(p.name, 0)) for p in self.projections}
 
     def head(self) -> int:
@@ -139,7 +142,9 @@ class ProjectionRunner:
     @staticmethod
     def _advance(conn: Connection, name: str, old: int, new: int) -> None:
         if old == 0:
-            exists = conn.execute(select(tracking.c.position).where(tracking.c.name == name)).first()
+            exists = conn.execute(
+                select(tracking.c.position).where(tracking.c.name == name)
+            ).first()
             if exists is None:
                 conn.execute(insert(tracking).values(name=name, position=new))
                 return

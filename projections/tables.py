@@ -154,6 +154,7 @@ grids = Table(
     "grids",
     METADATA,
     Column("code", String(64), primary_key=True),
+    Column("aggregate_id", String(32), nullable=False, unique=True),
     Column("name", Text, nullable=False),
     Column("level", String(16), nullable=False),
     Column("parent", String(64)),
