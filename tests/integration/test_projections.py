@@ -52,9 +52,11 @@ def make_command(i: int, hazard_id: str, name: str, flag: bool, at: datetime) ->
         "verify": {"passed": flag},
         "reject": {"reason": "r"}, "return": {"reason": "r"},
         "reassign": {"unit": f"V{i % 2}", "person": "q", "reason": "r"},
-        "extend": {"due": (at + timedelta(days=20)).isoformat(), "reason": "r", "approved_by": "lead"},
+        "extend": {"due": (at + timedelta(days=20)).isoformat(), "reason": "r",
+                   "approved_by": "lead"},
         "park": {"reason": "r", "approved_by": "lead"},
-        "reopen": {"reason": "r"}, "regrade": {"grade": "major" if flag else "general", "reason": "r"},
+        "reopen": {"reason": "r"},
+        "regrade": {"grade": "major" if flag else "general", "reason": "r"},
         "escalate": {"level": "reminder"},
     }.get(name, {}))  # fmt: skip
     return cmd
@@ -64,7 +66,7 @@ def table_rows(engine: Engine) -> dict[str, list[tuple[Any, ...]]]:
     out = {}
     with engine.connect() as conn:
         for table in (ledger, steps, step_segments):
-            keys = [c for c in table.primary_key.columns]
+            keys = list(table.primary_key.columns)
             rows = conn.execute(select(table).order_by(*keys)).all()
             out[table.name] = [tuple(r) for r in rows]
     return out
