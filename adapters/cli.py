@@ -318,6 +318,211 @@ def demo_cmd(
     demo.print_summary(summary, Console())
 
 
+# ------------------------------------------------------------ projections
+
+projections_app = typer.Typer(help="Read models: lag, catch-up, rebuild.", no_args_is_help=True)
+app.add_typer(projections_app, name="projections")
+
+
+def _runner(db: str | None) -> tuple[HazardLoop, Any]:
+    from adapters.bootstrap import build_runner
+
+    engine = _engine(db)
+    try:
+        return engine, build_runner(engine)
+    except HazardLoopError as exc:
+        raise _fail(exc, EXIT_USAGE) from None
+
+
+@projections_app.command("status")
+def projections_status(db: DbOption = None, json: JsonOption = False) -> None:
+    """Each projection's position and lag behind the event log."""
+    _, runner = _runner(db)
+    rows = [{"name": r.name, "position": r.position, "head": r.head, "lag": r.lag}
+            for r in runner.status()]  # fmt: skip
+    if json or not sys.stdout.isatty():
+        sys.stdout.write(_dumps(rows) + "\n")
+        return
+    table = Table(title="projections")
+    for col in ("name", "position", "head", "lag"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(*(str(r[k]) for k in ("name", "position", "head", "lag")))
+    Console().print(table)
+
+
+@projections_app.command("catch-up")
+def projections_catch_up(
+    db: DbOption = None,
+    chunk_size: Annotated[
+        int, typer.Option("--chunk-size", min=1, max=100_000, help="Events per transaction.")
+    ] = 2000,
+) -> None:
+    """Follow every event not yet projected."""
+    configure_logging()
+    _, runner = _runner(db)
+    runner.chunk_size = chunk_size
+    started = time.perf_counter()
+    n = runner.catch_up()
+    get_logger().info("caught up", events=n, seconds=round(time.perf_counter() - started, 3))
+    sys.stdout.write(_dumps({"events": n, "status": [r.__dict__ for r in runner.status()]}) + "\n")
+
+
+@projections_app.command("rebuild")
+def projections_rebuild(
+    db: DbOption = None,
+    name: Annotated[list[str] | None, typer.Option("--name", help="Only this projection.")] = None,
+) -> None:
+    """Drop the read models and rebuild them from the first event."""
+    configure_logging()
+    _, runner = _runner(db)
+    started = time.perf_counter()
+    n = runner.rebuild(name or None)
+    seconds = round(time.perf_counter() - started, 3)
+    get_logger().info("rebuilt", events=n, seconds=seconds)
+    sys.stdout.write(_dumps({"events": n, "seconds": seconds}) + "\n")
+
+
+# ---------------------------------------------------------------- reports
+
+report_app = typer.Typer(help="Overdue and accountability reports.", no_args_is_help=True)
+app.add_typer(report_app, name="report")
+
+FormatOption = Annotated[str, typer.Option("--format", help="table | json | csv | xlsx | html")]
+LangOption = Annotated[str, typer.Option("--lang", help="zh (default) or en")]
+OutOption = Annotated[
+    Path | None, typer.Option("--out", help="Write the report file into this folder.")
+]
+
+
+def _parse_moment(text: str | None, engine: HazardLoop) -> datetime:
+    """--as-of: a date (its last second, local time) or an RFC 3339 date-time."""
+    from datetime import date as _date
+
+    from adapters.nightly import end_of_day
+
+    if text is None:
+        return engine.clock()
+    try:
+        if len(text) == 10:
+            return end_of_day(_date.fromisoformat(text), engine)
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        sys.stderr.write(f"UsageError: bad --as-of {text!r}: use YYYY-MM-DD or RFC 3339\n")
+        raise typer.Exit(EXIT_USAGE) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=engine.policy.tz)
+    return moment
+
+
+def _emit(data: bytes, fmt: str, out: Path | None, filename: str) -> None:
+    from adapters.nightly import write_atomically
+
+    if out is None:
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / filename
+    write_atomically(path, data)
+    sys.stderr.write(f"wrote {path}\n")
+
+
+def _check_format(fmt: str, lang: str) -> str:
+    from adapters.reports import FORMATS
+
+    if fmt not in FORMATS:
+        sys.stderr.write(f"UsageError: --format must be one of {', '.join(FORMATS)}\n")
+        raise typer.Exit(EXIT_USAGE)
+    if lang not in ("zh", "en"):
+        sys.stderr.write("UsageError: --lang must be zh or en\n")
+        raise typer.Exit(EXIT_USAGE)
+    return fmt
+
+
+@report_app.command("overdue")
+def report_overdue(
+    db: DbOption = None,
+    as_of: Annotated[str | None, typer.Option("--as-of", help="Date or date-time.")] = None,
+    fmt: FormatOption = "table",
+    out: OutOption = None,
+    lang: LangOption = "zh",
+) -> None:
+    """Every open, unparked step past its deadline, as of a moment (default now)."""
+    from adapters import reports
+    from projections.reports import overdue_report
+
+    _check_format(fmt, lang)
+    engine, runner = _runner(db)
+    moment = _parse_moment(as_of, engine)
+    runner.catch_up()
+    with runner.engine.connect() as conn:
+        report = overdue_report(conn, moment, engine.policy, engine.calendar)
+    if fmt == "table" and out is None and sys.stdout.isatty():
+        reports.print_overdue(report, Console(), lang)
+        return
+    day = report.as_of.date().isoformat()
+    _emit(reports.render_overdue(report, fmt, lang), fmt, out, f"overdue-{day}.{_ext(fmt)}")
+
+
+@report_app.command("accountability")
+def report_accountability(
+    period: Annotated[str, typer.Option("--period", help="2026-09, 2026-Q3, 2026-H2 or 2026")],
+    db: DbOption = None,
+    as_of: Annotated[str | None, typer.Option("--as-of", help="Date or date-time.")] = None,
+    fmt: FormatOption = "table",
+    out: OutOption = None,
+    lang: LangOption = "zh",
+) -> None:
+    """Per unit, person and grid over a period: due, handled, on time, late, the indicators."""
+    from adapters import reports
+    from projections.reports import accountability_report, parse_period
+
+    _check_format(fmt, lang)
+    try:
+        chosen = parse_period(period)
+    except HazardLoopError as exc:
+        raise _fail(exc, EXIT_USAGE) from None
+    engine, runner = _runner(db)
+    moment = _parse_moment(as_of, engine)
+    runner.catch_up()
+    with runner.engine.connect() as conn:
+        report = accountability_report(conn, chosen, moment, engine.policy, engine.calendar)
+    if fmt == "table" and out is None and sys.stdout.isatty():
+        reports.print_accountability(report, Console(), lang)
+        return
+    name = f"accountability-{chosen.label}.{_ext(fmt)}"
+    _emit(reports.render_accountability(report, fmt, lang), fmt, out, name)
+
+
+def _ext(fmt: str) -> str:
+    return "txt" if fmt == "table" else fmt
+
+
+@app.command("nightly")
+def nightly_cmd(
+    out: Annotated[Path, typer.Option("--out", help="Folder for the report files.")],
+    as_of: Annotated[
+        str | None, typer.Option("--as-of", help="YYYY-MM-DD (default today).")
+    ] = None,
+    db: DbOption = None,
+    escalate: Annotated[bool, typer.Option("--escalate", help="Record escalation steps.")] = False,
+    lang: LangOption = "zh",
+) -> None:
+    """The nightly overdue report (cron-ready): four files, atomically; optional escalation."""
+    from adapters.nightly import main as nightly_main
+
+    args = ["--out", str(out)]
+    if as_of:
+        args += ["--as-of", as_of]
+    if db:
+        args += ["--db", db]
+    if escalate:
+        args.append("--escalate")
+    args += ["--lang", lang]
+    raise typer.Exit(nightly_main(args))
+
+
 def main() -> None:
     """Entry point of the `hazardloop` console script."""
     app()

@@ -1,0 +1,183 @@
+"""The nightly overdue report: catch up, compute, write every format atomically, escalate once.
+
+Unattended and idempotent: the same date gives byte-identical files; escalations are recorded at
+most once per hazard and level; any failure is one clear line and a non-zero exit status.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from datetime import date, datetime, time
+from pathlib import Path
+from typing import Any
+
+from adapters.bootstrap import build_runner
+from adapters.reports import render_overdue
+from loop.application import HazardLoop
+from loop.commands import Escalate
+from loop.errors import HazardLoopError, InvalidCommand, StoreError
+from projections.model import OverdueReport
+from projections.reports import overdue_report
+
+__all__ = [
+    "NightlyResult",
+    "end_of_day",
+    "escalate_overdue",
+    "parse_day",
+    "run_nightly",
+    "write_atomically",
+]
+
+NIGHTLY_FORMATS = ("csv", "xlsx", "html", "json")
+
+
+@dataclass(frozen=True)
+class NightlyResult:
+    """What a nightly run did."""
+
+    as_of: datetime
+    files: list[Path]
+    overdue: int
+    escalations: list[dict[str, Any]]
+    caught_up: int
+
+
+def end_of_day(day: date, app: HazardLoop) -> datetime:
+    """The report moment of a date: its last second, local time."""
+    return datetime.combine(day, time(23, 59, 59), tzinfo=app.policy.tz)
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write to a temporary file in the same folder, flush it to disk, then rename over `path`."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def run_nightly(
+    app: HazardLoop,
+    day: date,
+    out: Path,
+    *,
+    escalate: bool = False,
+    lang: str = "zh",
+    actor: str = "nightly-overdue-report",
+) -> NightlyResult:
+    """Write overdue-DAY.{csv,xlsx,html,json} into `out`; with `escalate`, record escalations."""
+    as_of = end_of_day(day, app)
+    runner = build_runner(app)
+    caught_up = runner.catch_up()
+    with runner.engine.connect() as conn:
+        report = overdue_report(conn, as_of, app.policy, app.calendar)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(f"cannot create the output folder {out}: {exc.strerror}") from exc
+    files = []
+    for fmt in NIGHTLY_FORMATS:
+        path = out / f"overdue-{day.isoformat()}.{fmt}"
+        try:
+            write_atomically(path, render_overdue(report, fmt, lang))
+        except OSError as exc:
+            raise StoreError(f"cannot write {path}: {exc.strerror}") from exc
+        files.append(path)
+    escalations = escalate_overdue(app, report, actor=actor) if escalate else []
+    return NightlyResult(as_of, files, len(report.rows), escalations, caught_up)
+
+
+def escalate_overdue(app: HazardLoop, report: OverdueReport, *, actor: str) -> list[dict[str, Any]]:
+    """Record the policy's escalation steps for overdue cases, each once per hazard and level."""
+    commands: list[Escalate] = []
+    for row in report.rows:
+        due_levels = [
+            r.level
+            for r in app.policy.escalation
+            if row.overdue_working_days >= r.after_working_days_late
+        ]
+        if not due_levels:
+            continue
+        done = {e["level"] for e in app.get_hazard(row.hazard_id).escalations}
+        for level in due_levels:
+            if level in done:
+                continue
+            commands.append(
+                Escalate(
+                    hazard_id=row.hazard_id,
+                    actor=actor,
+                    level=level,  # type: ignore[arg-type]
+                    note=f"{row.step} overdue since {row.due.date().isoformat()}",
+                    idempotency_key=f"escalate:{row.hazard_id}:{level}",
+                )
+            )
+    recorded = []
+    for result in app.handle_many(commands):
+        if not result.ok:
+            assert result.error is not None
+            if isinstance(result.error, StoreError):
+                raise result.error
+            continue
+        if not result.replayed:
+            recorded.append({"hazard_id": result.hazard_id, "version": result.version})
+    return recorded
+
+
+def parse_day(text: str | None, app: HazardLoop) -> date:
+    """A report date: YYYY-MM-DD, or today in the policy's timezone."""
+    if text is None:
+        return app.clock().astimezone(app.policy.tz).date()
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise InvalidCommand(f"bad date {text!r}: expected YYYY-MM-DD", date=text) from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`scripts/nightly_overdue_report.py`, `hazardloop nightly`: exit 0, or 1/2 with one line."""
+    import argparse
+    import sys
+
+    from adapters.bootstrap import Settings, build_engine
+    from adapters.logs import configure_logging, get_logger
+
+    parser = argparse.ArgumentParser(
+        prog="nightly_overdue_report",
+        description="Write overdue-DATE.{csv,xlsx,html,json}; optionally record escalations.",
+    )
+    parser.add_argument("--as-of", help="report date YYYY-MM-DD (default: today, local time)")
+    parser.add_argument("--out", required=True, type=Path, help="folder for the report files")
+    parser.add_argument("--db", help="store (default: $HAZARDLOOP_DB)")
+    parser.add_argument("--escalate", action="store_true", help="record escalation steps")
+    parser.add_argument("--lang", choices=("zh", "en"), default="zh")
+    args = parser.parse_args(argv)
+    configure_logging(json=True)
+    log = get_logger("nightly")
+    try:
+        app = build_engine(Settings(db=args.db) if args.db else Settings())
+        day = parse_day(args.as_of, app)
+        result = run_nightly(app, day, args.out, escalate=args.escalate, lang=args.lang)
+    except InvalidCommand as exc:
+        sys.stderr.write(f"nightly_overdue_report: {exc.code}: {exc.message}\n")
+        return 2
+    except (HazardLoopError, OSError) as exc:
+        message = exc.message if isinstance(exc, HazardLoopError) else str(exc)
+        code = exc.code if isinstance(exc, HazardLoopError) else "os_error"
+        sys.stderr.write(f"nightly_overdue_report: {code}: {message}\n")
+        return 1
+    log.info(
+        "nightly overdue report",
+        as_of=result.as_of.isoformat(),
+        overdue=result.overdue,
+        files=[str(f) for f in result.files],
+        escalations=len(result.escalations),
+        caught_up=result.caught_up,
+    )
+    return 0
