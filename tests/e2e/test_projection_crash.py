@@ -1,4 +1,4 @@
-"""A projection process killed with SIGKILL in the middle of catching up loses and doubles nothing."""
+"""A projection process killed with SIGKILL mid catch-up loses and doubles nothing."""
 
 from __future__ import annotations
 
