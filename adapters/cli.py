@@ -523,6 +523,13 @@ def nightly_cmd(
     raise typer.Exit(nightly_main(args))
 
 
+# ------------------------------------------------------------------ audit
+
+from adapters.audit_cli import audit_app  # noqa: E402  (its own module: the audit commands)
+
+app.add_typer(audit_app, name="audit")
+
+
 def main() -> None:
     """Entry point of the `hazardloop` console script."""
     app()

@@ -1,17 +1,22 @@
 """Event stores: where `--db` / `HAZARDLOOP_DB` points, and the recorders that keep our extra rows.
 
-The SQLite recorder extends eventsourcing's own: the first result of each idempotency key is
-written in the same transaction as the events it produced, so a retry can never record twice.
+The SQLite recorder extends eventsourcing's own, writing in the same transaction as the events:
+- the first result of each idempotency key, so a retry can never record twice;
+- each event's links in the hash chains (one over the whole log, one per case) and its record
+  time, so tampering shows and "what was known at T" is a prefix of the log (docs/audit.md).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
+from uuid import UUID
 
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor, SQLiteFactory
@@ -19,7 +24,10 @@ from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor, SQLite
 from loop.errors import StoreError
 
 __all__ = [
+    "CHAIN_TABLE",
     "DEFAULT_DB",
+    "GENESIS",
+    "HEAD_TABLE",
     "HazardLoopSQLiteFactory",
     "HazardLoopSQLiteRecorder",
     "StoreLocation",
@@ -29,9 +37,45 @@ __all__ = [
 #: Where the embedded store lives when neither `--db` nor HAZARDLOOP_DB says.
 DEFAULT_DB = "hazardloop.db"
 
+#: The hash chains' tables (see docs/audit.md).
+CHAIN_TABLE = "event_chain"
+HEAD_TABLE = "chain_head"
+#: The hash before the first event of the log, and of each case.
+GENESIS = bytes(32)
+_SEP = b"\x1f"
+
+
+def frame(originator_id: str, version: int, topic: str, state: bytes) -> bytes:
+    """The exact stored columns of one event, as hashed: id, version, topic, state bytes."""
+    parts = (originator_id.encode(), str(version).encode(), topic.encode(), state)
+    return _SEP.join(parts)
+
+
+def log_link(previous: bytes, position: int, framed: bytes) -> bytes:
+    """The log chain's hash at `position`: SHA-256(previous ‖ position ‖ frame)."""
+    return hashlib.sha256(previous + position.to_bytes(8, "big") + framed).digest()
+
+
+def case_link(previous: bytes, log_hash: bytes) -> bytes:
+    """The case chain's hash: SHA-256(the case's previous case hash ‖ this event's log hash)."""
+    return hashlib.sha256(previous + log_hash).digest()
+
+
+def to_micros(moment: datetime) -> int:
+    """Microseconds since the Unix epoch (UTC), as record times are stored."""
+    delta = moment.astimezone(UTC) - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def from_micros(micros: int) -> datetime:
+    """The inverse of `to_micros`."""
+    from datetime import timedelta
+
+    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=micros)
+
 
 class HazardLoopSQLiteRecorder(SQLiteApplicationRecorder):
-    """eventsourcing's SQLite application recorder, plus the idempotency table."""
+    """eventsourcing's SQLite application recorder, plus idempotency keys and hash chains."""
 
     idempotency_table = "idempotency_keys"
 
@@ -42,6 +86,29 @@ class HazardLoopSQLiteRecorder(SQLiteApplicationRecorder):
             "key TEXT PRIMARY KEY, "
             "fingerprint TEXT NOT NULL, "
             "result BLOB NOT NULL)"
+        )
+        statements.append(
+            f"CREATE TABLE IF NOT EXISTS {CHAIN_TABLE} ("
+            "position INTEGER PRIMARY KEY, "
+            "originator_id TEXT NOT NULL, "
+            "originator_version INTEGER NOT NULL, "
+            "recorded_at INTEGER NOT NULL, "  # microseconds since the epoch, UTC
+            "log_hash BLOB NOT NULL, "
+            "case_hash BLOB NOT NULL)"
+        )
+        statements.append(
+            f"CREATE UNIQUE INDEX IF NOT EXISTS {CHAIN_TABLE}_case "
+            f"ON {CHAIN_TABLE} (originator_id, originator_version)"
+        )
+        statements.append(
+            f"CREATE INDEX IF NOT EXISTS {CHAIN_TABLE}_recorded ON {CHAIN_TABLE} (recorded_at)"
+        )
+        statements.append(
+            f"CREATE TABLE IF NOT EXISTS {HEAD_TABLE} ("
+            "id INTEGER PRIMARY KEY CHECK (id = 1), "
+            "count INTEGER NOT NULL, "
+            "log_hash BLOB NOT NULL, "
+            "recorded_at INTEGER NOT NULL)"
         )
         return statements
 
@@ -58,7 +125,58 @@ class HazardLoopSQLiteRecorder(SQLiteApplicationRecorder):
                 f"INSERT INTO {self.idempotency_table} (key, fingerprint, result) VALUES (?,?,?)",
                 rows,
             )
+        if returning:
+            recorded_at: datetime | None = kwargs.get("recorded_at")
+            self._chain(c, stored_events, returning, recorded_at)
         return returning
+
+    def _chain(
+        self,
+        c: SQLiteCursor,
+        stored_events: Sequence[StoredEvent],
+        positions: Sequence[int],
+        recorded_at: datetime | None,
+    ) -> None:
+        """Link the events just inserted into both chains (we hold the write lock here)."""
+        c.execute(
+            f"SELECT position, log_hash, recorded_at FROM {CHAIN_TABLE} "
+            "ORDER BY position DESC LIMIT 1"
+        )
+        last = c.fetchone()
+        previous = bytes(last["log_hash"]) if last else GENESIS
+        last_micros = int(last["recorded_at"]) if last else 0
+        micros = max(to_micros(recorded_at or datetime.now(UTC)), last_micros)
+        cases: dict[str, bytes] = {}
+        rows = []
+        for stored, position in zip(stored_events, positions, strict=True):
+            oid = stored.originator_id
+            key = oid.hex if isinstance(oid, UUID) else str(oid)
+            version = stored.originator_version
+            log_hash = log_link(previous, position, frame(key, version, stored.topic, stored.state))
+            before = cases.get(key)
+            if before is None:
+                before = GENESIS
+                if version > 1:
+                    c.execute(
+                        f"SELECT case_hash FROM {CHAIN_TABLE} "
+                        "WHERE originator_id=? AND originator_version<? "
+                        "ORDER BY originator_version DESC LIMIT 1",
+                        (key, version),
+                    )
+                    row = c.fetchone()
+                    if row is not None:
+                        before = bytes(row["case_hash"])
+            case_hash = case_link(before, log_hash)
+            cases[key] = case_hash
+            rows.append((position, key, version, micros, log_hash, case_hash))
+            previous = log_hash
+        c.executemany(f"INSERT INTO {CHAIN_TABLE} VALUES (?,?,?,?,?,?)", rows)
+        c.execute(
+            f"INSERT INTO {HEAD_TABLE} (id, count, log_hash, recorded_at) VALUES (1, ?, ?, ?) "
+            "ON CONFLICT(id) DO UPDATE SET count=count+excluded.count, "
+            "log_hash=excluded.log_hash, recorded_at=excluded.recorded_at",
+            (len(rows), previous, micros),
+        )
 
     def select_idempotency(self, key: str) -> tuple[str, bytes] | None:
         """The fingerprint and first result stored for `key`, if any."""

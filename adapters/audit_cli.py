@@ -1,0 +1,85 @@
+"""`hazardloop audit …`: the chain head, and verification of the whole log against it.
+
+Exit status: 0 verified clean, 1 a break was found (named on stderr), 2 usage or store error.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Annotated
+
+import orjson
+import typer
+
+from adapters.store import parse_db
+from loop.errors import HazardLoopError
+
+__all__ = ["audit_app"]
+
+audit_app = typer.Typer(
+    help="Tamper evidence: the chain head, and verifying every stored event against it.",
+    no_args_is_help=True,
+)
+
+DbOption = Annotated[
+    str | None,
+    typer.Option("--db", help="Store: a file path or sqlite:/// URL (default $HAZARDLOOP_DB)."),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
+
+
+def _fail(exc: HazardLoopError) -> typer.Exit:
+    sys.stderr.write(f"{type(exc).__name__}: {exc.code}: {exc.message}\n")
+    return typer.Exit(2)
+
+
+@audit_app.command("head")
+def head_cmd(db: DbOption = None, as_json: JsonOption = False) -> None:
+    """Print the head the store records, COUNT:HASH (not verified: use `audit verify`)."""
+    from adapters.audit import head
+
+    try:
+        found = head(parse_db(db).path)
+    except HazardLoopError as exc:
+        raise _fail(exc) from None
+    if as_json:
+        sys.stdout.write(orjson.dumps({"head": str(found), "count": found.count}).decode() + "\n")
+    else:
+        sys.stdout.write(f"{found}\n")
+
+
+@audit_app.command("verify")
+def verify_cmd(
+    db: DbOption = None,
+    against: Annotated[
+        str | None,
+        typer.Option("--against", help="A published head COUNT:HASH the log must still extend."),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Recompute both hash chains from the stored bytes; name the first break and its kind."""
+    from adapters.audit import parse_head, verify
+
+    started = time.perf_counter()
+    try:
+        pinned = parse_head(against) if against else None
+        result = verify(parse_db(db).path, pinned)
+    except HazardLoopError as exc:
+        raise _fail(exc) from None
+    seconds = time.perf_counter() - started
+    if as_json:
+        data = result.to_dict() | {"seconds": round(seconds, 3)}
+        sys.stdout.write(orjson.dumps(data).decode() + "\n")
+    elif result.ok:
+        sys.stdout.write(f"{result.head}\n")
+    for b in result.breaks:
+        subject = f" (case {b.subject})" if b.subject else ""
+        sys.stderr.write(f"BROKEN: {b.kind} at position {b.position}{subject}: {b.message}\n")
+    if result.ok:
+        against_text = f", extends {result.against}" if result.against else ""
+        sys.stderr.write(
+            f"verified {result.events} events in {seconds:.2f} s{against_text}: intact\n"
+        )
+        return
+    raise typer.Exit(1)
