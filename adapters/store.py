@@ -78,6 +78,13 @@ class HazardLoopSQLiteRecorder(SQLiteApplicationRecorder):
     """eventsourcing's SQLite application recorder, plus idempotency keys and hash chains."""
 
     idempotency_table = "idempotency_keys"
+    #: Case hashes kept from this recorder's own writes, saving a lookup per event.
+    case_cache_size = 100_000
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._case_heads: dict[str, bytes] = {}
+        self._chained_to = -1
 
     def construct_create_table_statements(self) -> list[str]:
         statements = super().construct_create_table_statements()
@@ -146,14 +153,17 @@ class HazardLoopSQLiteRecorder(SQLiteApplicationRecorder):
         previous = bytes(last["log_hash"]) if last else GENESIS
         last_micros = int(last["recorded_at"]) if last else 0
         micros = max(to_micros(recorded_at or datetime.now(UTC)), last_micros)
-        cases: dict[str, bytes] = {}
+        if last is None or int(last["position"]) != self._chained_to:
+            self._case_heads.clear()  # another writer came in between: the cache is stale
+        self._chained_to = -1  # until this chaining is complete, the cache is not to be trusted
+        cases = self._case_heads
         rows = []
         for stored, position in zip(stored_events, positions, strict=True):
             oid = stored.originator_id
             key = oid.hex if isinstance(oid, UUID) else str(oid)
             version = stored.originator_version
             log_hash = log_link(previous, position, frame(key, version, stored.topic, stored.state))
-            before = cases.get(key)
+            before = cases.pop(key, None)
             if before is None:
                 before = GENESIS
                 if version > 1:
@@ -170,6 +180,8 @@ class HazardLoopSQLiteRecorder(SQLiteApplicationRecorder):
             cases[key] = case_hash
             rows.append((position, key, version, micros, log_hash, case_hash))
             previous = log_hash
+        while len(cases) > self.case_cache_size:
+            del cases[next(iter(cases))]  # least recently written first
         c.executemany(f"INSERT INTO {CHAIN_TABLE} VALUES (?,?,?,?,?,?)", rows)
         c.execute(
             f"INSERT INTO {HEAD_TABLE} (id, count, log_hash, recorded_at) VALUES (1, ?, ?, ?) "
@@ -177,6 +189,9 @@ class HazardLoopSQLiteRecorder(SQLiteApplicationRecorder):
             "log_hash=excluded.log_hash, recorded_at=excluded.recorded_at",
             (len(rows), previous, micros),
         )
+        # Trusted only if the next transaction finds the log still ending where we left it; if
+        # this one rolls back instead, the position will not match and the cache is dropped.
+        self._chained_to = positions[-1]
 
     def select_idempotency(self, key: str) -> tuple[str, bytes] | None:
         """The fingerprint and first result stored for `key`, if any."""
