@@ -3,7 +3,12 @@
 `build_district` invents a district (区) with streets and towns (街道/镇) and their communities and
 villages (社区/村), the departments and enterprises that rectify, the grid members who discover,
 the command centre that registers, assigns and closes, and the leaders who approve extensions and
-parking. It then plays a quarter's worth of hazards (2026-07-01 … 2026-09-30) through the six-step
+parking. The organisation is built through the contract too: at the start of the quarter every
+grid is established, every unit and person registered, and each grid's chain of responsibility
+(grid manager, first responsible, in charge, directly responsible, leader in liaison) appointed;
+in August some posts change hands (a rotation of grid members, a transfer, a post left vacant
+for two weeks), so a step that went overdue before a change is charged to the old holder. It then
+plays a quarter's worth of hazards (2026-07-01 … 2026-09-30) through the six-step
 closed loop and every side path, as commands of the contract, sorted by business time and fed to
 one `handle_many`. Nothing reads the wall clock: the engine's clock is fixed at
 2026-11-20 18:00 (+08:00) and every business time lies before it.
@@ -38,6 +43,7 @@ from loop.lifecycle import (
     Status,
     find_transition,
 )
+from loop.organisation import POSTS
 from loop.policy import Deadline, Policy, WorkCalendar
 
 __all__ = ["AS_OF", "STATUS_ZH", "build_district", "print_summary"]
@@ -46,6 +52,14 @@ TZ = ZoneInfo("Asia/Shanghai")
 #: The engine's fixed clock: the demo is "as of" this moment.
 AS_OF = datetime(2026, 11, 20, 18, 0, tzinfo=TZ)
 QUARTER = (date(2026, 7, 1), date(2026, 9, 30))
+#: When the organisation is set up: before the first patrol of the quarter.
+ORG_AT = datetime(2026, 7, 1, 8, 0, tzinfo=TZ)
+#: August's changes of post holders: a relief, the rotations and a transfer, the vacancy filled.
+RELIEVE_AT = datetime(2026, 8, 10, 9, 0, tzinfo=TZ)
+REAPPOINT_AT = datetime(2026, 8, 17, 9, 0, tzinfo=TZ)
+FILL_AT = datetime(2026, 8, 24, 9, 0, tzinfo=TZ)
+#: The actor who keeps the organisation's register (the command centre's system administrator).
+ORG_ACTOR = "区网格化服务管理指挥中心"
 #: Nothing is planned later than this (a margin under the engine's clock).
 LATEST = datetime(2026, 11, 20, 17, 30, tzinfo=TZ)
 #: Cases meant to stand open get their last step in this window when they are "recent".
@@ -375,8 +389,8 @@ class Cast:
     people: int
 
 
-def _names(rng: random.Random) -> Callable[[], str]:
-    used: set[str] = set()
+def _names(rng: random.Random, taken: set[str] | None = None) -> Callable[[], str]:
+    used: set[str] = set(taken or ())
 
     def one() -> str:
         while True:
@@ -441,6 +455,167 @@ def _cast(rng: random.Random) -> Cast:
         + 1
     )
     return Cast(grids, units, centre, leaders, top, inspectors, people)
+
+
+# ----------------------------------------------------------------- organisation
+
+
+@dataclass
+class Organisation:
+    """The organisation's commands (stamped with business time) and what they set up."""
+
+    commands: list[tuple[datetime, dict[str, Any]]] = field(default_factory=list)
+    people: int = 0
+    appointments: int = 0
+    changes: list[dict[str, Any]] = field(default_factory=list)  # August's changes, in order
+
+    def add(self, at: datetime, command: str, **fields: Any) -> None:
+        self.commands.append(
+            (at, {"command": command, "actor": ORG_ACTOR, "at": at.isoformat(), **fields})
+        )
+
+    def person(self, at: datetime, name: str, role: str, **where: str) -> None:
+        self.add(at, "register_person", person=name, name=name, role=role, **where)
+        self.people += 1
+
+    def appoint(self, at: datetime, grid: str, post: str, person: str, note: str) -> None:
+        self.add(at, "appoint", grid=grid, post=post, person=person, note=note)
+        self.appointments += 1
+
+
+def _everyone(cast: Cast) -> set[str]:
+    return {
+        *(m for g in cast.grids.values() for m in g.members),
+        *(p for u in cast.units for p in u.people),
+        *cast.centre,
+        *cast.leaders,
+        cast.top_leader,
+        *cast.inspectors,
+    }
+
+
+def _organisation(cast: Cast, seed: int) -> Organisation:
+    """Grids, units, people and each grid's chain, as commands; then August's changes.
+
+    Its own random stream (the hazards' stays as it was), and names no one in the cast has.
+    People are registered by name: the name is the id that hazard commands use for them, and a
+    unit's code is its name for the same reason.
+    """
+    rng = random.Random(f"organisation-{seed}")
+    name = _names(rng, _everyone(cast))
+    org = Organisation()
+    at = ORG_AT
+    district = DISTRICT[0]
+    for grid in cast.grids.values():
+        parent = None
+        if grid.level == "street":
+            parent = district
+        elif grid.level == "community":
+            parent = f"{district}-{grid.street}"
+        fields: dict[str, Any] = {"grid": grid.code, "name": grid.name, "level": grid.level}
+        if parent is not None:
+            fields["parent"] = parent
+        org.add(at, "establish_grid", **fields)
+    homes: dict[str | None, list[str]] = {}
+    for unit in cast.units:
+        if unit.kind == "department":
+            grid_code = district
+        elif unit.kind == "street_office":
+            grid_code = f"{district}-{unit.street}"
+        else:  # an enterprise: in one of its street's communities, in turn
+            homes.setdefault(unit.street, [])
+            homes[unit.street].append(unit.name)
+            grid_code = f"{district}-{unit.street}-C{len(homes[unit.street]):02d}"
+        org.add(at, "register_unit", unit=unit.name, name=unit.name, grid=grid_code, kind=unit.kind)
+    roles = {"department": "业务科室负责人", "street_office": "安监站工作人员",
+             "enterprise": "企业安全管理员"}  # fmt: skip
+    for unit in cast.units:
+        for person in unit.people:
+            org.person(at, person, roles[unit.kind], unit=unit.name)
+    for person in cast.inspectors:
+        org.person(at, person, "执法检查员", unit=DEPARTMENTS[0][0], grid=district)
+    for grid in cast.grids.values():
+        if grid.level != "district":
+            role = "专职网格员" if grid.level == "street" else "网格员"
+            for person in grid.members:
+                org.person(at, person, role, grid=grid.code)
+    for person in cast.centre:
+        org.person(at, person, "指挥中心坐席", grid=district)
+    for person in cast.leaders:
+        org.person(at, person, "区领导", grid=district)
+    org.person(at, cast.top_leader, "区长", grid=district)
+    # the chains
+    leaders = cast.leaders
+    org.appoint(at, district, "grid_manager", cast.inspectors[0], "执法大队长兼直管网格长")
+    org.appoint(at, district, "first_responsible", cast.top_leader, "区政府主要负责人")
+    org.appoint(at, district, "in_charge", leaders[0], "分管安全生产的副区长")
+    org.appoint(at, district, "directly_responsible", cast.inspectors[1], "执法中队长")
+    org.appoint(at, district, "leader_in_liaison", leaders[1], "挂点区领导")
+    street_chain: dict[str, dict[str, str]] = {}
+    for i, (s_code, s_name, _) in enumerate(STREETS):
+        code = f"{district}-{s_code}"
+        grid = cast.grids[code]
+        village = not s_name.endswith("街道")
+        secretary, deputy = name(), name()
+        org.person(at, secretary, "镇党委书记" if village else "街道党工委书记", grid=code)
+        org.person(at, deputy, "分管安全副镇长" if village else "分管安全副主任", grid=code)
+        chain = {
+            "grid_manager": grid.members[0],
+            "first_responsible": secretary,
+            "in_charge": deputy,
+            "directly_responsible": grid.members[1],
+            "leader_in_liaison": leaders[i % len(leaders)],
+        }
+        street_chain[s_code] = chain
+        for post, person in chain.items():
+            org.appoint(at, code, post, person, f"{s_name}网格责任体系")
+    for grid in cast.grids.values():
+        if grid.level != "community":
+            continue
+        assert grid.street is not None
+        manager, head = name(), name()
+        village = grid.name.endswith("村微网格")
+        org.person(at, manager, "村党支部书记" if village else "社区党委书记", grid=grid.code)
+        org.person(at, head, "村委会主任" if village else "社区居委会主任", grid=grid.code)
+        chain = {
+            "grid_manager": manager,
+            "first_responsible": head,
+            "in_charge": street_chain[grid.street]["in_charge"],
+            "directly_responsible": grid.members[0],
+            "leader_in_liaison": street_chain[grid.street]["leader_in_liaison"],
+        }
+        for post, person in chain.items():
+            org.appoint(at, grid.code, post, person, f"{grid.name}责任到人")
+    # August: S03's deputy is transferred out, leaving the post vacant in the street's grid and
+    # its micro-grids for two weeks; the first micro-grid of every street rotates its grid
+    # members; S02 gets a new secretary.
+    s03_grids = [g.code for g in cast.grids.values() if g.street == "S03"]
+    leaving = street_chain["S03"]["in_charge"]
+    for code in s03_grids:
+        org.add(RELIEVE_AT, "relieve", grid=code, post="in_charge", person=leaving,
+                note="调任区直部门")  # fmt: skip
+        org.changes.append({"grid": code, "post": "in_charge", "from": leaving, "to": None,
+                            "at": RELIEVE_AT.isoformat()})  # fmt: skip
+    for s_code, _, _ in STREETS:
+        code = f"{district}-{s_code}-C01"
+        old, new = cast.grids[code].members
+        org.appoint(REAPPOINT_AT, code, "directly_responsible", new, "网格员轮岗")
+        org.changes.append({"grid": code, "post": "directly_responsible", "from": old,
+                            "to": new, "at": REAPPOINT_AT.isoformat()})  # fmt: skip
+    s02 = f"{district}-S02"
+    newcomer = name()
+    org.person(REAPPOINT_AT, newcomer, "街道党工委书记", grid=s02)
+    org.appoint(REAPPOINT_AT, s02, "first_responsible", newcomer, "街道主要负责人调整")
+    org.changes.append({"grid": s02, "post": "first_responsible",
+                        "from": street_chain["S02"]["first_responsible"], "to": newcomer,
+                        "at": REAPPOINT_AT.isoformat()})  # fmt: skip
+    successor = name()
+    org.person(FILL_AT, successor, "分管安全副主任", grid=s03_grids[0])
+    for code in s03_grids:
+        org.appoint(FILL_AT, code, "in_charge", successor, "补齐分管责任人")
+        org.changes.append({"grid": code, "post": "in_charge", "from": None, "to": successor,
+                            "at": FILL_AT.isoformat()})  # fmt: skip
+    return org
 
 
 # ----------------------------------------------------------------- time
@@ -1126,7 +1301,9 @@ def build_district(db: str, hazards: int = 400, seed: int = 2026) -> dict[str, A
         specs = _specs(rng, gen.clock, hazards)
         for spec in specs:
             gen.cases.append(gen.play(spec, gen.cases))
-        stamped = [item for case in gen.cases for item in case.commands]
+        org = _organisation(gen.cast, seed)
+        # The organisation's commands first: at equal times a stable sort keeps them ahead.
+        stamped = [*org.commands, *(item for case in gen.cases for item in case.commands)]
         stamped.sort(key=lambda item: item[0])
         commands = [body for _, body in stamped]
         errors: list[str] = []
@@ -1134,7 +1311,8 @@ def build_district(db: str, hazards: int = 400, seed: int = 2026) -> dict[str, A
         for body, result in zip(commands, results, strict=True):
             if not result.ok and len(errors) < 5:
                 assert result.error is not None
-                errors.append(f"{body['hazard_id']} {body['command']}: {result.error.message}")
+                assert result.subject is not None
+                errors.append(f"{result.subject.id} {body['command']}: {result.error.message}")
             elif not result.ok:
                 errors.append("…")
         if errors:
@@ -1142,14 +1320,20 @@ def build_district(db: str, hazards: int = 400, seed: int = 2026) -> dict[str, A
                 f"the demo generator sent {len(errors)} refused command(s): "
                 + "; ".join(errors[:5])
             )
-        summary = _summarise(engine, gen, db, hazards, seed, len(commands))
+        summary = _summarise(engine, gen, org, db, hazards, seed, len(commands))
     finally:
         engine.close()
     return summary
 
 
 def _summarise(
-    engine: HazardLoop, gen: Generator, db: str, hazards: int, seed: int, commands: int
+    engine: HazardLoop,
+    gen: Generator,
+    org: Organisation,
+    db: str,
+    hazards: int,
+    seed: int,
+    commands: int,
 ) -> dict[str, Any]:
     by_status: Counter[str] = Counter({s.value: 0 for s in Status})
     by_grade: Counter[str] = Counter()
@@ -1228,6 +1412,16 @@ def _summarise(
     if mismatched:
         raise RuntimeError("engine and generator disagree: " + "; ".join(mismatched[:5]))
     cast = gen.cast
+    # The organisation's events: every grid's (establishment and appointments), one per unit
+    # and person registered.
+    events += sum(engine.get_grid(code).version for code in cast.grids)
+    events += len(cast.units) + org.people
+    vacant = [
+        (code, post)
+        for code in cast.grids
+        for post in POSTS
+        if engine.get_grid(code).holder(post) is None
+    ]
     ordered_streets = dict(sorted(streets.items(), key=lambda kv: str(kv[1]["code"])))
     return {
         "db": db,
@@ -1241,7 +1435,12 @@ def _summarise(
             "community": sum(g.level == "community" for g in cast.grids.values()),
         },
         "units": len(cast.units),
-        "people": cast.people,
+        "people": org.people,
+        "organisation": {
+            "appointments": org.appointments,
+            "changes": org.changes,
+            "vacant_posts": len(vacant),
+        },
         "hazards": hazards,
         "commands": commands,
         "events": events,
@@ -1289,6 +1488,8 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
         f"{grids['district']} district grid · {grids['street']} street/town grids · "
         f"{grids['community']} community/village grids · {summary['units']} units · "
         f"{summary['people']} people",
+        f"{summary['organisation']['appointments']} appointments to the grids' chains of "
+        f"responsibility, {len(summary['organisation']['changes'])} changes in August",
         f"{summary['commands']} commands accepted → {summary['events']} events in {summary['db']}"
         + (f" ({summary['seconds']} s)" if "seconds" in summary else ""),
     ]
@@ -1314,6 +1515,19 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
             str(row["overdue"]),
         )
     console.print(streets)
+
+    changes = Table(title="Chain of responsibility: August's changes (charged by who held it then)")
+    for col in ("at", "grid", "post", "from", "to"):
+        changes.add_column(col)
+    for change in summary["organisation"]["changes"]:
+        changes.add_row(
+            change["at"][:10],
+            change["grid"],
+            change["post"],
+            change["from"] or "(vacant)",
+            change["to"] or "(vacant)",
+        )
+    console.print(changes)
 
     other = Table(title="Grade, category, side paths")
     other.add_column("what")

@@ -1,14 +1,16 @@
 """The command contract: the one public interface, as frozen pydantic models.
 
 The CLI, the Python API and the HTTP API all take exactly these; shape is checked here, the rules
-of the loop are checked by the aggregate.
+of the loop are checked by the aggregates. Hazard commands name their case by `hazard_id`; the
+organisation's commands name their subject by `grid`, `unit` or `person`. Every command says
+which aggregate it writes to as its `subject`.
 """
 
 from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple, get_args
 
 import orjson
 from pydantic import (
@@ -24,23 +26,37 @@ from pydantic import (
 from loop.errors import InvalidCommand, MalformedJSON, UnknownCommand
 
 __all__ = [
+    "ALL_COMMAND_NAMES",
+    "COMMAND_CLASSES",
     "COMMAND_NAMES",
+    "LEVELS",
+    "ORGANISATION_COMMANDS",
+    "POSTS",
+    "Appoint",
     "Assign",
     "Close",
     "Command",
     "CommandBase",
     "Discover",
     "Escalate",
+    "EstablishGrid",
     "Evidence",
     "Extend",
+    "HazardCommand",
+    "Level",
     "Park",
+    "Post",
     "Reassign",
+    "RegisterPerson",
+    "RegisterUnit",
     "Regrade",
     "Reject",
+    "Relieve",
     "Reopen",
     "Report",
     "Resume",
     "Return",
+    "Subject",
     "Verify",
     "fingerprint",
     "parse_command",
@@ -93,6 +109,35 @@ Note = Annotated[str, Field(max_length=4000)]
 Grade = Literal["general", "major"]
 Source = Literal["patrol", "inspection", "self_check", "public_tip"]
 EscalationLevel = Literal["reminder", "supervision_letter", "summons", "public_notice", "penalty"]
+#: A code or id given by the client (grid, unit, person): as strict as a hazard id.
+Code = HazardId
+DisplayName = Annotated[
+    str, Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]*\S[^\x00-\x1f\x7f]*$")
+]
+Phone = Annotated[str, Field(min_length=3, max_length=32, pattern=r"^\+?[0-9][0-9 ()-]*[0-9]$")]
+#: The levels of grid, top down: 区 (directly managed), 街道/镇 (basic), 社区/村 (micro).
+Level = Literal["district", "street", "community"]
+LEVELS: tuple[str, ...] = get_args(Level)
+#: The posts of a grid's chain of responsibility, in order of the chain.
+Post = Literal[
+    "grid_manager",  # 网格长 / 网格管理员
+    "first_responsible",  # 第一责任人
+    "in_charge",  # 分管责任人
+    "directly_responsible",  # 具体责任人
+    "leader_in_liaison",  # 挂点(联点)领导
+]
+POSTS: tuple[str, ...] = get_args(Post)
+UnitKind = Literal["department", "street_office", "enterprise", "other"]
+
+
+class Subject(NamedTuple):
+    """What a command writes to: its kind (hazard, grid, unit, person) and the client's id."""
+
+    kind: str
+    id: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"kind": self.kind, "id": self.id}
 
 
 class _Frozen(BaseModel):
@@ -110,13 +155,27 @@ class CommandBase(_Frozen):
     """Fields every command carries."""
 
     command: str
-    hazard_id: HazardId
     actor: Name
     at: Timestamp | None = None
     idempotency_key: Annotated[str, Field(min_length=1, max_length=128)] | None = None
 
+    @property
+    def subject(self) -> Subject:
+        """The aggregate the command writes to."""
+        raise NotImplementedError
 
-class Discover(CommandBase):
+
+class HazardCommand(CommandBase):
+    """A command of the six-step loop: it names its case by the client's `hazard_id`."""
+
+    hazard_id: HazardId
+
+    @property
+    def subject(self) -> Subject:
+        return Subject("hazard", self.hazard_id)
+
+
+class Discover(HazardCommand):
     """A hazard is found on site (发现)."""
 
     command: Literal["discover"] = "discover"
@@ -132,14 +191,14 @@ class Discover(CommandBase):
     fixed_on_spot: bool = False
 
 
-class Report(CommandBase):
+class Report(HazardCommand):
     """The discoverer's report is registered by the command centre (上报/立案)."""
 
     command: Literal["report"] = "report"
     note: Note | None = None
 
 
-class Assign(CommandBase):
+class Assign(HazardCommand):
     """The centre names a responsible unit, person and deadline (交办: 定人、定责、定时)."""
 
     command: Literal["assign"] = "assign"
@@ -149,7 +208,7 @@ class Assign(CommandBase):
     measures: Note | None = None
 
 
-class Rectify(CommandBase):
+class Rectify(HazardCommand):
     """The responsible unit files its rectification feedback (整改反馈)."""
 
     command: Literal["rectify"] = "rectify"
@@ -157,7 +216,7 @@ class Rectify(CommandBase):
     evidence: list[Evidence] = Field(default_factory=list, max_length=100)
 
 
-class Verify(CommandBase):
+class Verify(HazardCommand):
     """The discovering side checks the rectification on site (核查); a failure sends it back."""
 
     command: Literal["verify"] = "verify"
@@ -174,14 +233,14 @@ class Verify(CommandBase):
         return self
 
 
-class Close(CommandBase):
+class Close(HazardCommand):
     """The centre closes the case (销号/结案)."""
 
     command: Literal["close"] = "close"
     note: Note | None = None
 
 
-class Reject(CommandBase):
+class Reject(HazardCommand):
     """Not a hazard, or a duplicate of another case (不予立案/合并)."""
 
     command: Literal["reject"] = "reject"
@@ -189,14 +248,14 @@ class Reject(CommandBase):
     duplicate_of: HazardId | None = None
 
 
-class Return(CommandBase):
+class Return(HazardCommand):
     """The assignee says it is not theirs: back to the centre for re-assignment (回退)."""
 
     command: Literal["return"] = "return"
     reason: Reason
 
 
-class Reassign(CommandBase):
+class Reassign(HazardCommand):
     """A different unit and person take the case over (转办)."""
 
     command: Literal["reassign"] = "reassign"
@@ -205,7 +264,7 @@ class Reassign(CommandBase):
     reason: Reason
 
 
-class Extend(CommandBase):
+class Extend(HazardCommand):
     """A later deadline for the current step, approved by someone else (延期)."""
 
     command: Literal["extend"] = "extend"
@@ -214,7 +273,7 @@ class Extend(CommandBase):
     approved_by: Name
 
 
-class Park(CommandBase):
+class Park(HazardCommand):
     """Work that cannot be done now is parked, approved; its step clock stops (挂账/缓办)."""
 
     command: Literal["park"] = "park"
@@ -222,21 +281,21 @@ class Park(CommandBase):
     approved_by: Name
 
 
-class Resume(CommandBase):
+class Resume(HazardCommand):
     """A parked case takes up its step again, with the parked time added to its deadline."""
 
     command: Literal["resume"] = "resume"
     note: Note | None = None
 
 
-class Reopen(CommandBase):
+class Reopen(HazardCommand):
     """A closed hazard recurs or fails a later audit; a rejected one is reconsidered."""
 
     command: Literal["reopen"] = "reopen"
     reason: Reason
 
 
-class Regrade(CommandBase):
+class Regrade(HazardCommand):
     """The grade changes, general ↔ major (一般 ↔ 重大)."""
 
     command: Literal["regrade"] = "regrade"
@@ -244,12 +303,87 @@ class Regrade(CommandBase):
     reason: Reason
 
 
-class Escalate(CommandBase):
+class Escalate(HazardCommand):
     """Supervision steps up (督办): reminder → letter → summons / public notice → penalty."""
 
     command: Literal["escalate"] = "escalate"
     level: EscalationLevel
     note: Note | None = None
+
+
+# ------------------------------------------------------------ the organisation
+
+
+class EstablishGrid(CommandBase):
+    """A grid is set up (划分网格): its code, name, level and the grid one level up."""
+
+    command: Literal["establish_grid"] = "establish_grid"
+    grid: Code
+    name: DisplayName
+    level: Level
+    parent: Code | None = None
+
+    @property
+    def subject(self) -> Subject:
+        return Subject("grid", self.grid)
+
+
+class RegisterUnit(CommandBase):
+    """A unit that takes rectification work (a department, office or enterprise) is registered."""
+
+    command: Literal["register_unit"] = "register_unit"
+    unit: Code
+    name: DisplayName
+    grid: Code
+    kind: UnitKind | None = None
+
+    @property
+    def subject(self) -> Subject:
+        return Subject("unit", self.unit)
+
+
+class RegisterPerson(CommandBase):
+    """A person who may act or hold posts is registered, with their unit or home grid."""
+
+    command: Literal["register_person"] = "register_person"
+    person: Code
+    name: DisplayName
+    unit: Code | None = None
+    grid: Code | None = None
+    phone: Phone | None = None
+    role: Name | None = None
+
+    @property
+    def subject(self) -> Subject:
+        return Subject("person", self.person)
+
+
+class Appoint(CommandBase):
+    """A person takes a post of a grid's chain from `at`; whoever held it leaves it then."""
+
+    command: Literal["appoint"] = "appoint"
+    grid: Code
+    post: Post
+    person: Code
+    note: Note | None = None
+
+    @property
+    def subject(self) -> Subject:
+        return Subject("grid", self.grid)
+
+
+class Relieve(CommandBase):
+    """The holder of a post leaves it at `at`; the post stands vacant until an appointment."""
+
+    command: Literal["relieve"] = "relieve"
+    grid: Code
+    post: Post
+    person: Code
+    note: Note | None = None
+
+    @property
+    def subject(self) -> Subject:
+        return Subject("grid", self.grid)
 
 
 Command = Annotated[
@@ -267,7 +401,12 @@ Command = Annotated[
     | Resume
     | Reopen
     | Regrade
-    | Escalate,
+    | Escalate
+    | EstablishGrid
+    | RegisterUnit
+    | RegisterPerson
+    | Appoint
+    | Relieve,
     Field(discriminator="command"),
 ]
 
@@ -289,9 +428,23 @@ COMMAND_CLASSES: dict[str, type[CommandBase]] = {
         Reopen,
         Regrade,
         Escalate,
+        EstablishGrid,
+        RegisterUnit,
+        RegisterPerson,
+        Appoint,
+        Relieve,
     )
 }
-COMMAND_NAMES: tuple[str, ...] = tuple(COMMAND_CLASSES)
+#: Every command of the contract.
+ALL_COMMAND_NAMES: tuple[str, ...] = tuple(COMMAND_CLASSES)
+#: The commands that write to the organisation (grids, units, people), not to a hazard.
+ORGANISATION_COMMANDS: tuple[str, ...] = tuple(
+    name for name, cls in COMMAND_CLASSES.items() if not issubclass(cls, HazardCommand)
+)
+#: The hazard commands: the six steps and the side paths (what the lifecycle table speaks of).
+COMMAND_NAMES: tuple[str, ...] = tuple(
+    name for name in ALL_COMMAND_NAMES if name not in ORGANISATION_COMMANDS
+)
 
 _ADAPTER: TypeAdapter[Command] = TypeAdapter(Command)
 
@@ -318,7 +471,7 @@ def parse_command(data: Any) -> Command:
         )
     if name not in COMMAND_CLASSES:
         raise UnknownCommand(
-            f"unknown command {name!r}; the contract has: {', '.join(COMMAND_NAMES)}",
+            f"unknown command {name!r}; the contract has: {', '.join(ALL_COMMAND_NAMES)}",
             command=name if isinstance(name, str) else repr(name),
         )
     try:

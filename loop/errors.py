@@ -6,6 +6,12 @@
     │   └── UnknownCommand          unknown_command      `command` names no command of the contract
     ├── HazardNotFound              hazard_not_found     no hazard has this id
     ├── HazardAlreadyExists         hazard_already_exists  a hazard id is discovered once
+    ├── UnknownGrid                 unknown_grid         no grid has this code
+    ├── GridExists                  grid_exists          a grid code is established once
+    ├── UnknownUnit                 unknown_unit         no unit has this code
+    ├── UnitExists                  unit_exists          a unit code is registered once
+    ├── UnknownPerson               unknown_person       no person has this id
+    ├── PersonExists                person_exists        a person id is registered once
     ├── RuleViolation               (a command that is well formed but refused by a rule)
     │   ├── InvalidTransition       invalid_transition   the command is not allowed in the current status
     │   ├── CaseClosed              case_closed          a closed or rejected case takes only `reopen`
@@ -14,9 +20,12 @@
     │   ├── DueRequired             due_required         the policy says "by plan" and no `due` was given
     │   ├── DueNotAfterStart        due_not_after_start  a deadline at or before the step's start
     │   ├── ExtensionNotLater       extension_not_later  an extension that does not move the deadline later
-    │   ├── AtBeforePrevious        at_before_previous   business time earlier than the case's last step
+    │   ├── AtBeforePrevious        at_before_previous   business time earlier than the case's (grid's) last step
     │   ├── AtInFuture              at_in_future         business time later than the engine's clock
     │   ├── InvalidDuplicate        invalid_duplicate    `duplicate_of` names the case itself or no case
+    │   ├── BadParent               bad_parent           a grid's parent is not one level up (or is missing)
+    │   ├── NotPostHolder           not_post_holder      `relieve` names someone who does not hold the post
+    │   ├── AlreadyPostHolder       already_post_holder  `appoint` names the post's current holder
     │   └── IdempotencyKeyReused    idempotency_key_reused  the key came back with a different command
     ├── ConcurrencyConflict         concurrency_conflict another writer changed the case first
     ├── InvalidPolicy               invalid_policy       the time-limit policy file cannot be used
@@ -32,15 +41,18 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 __all__ = [
+    "AlreadyPostHolder",
     "ApproverIsRequester",
     "AtBeforePrevious",
     "AtInFuture",
+    "BadParent",
     "CalendarError",
     "CaseClosed",
     "ConcurrencyConflict",
     "DueNotAfterStart",
     "DueRequired",
     "ExtensionNotLater",
+    "GridExists",
     "HazardAlreadyExists",
     "HazardLoopError",
     "HazardNotFound",
@@ -50,9 +62,15 @@ __all__ = [
     "InvalidPolicy",
     "InvalidTransition",
     "MalformedJSON",
+    "NotPostHolder",
+    "PersonExists",
     "RuleViolation",
     "StoreError",
+    "UnitExists",
     "UnknownCommand",
+    "UnknownGrid",
+    "UnknownPerson",
+    "UnknownUnit",
     "VerifierIsRectifier",
     "all_error_classes",
 ]
@@ -106,6 +124,42 @@ class HazardAlreadyExists(HazardLoopError):
     code = "hazard_already_exists"
 
 
+class UnknownGrid(HazardLoopError):
+    """Raised when a command names a grid code that was never established."""
+
+    code = "unknown_grid"
+
+
+class GridExists(HazardLoopError):
+    """Raised when `establish_grid` names a grid code that has already been established."""
+
+    code = "grid_exists"
+
+
+class UnknownUnit(HazardLoopError):
+    """Raised when a command names a unit code that was never registered."""
+
+    code = "unknown_unit"
+
+
+class UnitExists(HazardLoopError):
+    """Raised when `register_unit` names a unit code that has already been registered."""
+
+    code = "unit_exists"
+
+
+class UnknownPerson(HazardLoopError):
+    """Raised when a command names a person id that was never registered."""
+
+    code = "unknown_person"
+
+
+class PersonExists(HazardLoopError):
+    """Raised when `register_person` names a person id that has already been registered."""
+
+    code = "person_exists"
+
+
 class RuleViolation(HazardLoopError):
     """Raised when a well-formed command is refused by a rule of the loop."""
 
@@ -155,7 +209,7 @@ class ExtensionNotLater(RuleViolation):
 
 
 class AtBeforePrevious(RuleViolation):
-    """Raised when a command's business time `at` is earlier than the case's latest step."""
+    """Raised when a command's business time `at` is earlier than the case's (or grid's) latest step."""
 
     code = "at_before_previous"
 
@@ -170,6 +224,24 @@ class InvalidDuplicate(RuleViolation):
     """Raised when `reject` names as `duplicate_of` the case itself or a case never discovered."""
 
     code = "invalid_duplicate"
+
+
+class BadParent(RuleViolation):
+    """Raised when a grid's parent is not one level up, or a community grid has none."""
+
+    code = "bad_parent"
+
+
+class NotPostHolder(RuleViolation):
+    """Raised when `relieve` names someone who does not hold the post now."""
+
+    code = "not_post_holder"
+
+
+class AlreadyPostHolder(RuleViolation):
+    """Raised when `appoint` names the person who already holds the post."""
+
+    code = "already_post_holder"
 
 
 class IdempotencyKeyReused(RuleViolation):

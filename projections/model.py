@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date, datetime
 
+from loop.organisation import POSTS  # the posts of a grid's chain, defined by the domain
+
 __all__ = [
     "POSTS",
     "AccountabilityReport",
@@ -16,15 +18,6 @@ __all__ = [
     "OverdueRow",
     "Period",
 ]
-
-#: The posts of a grid's chain of responsibility, in order of the chain.
-POSTS = (
-    "grid_manager",  # 网格长 / 网格管理员
-    "first_responsible",  # 第一责任人
-    "in_charge",  # 分管责任人
-    "directly_responsible",  # 具体责任人
-    "leader_in_liaison",  # 挂点(联点)领导
-)
 
 
 @dataclass(frozen=True)
