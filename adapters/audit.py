@@ -8,16 +8,27 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import sqlite3
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from adapters.store import CHAIN_TABLE, GENESIS, HEAD_TABLE, frame, log_link
+from adapters.store import CHAIN_TABLE, GENESIS, HEAD_TABLE, case_link, frame, log_link
 from loop.errors import InvalidCommand, StoreError
 
-__all__ = ["Break", "Head", "Verification", "head", "parse_head", "verify"]
+__all__ = [
+    "Break",
+    "Head",
+    "ProofLink",
+    "Verification",
+    "case_proof",
+    "head",
+    "head_at",
+    "parse_head",
+    "verify",
+]
 
 _SEP = b"\x1f"
 
@@ -125,14 +136,18 @@ def _subject(conn: sqlite3.Connection, originator_id: str | None) -> str | None:
     ).fetchone()
     if row is None:
         return None
+    raw = bytes(row[0])
     try:
-        state = json.loads(bytes(row[0]))
+        state = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
-        return None
-    for key in ("hazard_id", "code", "unit", "person"):
+        state = None  # the first event itself may be the damaged one: read around the damage
+    for key in ("hazard_id", "code"):
         value = state.get(key) if isinstance(state, dict) else None
         if isinstance(value, str):
             return value
+        found = re.search(rb'"%s":"([^"\\]{1,64})"' % key.encode(), raw)
+        if state is None and found:
+            return found.group(1).decode("utf-8", "replace")
     return None
 
 
@@ -391,3 +406,77 @@ def _check_against(against: Head, count: int, pinned: bytes | None, brk: _BreakF
             found=pinned.hex() if pinned else None,
         )
     return None
+
+
+@dataclass(frozen=True)
+class ProofLink:
+    """One event of a case in the proof: enough to recompute its two hashes by hand."""
+
+    version: int
+    position: int
+    event_sha256: str  # SHA-256 of the event's exact stored bytes (its frame), hex
+    previous_log_hash: str  # the log hash of position - 1 (zeros for the first event)
+    log_hash: str
+    case_hash: str
+    ok: bool  # recomputed from the stored bytes, both hashes match
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def case_proof(path: Path, originator_id: str, up_to_version: int | None = None) -> list[ProofLink]:
+    """Recompute a case's links from its stored bytes: what a dossier carries as its proof."""
+    conn = _connect(path)
+    try:
+        rows = conn.execute(
+            f"SELECT e.rowid, e.originator_id, e.originator_version, e.topic, e.state, "
+            f"c.log_hash, c.case_hash, p.log_hash FROM stored_events e "
+            f"JOIN {CHAIN_TABLE} c ON c.position = e.rowid "
+            f"LEFT JOIN {CHAIN_TABLE} p ON p.position = e.rowid - 1 "
+            "WHERE e.originator_id=? ORDER BY e.originator_version",
+            (originator_id,),
+        ).fetchall()
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot read the event store {path}: {exc}") from exc
+    finally:
+        conn.close()
+    links: list[ProofLink] = []
+    case = GENESIS
+    for position, oid, version, topic, state, log_hash, case_hash, prior in rows:
+        if up_to_version is not None and version > up_to_version:
+            break
+        framed = frame(oid, version, topic, state)
+        previous = bytes(prior) if prior is not None else GENESIS
+        computed = log_link(previous, position, framed)
+        # Each link is checked on its own against the stored hashes before it, so a proof
+        # points at the one event that was changed rather than at everything after it.
+        ok = computed == bytes(log_hash) and case_link(case, computed) == bytes(case_hash)
+        case = bytes(case_hash)
+        links.append(
+            ProofLink(
+                version,
+                position,
+                hashlib.sha256(framed).hexdigest(),
+                previous.hex(),
+                bytes(log_hash).hex(),
+                bytes(case_hash).hex(),
+                ok,
+            )
+        )
+    return links
+
+
+def head_at(path: Path, position: int) -> Head:
+    """The log's head after `position` events, as stored (verify it with `verify`)."""
+    if position == 0:
+        return Head(0, GENESIS)
+    conn = _connect(path)
+    try:
+        row = conn.execute(
+            f"SELECT log_hash FROM {CHAIN_TABLE} WHERE position=?", (position,)
+        ).fetchone()
+    finally:
+        conn.close()
+    if row is None:
+        raise StoreError(f"the hash chain has no position {position}")
+    return Head(position, bytes(row[0]))

@@ -7,15 +7,17 @@ from __future__ import annotations
 
 import sys
 import time
+from datetime import date, datetime
+from pathlib import Path
 from typing import Annotated
 
 import orjson
 import typer
 
 from adapters.store import parse_db
-from loop.errors import HazardLoopError
+from loop.errors import HazardLoopError, HazardNotFound, InvalidCommand
 
-__all__ = ["audit_app"]
+__all__ = ["audit_app", "dossier_cmd", "tipster_app"]
 
 audit_app = typer.Typer(
     help="Tamper evidence: the chain head, and verifying every stored event against it.",
@@ -83,3 +85,76 @@ def verify_cmd(
         )
         return
     raise typer.Exit(1)
+
+
+def dossier_cmd(
+    hazard_id: Annotated[str, typer.Argument(help="The hazard's id.")],
+    db: DbOption = None,
+    fmt: Annotated[str, typer.Option("--format", help="html | json")] = "html",
+    known_at: Annotated[
+        str | None,
+        typer.Option("--known-at", help="As the engine knew it then: date or RFC 3339."),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Write to this file (default: stdout).")
+    ] = None,
+) -> None:
+    """A case's dossier: timeline, each step's holder and deadline, extensions, evidence, proof."""
+    from adapters.bootstrap import Settings, build_engine
+    from adapters.dossier import build_dossier, render_dossier
+    from adapters.nightly import end_of_day, write_atomically
+
+    try:
+        engine = build_engine(Settings(db=db) if db else Settings())
+        moment = None
+        if known_at:
+            try:
+                moment = (
+                    end_of_day(date.fromisoformat(known_at), engine)
+                    if len(known_at) == 10
+                    else datetime.fromisoformat(known_at)
+                )
+            except ValueError:
+                raise InvalidCommand(
+                    f"bad --known-at {known_at!r}: use YYYY-MM-DD or RFC 3339", known_at=known_at
+                ) from None
+            if moment.tzinfo is None:
+                moment = moment.replace(tzinfo=engine.policy.tz)
+        data = render_dossier(build_dossier(engine, hazard_id, known_at=moment), fmt)
+    except HazardNotFound as exc:
+        sys.stderr.write(f"{type(exc).__name__}: {exc.code}: {exc.message}\n")
+        raise typer.Exit(1) from None
+    except HazardLoopError as exc:
+        raise _fail(exc) from None
+    if out is None:
+        sys.stdout.buffer.write(data)
+        return
+    write_atomically(out, data)
+    sys.stderr.write(f"wrote {out}\n")
+
+
+tipster_app = typer.Typer(
+    help="Confidential tipsters: erase a public tip's reporter for good.", no_args_is_help=True
+)
+
+
+@tipster_app.command("erase")
+def tipster_erase_cmd(
+    hazard_id: Annotated[str, typer.Argument(help="The hazard whose tipster is to be erased.")],
+    db: DbOption = None,
+) -> None:
+    """Destroy the case's tipster key: the name can never be read again; no chain breaks."""
+    from adapters.bootstrap import Settings, build_engine
+
+    try:
+        engine = build_engine(Settings(db=db) if db else Settings())
+        engine.get_hazard(hazard_id)
+        assert engine.vault is not None
+        erased = engine.vault.erase(hazard_id)
+    except HazardNotFound as exc:
+        sys.stderr.write(f"{type(exc).__name__}: {exc.code}: {exc.message}\n")
+        raise typer.Exit(1) from None
+    except HazardLoopError as exc:
+        raise _fail(exc) from None
+    result = {"hazard_id": hazard_id, "erased": erased}
+    sys.stdout.write(orjson.dumps(result).decode() + "\n")

@@ -18,6 +18,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from adapters.calendars import ChinaCalendar
 from adapters.store import StoreLocation, parse_db
+from adapters.tipsters import TipsterVault, load_master_key
 from loop.application import Clock, HazardLoop
 from loop.errors import InvalidPolicy, StoreError
 from loop.policy import Policy
@@ -37,6 +38,12 @@ class Settings(BaseSettings):
         default=None, description="operator working-day calendar TOML for years not yet known"
     )
     timezone: str | None = Field(default=None, description="overrides the policy's timezone")
+    cipher_key: str | None = Field(
+        default=None,
+        description="master key sealing tipsters' identities: base64 of 32 bytes "
+        "(default: a key file created beside the store)",
+        repr=False,
+    )
 
 
 def load_policy(settings: Settings) -> Policy:
@@ -61,10 +68,12 @@ def build_engine(settings: Settings | None = None, *, clock: Clock | None = None
     calendar = ChinaCalendar.from_file(settings.calendar)
     try:
         location.path.parent.mkdir(parents=True, exist_ok=True)
-        return HazardLoop(env=location.env(), policy=policy, calendar=calendar, clock=clock)
+        app = HazardLoop(env=location.env(), policy=policy, calendar=calendar, clock=clock)
     except (sqlite3.Error, PersistenceError, OSError) as exc:
         # The one place where the store library's errors become ours.
         raise StoreError(f"cannot open the event store {location.path}: {exc}") from exc
+    app.vault = TipsterVault(location.path, load_master_key(settings.cipher_key, location.path))
+    return app
 
 
 def views_engine(app: HazardLoop) -> Engine:

@@ -159,8 +159,11 @@ def apply_cmd(
 
 
 def _log_result(log: Any, result: Result, line: int | None = None) -> None:
+    subject = result.subject
     fields: dict[str, Any] = {
-        "hazard_id": result.hazard_id,
+        "hazard_id" if subject is None or subject.kind == "hazard" else subject.kind: (
+            subject.id if subject is not None else None
+        ),
         "command": result.extra.get("command"),
         "actor": result.extra.get("actor"),
         "outcome": result.event if result.ok else result.error.code if result.error else None,
@@ -179,10 +182,30 @@ def _log_result(log: Any, result: Result, line: int | None = None) -> None:
 # ------------------------------------------------------------- show, history
 
 
-def _jsonable_state(engine: HazardLoop, hazard_id: str) -> dict[str, Any]:
-    hazard = engine.get_hazard(hazard_id)
+def _jsonable_state(
+    engine: HazardLoop,
+    hazard_id: str,
+    as_of: datetime | None = None,
+    known_at: datetime | None = None,
+) -> dict[str, Any]:
+    from adapters.timetravel import hazard_at
+
+    if as_of is None and known_at is None:
+        hazard = engine.get_hazard(hazard_id)
+    else:
+        hazard = hazard_at(engine, hazard_id, as_of=as_of, known_at=known_at)
     state: dict[str, Any] = orjson.loads(_dumps(hazard.to_state()))
     return state
+
+
+AsOfOption = Annotated[
+    str | None,
+    typer.Option("--as-of", help="As it had happened by then (business time): date or RFC 3339."),
+]
+KnownAtOption = Annotated[
+    str | None,
+    typer.Option("--known-at", help="As the engine knew it then (record time): date or RFC 3339."),
+]
 
 
 @app.command("show")
@@ -190,11 +213,26 @@ def show_cmd(
     hazard_id: Annotated[str, typer.Argument(help="The hazard's id.")],
     db: DbOption = None,
     json: JsonOption = False,
+    as_of: AsOfOption = None,
+    known_at: KnownAtOption = None,
+    reveal: Annotated[
+        bool,
+        typer.Option("--reveal-tipster", help="Show a public tip's confidential reporter."),
+    ] = False,
 ) -> None:
-    """Show a hazard's current state: status, step, holder, due, deadline history, rework…"""
+    """Show a hazard's state (now, as of a past moment, or as known then): status, step, due…"""
     engine = _engine(db)
+    as_of_moment = _parse_moment(as_of, engine, "--as-of") if as_of else None
+    known_moment = _parse_moment(known_at, engine, "--known-at") if known_at else None
     try:
-        state = _jsonable_state(engine, hazard_id)
+        state = _jsonable_state(engine, hazard_id, as_of_moment, known_moment)
+        if state.get("reporter_sealed"):
+            opened = engine.vault.open(hazard_id, state["reporter"]) if engine.vault else None
+            if not reveal:
+                state["reporter"] = "(confidential)" if opened is not None else "(erased)"
+            else:
+                state["reporter"] = opened if opened is not None else "(erased)"
+                get_logger().info("tipster revealed", hazard_id=hazard_id)
     except HazardLoopError as exc:
         raise _fail(exc, EXIT_USAGE if isinstance(exc, StoreError) else EXIT_REFUSED) from None
     if json or not sys.stdout.isatty():
@@ -246,11 +284,26 @@ def history_cmd(
     hazard_id: Annotated[str, typer.Argument(help="The hazard's id.")],
     db: DbOption = None,
     json: JsonOption = False,
+    known_at: KnownAtOption = None,
 ) -> None:
-    """Every event of a hazard in order, with business time, record time, actor and payload."""
+    """Every event of a hazard: business and record time, actor, deadlines, log position, hash."""
+    from adapters.timetravel import case_chain
+
     engine = _engine(db)
+    known_moment = _parse_moment(known_at, engine, "--known-at") if known_at else None
     try:
-        events = [_event_dict(e) for e in engine.history(hazard_id)]
+        chain = {entry.version: entry for entry in case_chain(engine, hazard_id)}
+        events = []
+        for event in engine.history(hazard_id):
+            record = _event_dict(event)
+            entry = chain.get(record["version"])
+            if entry is not None:
+                if known_moment is not None and entry.recorded_at > known_moment:
+                    continue
+                record["position"] = entry.position
+                record["stored_at"] = entry.recorded_at
+                record["case_hash"] = entry.case_hash.hex()
+            events.append(record)
     except HazardLoopError as exc:
         raise _fail(exc, EXIT_USAGE if isinstance(exc, StoreError) else EXIT_REFUSED) from None
     if json or not sys.stdout.isatty():
@@ -258,7 +311,7 @@ def history_cmd(
             sys.stdout.write(_dumps(e) + "\n")
         return
     table = Table(title=f"history of {hazard_id}")
-    for col in ("v", "event", "at (business)", "recorded", "actor", "details"):
+    for col in ("v", "pos", "event", "at (business)", "recorded", "actor", "details"):
         table.add_column(col)
     for e in events:
         details = ", ".join(
@@ -266,6 +319,7 @@ def history_cmd(
         )
         table.add_row(
             str(e["version"]),
+            str(e.get("position", "")),
             e["event"],
             _fmt_time(e["at"]),
             _fmt_time(e["recorded_at"]),
@@ -315,7 +369,55 @@ def demo_cmd(
     except HazardLoopError as exc:
         raise _fail(exc, EXIT_USAGE) from None
     summary["seconds"] = round(time.perf_counter() - started, 2)
-    demo.print_summary(summary, Console())
+    console = Console()
+    demo.print_summary(summary, console)
+    _demo_reports(path, console)
+
+
+def _demo_reports(path: Path, console: Console) -> None:
+    """End the demo with its reports: overdue as of the demo's clock, and the quarter it played
+    (as rich tables), both also as HTML files in demo-reports/ beside the store."""
+    from adapters import demo, reports
+    from adapters.bootstrap import build_runner
+    from adapters.nightly import write_atomically
+    from projections.reports import accountability_report, overdue_report, parse_period
+
+    first = demo.QUARTER[0]
+    quarter = parse_period(f"{first.year}-Q{(first.month - 1) // 3 + 1}")
+    engine = build_engine(Settings(db=str(path)), clock=lambda: demo.AS_OF)
+    try:
+        runner = build_runner(engine)
+        runner.catch_up()
+        with runner.engine.connect() as conn:
+            overdue = overdue_report(conn, demo.AS_OF, engine.policy, engine.calendar)
+            accountability = accountability_report(
+                conn, quarter, demo.AS_OF, engine.policy, engine.calendar
+            )
+    except HazardLoopError as exc:
+        raise _fail(exc, EXIT_USAGE) from None
+    finally:
+        engine.close()
+    console.print()
+    reports.print_overdue(overdue, console, "zh", limit=15)
+    console.print()
+    reports.print_accountability(accountability, console, "zh", dimensions=("unit",))
+    folder = path.parent / "demo-reports"
+    files = [
+        (folder / f"overdue-{overdue.as_of.date().isoformat()}.html",
+         reports.render_overdue(overdue, "html")),
+        (folder / f"accountability-{quarter.label}.html",
+         reports.render_accountability(accountability, "html")),
+    ]  # fmt: skip
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        for file, data in files:
+            write_atomically(file, data)
+    except OSError as exc:
+        sys.stderr.write(f"UsageError: cannot write the demo reports in {folder}: {exc}\n")
+        raise typer.Exit(EXIT_USAGE) from None
+    console.print("[bold]Reports[/bold] (open in a browser, or print):")
+    for file, _ in files:
+        console.print(f"  {file}", markup=False, highlight=False)
 
 
 # ------------------------------------------------------------ projections
@@ -395,8 +497,8 @@ OutOption = Annotated[
 ]
 
 
-def _parse_moment(text: str | None, engine: HazardLoop) -> datetime:
-    """--as-of: a date (its last second, local time) or an RFC 3339 date-time."""
+def _parse_moment(text: str | None, engine: HazardLoop, option: str = "--as-of") -> datetime:
+    """--as-of / --known-at: a date (its last second, local time) or an RFC 3339 date-time."""
     from datetime import date as _date
 
     from adapters.nightly import end_of_day
@@ -408,7 +510,7 @@ def _parse_moment(text: str | None, engine: HazardLoop) -> datetime:
             return end_of_day(_date.fromisoformat(text), engine)
         moment = datetime.fromisoformat(text)
     except ValueError:
-        sys.stderr.write(f"UsageError: bad --as-of {text!r}: use YYYY-MM-DD or RFC 3339\n")
+        sys.stderr.write(f"UsageError: bad {option} {text!r}: use YYYY-MM-DD or RFC 3339\n")
         raise typer.Exit(EXIT_USAGE) from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=engine.policy.tz)
@@ -525,9 +627,11 @@ def nightly_cmd(
 
 # ------------------------------------------------------------------ audit
 
-from adapters.audit_cli import audit_app  # noqa: E402  (its own module: the audit commands)
+from adapters.audit_cli import audit_app, dossier_cmd, tipster_app  # noqa: E402
 
 app.add_typer(audit_app, name="audit")
+app.add_typer(tipster_app, name="tipster")
+app.command("dossier")(dossier_cmd)
 
 
 def main() -> None:

@@ -1,7 +1,9 @@
 """The service layer: an eventsourcing Application that takes commands of the contract.
 
-It loads cases, lets the aggregate decide, and saves the new events, together with the results of
-idempotent submissions, in one transaction; many commands may share a transaction (bulk loads).
+It loads cases (and grids, units, people), lets the aggregate decide, and saves the new events,
+together with the results of idempotent submissions, in one transaction; many commands may share
+a transaction (bulk loads). Rules that span two aggregates (a grid's parent exists, the person
+appointed is registered, `duplicate_of` names a known case) are checked here.
 """
 
 from __future__ import annotations
@@ -11,26 +13,69 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
+from uuid import UUID
 
 import orjson
 from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError, PersistenceError
 
 from loop import commands as c
+from loop.commands import Subject
 from loop.errors import (
     ConcurrencyConflict,
+    GridExists,
     HazardAlreadyExists,
     HazardLoopError,
     HazardNotFound,
     IdempotencyKeyReused,
     InvalidDuplicate,
+    PersonExists,
     StoreError,
+    UnitExists,
+    UnknownGrid,
+    UnknownPerson,
+    UnknownUnit,
 )
-from loop.hazard import Context, Hazard, hazard_uuid
+from loop.hazard import Context, Hazard, Vault, hazard_uuid
+from loop.organisation import PARENT_LEVEL, Grid, Person, Unit, grid_uuid, person_uuid, unit_uuid
 from loop.policy import Policy, WorkCalendar
 
-__all__ = ["HazardLoop", "IdempotencyRecorder", "Result"]
+__all__ = ["HazardLoop", "IdempotencyRecorder", "Result", "Subject"]
+
+A = TypeVar("A", bound=Aggregate)
+
+#: Each kind of subject: its aggregate class, how its id is made, and what "not found" raises.
+_KINDS: dict[str, tuple[type[Aggregate], Callable[[str], UUID], type[HazardLoopError], str]] = {
+    "hazard": (Hazard, hazard_uuid, HazardNotFound, "hazard_id"),
+    "grid": (Grid, grid_uuid, UnknownGrid, "grid"),
+    "unit": (Unit, unit_uuid, UnknownUnit, "unit"),
+    "person": (Person, person_uuid, UnknownPerson, "person"),
+}
+_KIND_OF: dict[type[Aggregate], str] = {cls: kind for kind, (cls, *_) in _KINDS.items()}
+
+
+def _not_found(subject: Subject) -> HazardLoopError:
+    _, _, error, key = _KINDS[subject.kind]
+    return error(f"no {subject.kind} {subject.id!r}", **{key: subject.id})
+
+
+def _already_exists(subject: Subject) -> HazardLoopError:
+    """The refusal of a command that creates an aggregate whose id is taken."""
+    if subject.kind == "hazard":
+        return HazardAlreadyExists(
+            f"hazard {subject.id!r} has already been discovered", hazard_id=subject.id
+        )
+    if subject.kind == "grid":
+        return GridExists(f"grid {subject.id!r} has already been established", grid=subject.id)
+    if subject.kind == "unit":
+        return UnitExists(f"unit {subject.id!r} has already been registered", unit=subject.id)
+    return PersonExists(f"person {subject.id!r} has already been registered", person=subject.id)
+
+
+#: The commands that create their subject (refused when it exists already).
+_CREATES = (c.Discover, c.EstablishGrid, c.RegisterUnit, c.RegisterPerson)
 
 Clock = Callable[[], datetime]
 
@@ -53,7 +98,11 @@ class IdempotencyRecorder(Protocol):
 
 @dataclass
 class Result:
-    """What one command came to: the event it recorded, or the error that refused it."""
+    """What one command came to: the event it recorded, or the error that refused it.
+
+    `subject` names what the command wrote to (kind and id). A hazard's result keeps the shape
+    it always had (`hazard_id`, `status`, `due`); an organisation command's carries `subject`.
+    """
 
     ok: bool
     hazard_id: str | None
@@ -64,18 +113,33 @@ class Result:
     replayed: bool = False
     error: HazardLoopError | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    subject: Subject | None = None
+
+    def __post_init__(self) -> None:
+        if self.subject is None and self.hazard_id is not None:
+            self.subject = Subject("hazard", self.hazard_id)
+
+    @property
+    def is_hazard(self) -> bool:
+        """Whether the result is a hazard's (or of a line that named no subject)."""
+        return self.subject is None or self.subject.kind == "hazard"
 
     def to_dict(self, line: int | None = None) -> dict[str, Any]:
         """The result in the contract's JSON shape."""
         out: dict[str, Any] = {"ok": self.ok}
         if line is not None:
             out["line"] = line
-        out["hazard_id"] = self.hazard_id
+        if self.is_hazard:
+            out["hazard_id"] = self.hazard_id  # the shape hazard results always had
+        else:
+            assert self.subject is not None
+            out["subject"] = self.subject.to_dict()
         if self.ok:
             out["event"] = self.event
             out["version"] = self.version
-            out["status"] = self.status
-            out["due"] = self.due.isoformat() if self.due else None
+            if self.is_hazard:
+                out["status"] = self.status
+                out["due"] = self.due.isoformat() if self.due else None
             if self.replayed:
                 out["replayed"] = True
         else:
@@ -84,8 +148,10 @@ class Result:
         return out
 
     @classmethod
-    def failed(cls, hazard_id: str | None, error: HazardLoopError) -> Result:
-        return cls(ok=False, hazard_id=hazard_id, error=error)
+    def failed(
+        cls, hazard_id: str | None, error: HazardLoopError, subject: Subject | None = None
+    ) -> Result:
+        return cls(ok=False, hazard_id=hazard_id, error=error, subject=subject)
 
     def stored_form(self) -> bytes:
         """The result as kept for an idempotency key."""
@@ -95,28 +161,32 @@ class Result:
     def from_stored(cls, data: bytes) -> Result:
         d = orjson.loads(data)
         due = datetime.fromisoformat(d["due"]) if d.get("due") else None
+        stored = d.get("subject")  # hazard results name their subject by `hazard_id`
+        subject = Subject(stored["kind"], stored["id"]) if stored else None
         return cls(
             ok=True,
-            hazard_id=d["hazard_id"],
+            hazard_id=d.get("hazard_id"),
             event=d["event"],
             version=d["version"],
-            status=d["status"],
+            status=d.get("status"),
             due=due,
             replayed=True,
+            subject=subject,
         )
 
 
 class _UnitOfWork:
-    """The cases touched by one transaction, and the idempotency rows to store with them."""
+    """The aggregates touched by one transaction, and the idempotency rows to store with them."""
 
-    def __init__(self, known: OrderedDict[str, Hazard] | None = None) -> None:
-        self.hazards: dict[str, Hazard] = {}
+    def __init__(self, known: OrderedDict[Subject, Aggregate] | None = None) -> None:
+        self.aggregates: dict[Subject, Aggregate] = {}
         self.known = known
+        self.cached = False  # whether an aggregate came from the cache, not from the store
         self.keys: dict[str, tuple[str, bytes]] = {}
         self.rows: list[tuple[str, str, bytes]] = []
 
-    def dirty(self) -> list[Hazard]:
-        return [h for h in self.hazards.values() if h.pending_events]
+    def dirty(self) -> list[Aggregate]:
+        return [a for a in self.aggregates.values() if a.pending_events]
 
 
 class HazardLoop(Application):  # type: ignore[type-arg]
@@ -132,6 +202,7 @@ class HazardLoop(Application):  # type: ignore[type-arg]
         policy: Policy | None = None,
         calendar: WorkCalendar | None = None,
         clock: Clock | None = None,
+        vault: Vault | None = None,
     ) -> None:
         try:
             super().__init__(env)
@@ -144,19 +215,39 @@ class HazardLoop(Application):  # type: ignore[type-arg]
             calendar = WeekdayCalendar()
         self.calendar: WorkCalendar = calendar
         self.clock: Clock = clock or utc_now
+        #: Seals a public tip's reporter (adapters.tipsters); None stores it in clear.
+        self.vault = vault
 
     # ------------------------------------------------------------------ reads
 
     def get_hazard(self, hazard_id: str, version: int | None = None) -> Hazard:
         """The case as it stands now (or at `version`); HazardNotFound if never discovered."""
+        return self._get(Hazard, hazard_id, version)
+
+    def get_grid(self, code: str, version: int | None = None) -> Grid:
+        """The grid as it stands now (or at `version`); UnknownGrid if never established."""
+        return self._get(Grid, code, version)
+
+    def get_unit(self, code: str, version: int | None = None) -> Unit:
+        """The unit as registered; UnknownUnit if never registered."""
+        return self._get(Unit, code, version)
+
+    def get_person(self, person: str, version: int | None = None) -> Person:
+        """The person as registered; UnknownPerson if never registered."""
+        return self._get(Person, person, version)
+
+    def _get(self, cls: type[A], ident: str, version: int | None = None) -> A:
+        subject = Subject(_KIND_OF[cls], ident)
+        _, make_id, _, _ = _KINDS[subject.kind]
         try:
-            hazard: object = self.repository.get(hazard_uuid(hazard_id), version=version)
+            aggregate: object = self.repository.get(make_id(ident), version=version)
         except AggregateNotFoundError:
-            raise HazardNotFound(f"no hazard {hazard_id!r}", hazard_id=hazard_id) from None
+            raise _not_found(subject) from None
         except PersistenceError as exc:
-            raise StoreError(f"cannot read hazard {hazard_id!r}: {exc}") from exc
-        assert isinstance(hazard, Hazard)
-        return hazard
+            raise StoreError(f"cannot read {subject.kind} {ident!r}: {exc}") from exc
+        if not isinstance(aggregate, cls):  # a uuid5 collision across namespaces: never seen
+            raise StoreError(f"{subject.kind} {ident!r} is stored as {type(aggregate).__name__}")
+        return aggregate
 
     def history(self, hazard_id: str) -> list[Hazard.Event]:
         """Every event of the case, in order."""
@@ -169,8 +260,13 @@ class HazardLoop(Application):  # type: ignore[type-arg]
         return [e for e in events if isinstance(e, Hazard.Event)]
 
     def exists(self, hazard_id: str) -> bool:
+        """Whether a hazard with this id has been discovered."""
+        return self._exists(Subject("hazard", hazard_id))
+
+    def _exists(self, subject: Subject) -> bool:
+        _, make_id, _, _ = _KINDS[subject.kind]
         try:
-            return bool(self.recorder.select_events(hazard_uuid(hazard_id), limit=1))
+            return bool(self.recorder.select_events(make_id(subject.id), limit=1))
         except PersistenceError as exc:
             raise StoreError(f"cannot read the event store: {exc}") from exc
 
@@ -195,9 +291,10 @@ class HazardLoop(Application):  # type: ignore[type-arg]
         An item that is already an error (a line that did not parse) yields a failed Result and
         changes nothing. A refused command changes nothing; the others in its batch still apply.
         If a batch's transaction fails (another writer got there first), the batch is applied
-        again one command per transaction, on fresh state, so each command gets its own verdict.
+        again one command per transaction, on fresh state, so each command gets its own verdict
+        (a one-command batch decided on a copy cached by an earlier batch is decided again too).
         """
-        known: OrderedDict[str, Hazard] = OrderedDict()
+        known: OrderedDict[Subject, Aggregate] = OrderedDict()
         batch: list[c.CommandBase | HazardLoopError] = []
         for item in items:
             batch.append(item)
@@ -210,7 +307,7 @@ class HazardLoop(Application):  # type: ignore[type-arg]
     def _run_batch(
         self,
         batch: Sequence[c.CommandBase | HazardLoopError],
-        known: OrderedDict[str, Hazard],
+        known: OrderedDict[Subject, Aggregate],
         cache_size: int,
     ) -> list[Result]:
         uow = _UnitOfWork(known)
@@ -219,14 +316,18 @@ class HazardLoop(Application):  # type: ignore[type-arg]
             self._commit(uow)
         except (ConcurrencyConflict, StoreError) as exc:
             known.clear()
+            if len(batch) == 1 and uow.cached and isinstance(exc, ConcurrencyConflict):
+                # Decided on a copy cached by an earlier batch, which another writer has
+                # since moved on: decide again on fresh state, as a larger batch would.
+                return self._run_batch(batch, known, cache_size)
             if len(batch) == 1:
                 item = batch[0]
                 assert isinstance(item, c.CommandBase)
                 return [self._after_failed_commit(item, exc)]
             return [r for item in batch for r in self._run_batch([item], known, cache_size)]
-        for hazard in uow.hazards.values():
-            known[hazard.hazard_id] = hazard
-            known.move_to_end(hazard.hazard_id)
+        for subject, aggregate in uow.aggregates.items():
+            known[subject] = aggregate
+            known.move_to_end(subject)
         while len(known) > cache_size:
             known.popitem(last=False)
         return results
@@ -238,15 +339,14 @@ class HazardLoop(Application):  # type: ignore[type-arg]
                 stored = self._select_idempotency(cmd.idempotency_key)
                 if stored is not None:
                     return self._replay(cmd, stored)
-            if isinstance(cmd, c.Discover) and self.exists(cmd.hazard_id):
-                return Result.failed(
-                    cmd.hazard_id,
-                    HazardAlreadyExists(
-                        f"hazard {cmd.hazard_id!r} has already been discovered",
-                        hazard_id=cmd.hazard_id,
-                    ),
-                )
-        return Result.failed(cmd.hazard_id, exc)
+            if isinstance(cmd, _CREATES) and self._exists(cmd.subject):
+                return self._failed(cmd, _already_exists(cmd.subject))
+        return self._failed(cmd, exc)
+
+    @staticmethod
+    def _failed(cmd: c.CommandBase, exc: HazardLoopError) -> Result:
+        hazard_id = cmd.hazard_id if isinstance(cmd, c.HazardCommand) else None
+        return Result.failed(hazard_id, exc, subject=cmd.subject)
 
     def _commit(self, uow: _UnitOfWork) -> None:
         dirty = uow.dirty()
@@ -255,18 +355,25 @@ class HazardLoop(Application):  # type: ignore[type-arg]
         kwargs: dict[str, Any] = {}
         if uow.rows:
             kwargs["idempotency"] = uow.rows
+        kwargs["recorded_at"] = self._now()  # record time on the hash chain (docs/audit.md)
         try:
             self.save(*dirty, **kwargs)
         except IntegrityError as exc:
-            for hazard in dirty:
-                hazard.collect_events()  # drop what was not stored
+            for aggregate in dirty:
+                aggregate.collect_events()  # drop what was not stored
+            subjects = [s for s, a in uow.aggregates.items() if any(a is d for d in dirty)]
+            details: dict[str, Any] = {
+                "hazard_ids": [s.id for s in subjects if s.kind == "hazard"][:20]
+            }
+            if any(s.kind != "hazard" for s in subjects):
+                details["subjects"] = [s.to_dict() for s in subjects][:20]
             raise ConcurrencyConflict(
                 "another writer recorded a step on the same case first; reload and retry",
-                hazard_ids=[h.hazard_id for h in dirty][:20],
+                **details,
             ) from exc
         except PersistenceError as exc:
-            for hazard in dirty:
-                hazard.collect_events()
+            for aggregate in dirty:
+                aggregate.collect_events()
             raise StoreError(f"cannot write to the event store: {exc}") from exc
 
     def _execute(self, item: c.CommandBase | HazardLoopError, uow: _UnitOfWork) -> Result:
@@ -277,7 +384,7 @@ class HazardLoop(Application):  # type: ignore[type-arg]
         try:
             result = self._decide(cmd, uow)
         except HazardLoopError as exc:
-            result = Result.failed(cmd.hazard_id, exc)
+            result = self._failed(cmd, exc)
         result.extra["command"] = cmd.command
         result.extra["actor"] = cmd.actor
         result.extra["duration_ms"] = round((time.perf_counter() - started) * 1000, 3)
@@ -292,30 +399,40 @@ class HazardLoop(Application):  # type: ignore[type-arg]
             )
             if stored is not None:
                 return self._replay(cmd, stored)
-        ctx = Context(now=self._now(), policy=self.policy, calendar=self.calendar)
+        if isinstance(cmd, c.HazardCommand):
+            result = self._decide_hazard(cmd, uow)
+        else:
+            result = self._decide_organisation(cmd, uow)
+        if cmd.idempotency_key and fp is not None:
+            row = (fp, result.stored_form())
+            uow.keys[cmd.idempotency_key] = row
+            uow.rows.append((cmd.idempotency_key, *row))
+        return result
+
+    def _decide_hazard(self, cmd: c.HazardCommand, uow: _UnitOfWork) -> Result:
+        ctx = Context(
+            now=self._now(),
+            policy=self.policy,
+            calendar=self.calendar,
+            seal=self.vault.seal if self.vault else None,
+        )
         if isinstance(cmd, c.Discover):
-            if self._load(cmd.hazard_id, uow) is not None:
-                raise HazardAlreadyExists(
-                    f"hazard {cmd.hazard_id!r} has already been discovered",
-                    hazard_id=cmd.hazard_id,
-                )
+            if self._load(Hazard, cmd.hazard_id, uow) is not None:
+                raise _already_exists(cmd.subject)
             hazard = Hazard.discover(cmd, ctx)
-            uow.hazards[cmd.hazard_id] = hazard
+            uow.aggregates[cmd.subject] = hazard
             event = "Discovered"
         else:
-            loaded = self._load(cmd.hazard_id, uow)
-            if loaded is None:
-                raise HazardNotFound(f"no hazard {cmd.hazard_id!r}", hazard_id=cmd.hazard_id)
-            hazard = loaded
+            hazard = self._require(Hazard, cmd.hazard_id, uow)
             if isinstance(cmd, c.Reject) and cmd.duplicate_of not in (None, cmd.hazard_id):
                 assert cmd.duplicate_of is not None
-                if self._load(cmd.duplicate_of, uow) is None:
+                if self._load(Hazard, cmd.duplicate_of, uow) is None:
                     raise InvalidDuplicate(
                         f"`duplicate_of` names no known hazard: {cmd.duplicate_of!r}",
                         duplicate_of=cmd.duplicate_of,
                     )
             event = hazard.execute(cmd, ctx)
-        result = Result(
+        return Result(
             ok=True,
             hazard_id=cmd.hazard_id,
             event=event,
@@ -323,11 +440,57 @@ class HazardLoop(Application):  # type: ignore[type-arg]
             status=hazard.status.value,
             due=hazard.due,
         )
-        if cmd.idempotency_key and fp is not None:
-            row = (fp, result.stored_form())
-            uow.keys[cmd.idempotency_key] = row
-            uow.rows.append((cmd.idempotency_key, *row))
-        return result
+
+    def _decide_organisation(self, cmd: c.CommandBase, uow: _UnitOfWork) -> Result:
+        now = self._now()
+        aggregate: Aggregate
+        if isinstance(cmd, c.EstablishGrid):
+            if self._load(Grid, cmd.grid, uow) is not None:
+                raise _already_exists(cmd.subject)
+            parent_level: str | None = None
+            if cmd.parent is not None and cmd.parent != cmd.grid and PARENT_LEVEL[cmd.level]:
+                parent = self._load(Grid, cmd.parent, uow)
+                if parent is None:
+                    raise UnknownGrid(
+                        f"the parent grid {cmd.parent!r} has not been established",
+                        grid=cmd.parent,
+                        field="parent",
+                    )
+                parent_level = parent.level
+            aggregate = Grid.establish(cmd, now, parent_level)
+            uow.aggregates[cmd.subject] = aggregate
+            event = "Established"
+        elif isinstance(cmd, c.RegisterUnit):
+            if self._load(Unit, cmd.unit, uow) is not None:
+                raise _already_exists(cmd.subject)
+            self._require(Grid, cmd.grid, uow)
+            aggregate = Unit.register(cmd, now)
+            uow.aggregates[cmd.subject] = aggregate
+            event = "Registered"
+        elif isinstance(cmd, c.RegisterPerson):
+            if self._load(Person, cmd.person, uow) is not None:
+                raise _already_exists(cmd.subject)
+            if cmd.unit is not None:
+                self._require(Unit, cmd.unit, uow)
+            if cmd.grid is not None:
+                self._require(Grid, cmd.grid, uow)
+            aggregate = Person.register(cmd, now)
+            uow.aggregates[cmd.subject] = aggregate
+            event = "Registered"
+        elif isinstance(cmd, c.Appoint):
+            grid = self._require(Grid, cmd.grid, uow)
+            self._require(Person, cmd.person, uow)
+            grid.appoint(cmd, now)
+            aggregate, event = grid, "Appointed"
+        elif isinstance(cmd, c.Relieve):
+            grid = self._require(Grid, cmd.grid, uow)
+            grid.relieve(cmd, now)
+            aggregate, event = grid, "Relieved"
+        else:  # pragma: no cover - every command of the contract is handled above
+            raise TypeError(f"no handler for {type(cmd).__name__}")
+        return Result(
+            ok=True, hazard_id=None, event=event, version=aggregate.version, subject=cmd.subject
+        )
 
     def _replay(self, cmd: c.CommandBase, stored: tuple[str, bytes]) -> Result:
         fp, data = stored
@@ -349,19 +512,27 @@ class HazardLoop(Application):  # type: ignore[type-arg]
         except PersistenceError as exc:
             raise StoreError(f"cannot read the event store: {exc}") from exc
 
-    def _load(self, hazard_id: str, uow: _UnitOfWork) -> Hazard | None:
-        hazard = uow.hazards.get(hazard_id)
-        if hazard is not None:
-            return hazard
-        if uow.known is not None:
-            hazard = uow.known.get(hazard_id)
-        if hazard is None:
+    def _load(self, cls: type[A], ident: str, uow: _UnitOfWork) -> A | None:
+        """The aggregate from this transaction, the cache or the store; None if there is none."""
+        subject = Subject(_KIND_OF[cls], ident)
+        aggregate = uow.aggregates.get(subject)
+        if aggregate is None and uow.known is not None:
+            aggregate = uow.known.get(subject)
+            uow.cached = uow.cached or aggregate is not None
+        if aggregate is None:
             try:
-                hazard = self.get_hazard(hazard_id)
-            except HazardNotFound:
+                aggregate = self._get(cls, ident)
+            except (HazardNotFound, UnknownGrid, UnknownUnit, UnknownPerson):
                 return None
-        uow.hazards[hazard_id] = hazard
-        return hazard
+        assert isinstance(aggregate, cls)
+        uow.aggregates[subject] = aggregate
+        return aggregate
+
+    def _require(self, cls: type[A], ident: str, uow: _UnitOfWork) -> A:
+        aggregate = self._load(cls, ident, uow)
+        if aggregate is None:
+            raise _not_found(Subject(_KIND_OF[cls], ident))
+        return aggregate
 
     def _now(self) -> datetime:
         now = self.clock()

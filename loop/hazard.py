@@ -7,9 +7,10 @@ event; the events' `apply` methods only assign state, so replaying never re-chec
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from eventsourcing.domain import Aggregate
 
@@ -35,7 +36,7 @@ from loop.lifecycle import (
 )
 from loop.policy import Deadline, Policy, WorkCalendar
 
-__all__ = ["Context", "Hazard", "hazard_uuid"]
+__all__ = ["Context", "Hazard", "Sealer", "Vault", "hazard_uuid"]
 
 #: Namespace of aggregate ids: uuid5(NAMESPACE, hazard_id). Changing it orphans every case.
 NAMESPACE = uuid.UUID("5b0e3a4c-6f1d-4d52-9a7e-6c2b8f1e0d47")
@@ -49,13 +50,30 @@ def hazard_uuid(hazard_id: str) -> uuid.UUID:
     return uuid.uuid5(NAMESPACE, hazard_id)
 
 
+#: Seals a confidential value of a case (hazard_id, clear text) -> an opaque token. The domain
+#: never holds the key: `adapters.tipsters` does, and can destroy it (docs/audit.md).
+Sealer = Callable[[str, str], str]
+
+
+class Vault(Protocol):
+    """Keeps confidential values of cases: seal, open (None once erased), erase for good."""
+
+    def seal(self, hazard_id: str, text: str) -> str: ...
+
+    def open(self, hazard_id: str, token: str) -> str | None: ...
+
+    def erase(self, hazard_id: str) -> bool: ...
+
+
 @dataclass(frozen=True)
 class Context:
-    """What a command method needs from outside the aggregate: the clock and the time rules."""
+    """What a command method needs from outside the aggregate: the clock, the time rules, and
+    the sealer that keeps a public tip's reporter confidential."""
 
     now: datetime
     policy: Policy
     calendar: WorkCalendar
+    seal: Sealer | None = None
 
 
 def _deadline_record(step: str, d: Deadline) -> dict[str, Any]:
@@ -81,6 +99,7 @@ class Hazard(Aggregate):
     location: str | None
     source: str
     reporter: str
+    reporter_sealed: bool
     evidence: list[dict[str, str]]
     fixed_on_spot: bool
     discovered_by: str
@@ -135,6 +154,15 @@ class Hazard(Aggregate):
             """Assign the state this event stands for."""
 
     class Discovered(Event, Aggregate.Created):
+        """v2: `reporter_sealed` — a public tip's reporter is stored sealed (see `Context.seal`)."""
+
+        class_version = 2
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            """v1 events stored every reporter in clear."""
+            state["reporter_sealed"] = False
+
         hazard_id: str
         grid: str
         category: str
@@ -144,6 +172,7 @@ class Hazard(Aggregate):
         location: str | None
         source: str
         reporter: str
+        reporter_sealed: bool
         evidence: list[dict[str, str]]
         fixed_on_spot: bool
         deadline: dict[str, Any]
@@ -158,6 +187,7 @@ class Hazard(Aggregate):
             hazard.location = self.location
             hazard.source = self.source
             hazard.reporter = self.reporter
+            hazard.reporter_sealed = self.reporter_sealed
             hazard.evidence = list(self.evidence)
             hazard.fixed_on_spot = self.fixed_on_spot
             hazard.discovered_by = self.actor
@@ -380,6 +410,9 @@ class Hazard(Aggregate):
         at = _business_time(cmd, ctx)
         step = "verify" if cmd.fixed_on_spot else "report"
         deadline = ctx.policy.deadline(cmd.grade, step, at, ctx.calendar)
+        reporter, sealed = cmd.reporter or cmd.actor, False
+        if cmd.source == "public_tip" and cmd.reporter and ctx.seal is not None:
+            reporter, sealed = ctx.seal(cmd.hazard_id, cmd.reporter), True
         return cls._create(
             cls.Discovered,
             id=hazard_uuid(cmd.hazard_id),
@@ -395,7 +428,8 @@ class Hazard(Aggregate):
             description=cmd.description,
             location=cmd.location,
             source=cmd.source,
-            reporter=cmd.reporter or cmd.actor,
+            reporter=reporter,
+            reporter_sealed=sealed,
             evidence=[e.model_dump() for e in cmd.evidence],
             fixed_on_spot=cmd.fixed_on_spot,
             deadline=_deadline_record(step, deadline),
@@ -672,6 +706,7 @@ class Hazard(Aggregate):
             "location": self.location,
             "source": self.source,
             "reporter": self.reporter,
+            "reporter_sealed": self.reporter_sealed,
             "fixed_on_spot": self.fixed_on_spot,
             "discovered_by": self.discovered_by,
             "discovered_at": self.discovered_at,

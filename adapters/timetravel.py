@@ -1,0 +1,109 @@
+"""Time travel on both time axes: a case as it had happened by T, and as the engine knew it at T.
+
+- *as of T* (business time): the events whose `at` is at or before T. A case's `at` never goes
+  backwards, so that is always the first N events of the case.
+- *known at T* (record time): the events stored at or before T, read from the hash chain's
+  `recorded_at`, which never decreases along the log (docs/audit.md) — again a prefix.
+Both together: the case as it had happened by T according to what was known at T′.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from datetime import datetime
+
+from eventsourcing.persistence import PersistenceError
+
+from adapters.store import CHAIN_TABLE, from_micros, to_micros
+from loop.application import HazardLoop
+from loop.errors import HazardNotFound, StoreError
+from loop.hazard import Hazard, hazard_uuid
+
+__all__ = ["ChainEntry", "case_chain", "hazard_at", "known_positions", "version_at"]
+
+
+@dataclass(frozen=True)
+class ChainEntry:
+    """Where one event of a case stands in the log: position, record time, its chain hashes."""
+
+    version: int
+    position: int
+    recorded_at: datetime
+    log_hash: bytes
+    case_hash: bytes
+
+
+def case_chain(app: HazardLoop, hazard_id: str) -> list[ChainEntry]:
+    """The chain entries of a case's events, in version order."""
+    recorder = app.recorder
+    try:
+        with recorder.datastore.transaction(commit=False) as c:  # type: ignore[attr-defined]
+            c.execute(
+                f"SELECT originator_version, position, recorded_at, log_hash, case_hash "
+                f"FROM {CHAIN_TABLE} WHERE originator_id=? ORDER BY originator_version",
+                (hazard_uuid(hazard_id).hex,),
+            )
+            rows = c.fetchall()
+    except (sqlite3.Error, PersistenceError) as exc:
+        raise StoreError(f"cannot read the hash chain of {hazard_id!r}: {exc}") from exc
+    return [
+        ChainEntry(int(r[0]), int(r[1]), from_micros(int(r[2])), bytes(r[3]), bytes(r[4]))
+        for r in rows
+    ]
+
+
+def known_positions(app: HazardLoop, known_at: datetime) -> int:
+    """How many events of the log had been recorded at `known_at` (the prefix's last position)."""
+    try:
+        with app.recorder.datastore.transaction(commit=False) as c:  # type: ignore[attr-defined]
+            c.execute(
+                f"SELECT MAX(position) FROM {CHAIN_TABLE} WHERE recorded_at<=?",
+                (to_micros(known_at),),
+            )
+            row = c.fetchone()
+    except (sqlite3.Error, PersistenceError) as exc:
+        raise StoreError(f"cannot read the hash chain: {exc}") from exc
+    return int(row[0]) if row and row[0] is not None else 0
+
+
+def version_at(
+    app: HazardLoop,
+    hazard_id: str,
+    *,
+    as_of: datetime | None = None,
+    known_at: datetime | None = None,
+) -> int:
+    """The case's version as of business time `as_of`, as known at `known_at` (0: not yet)."""
+    events = app.history(hazard_id)
+    version = len(events)
+    if known_at is not None:
+        chain = case_chain(app, hazard_id)
+        known = [e.version for e in chain if e.recorded_at <= known_at]
+        version = min(version, max(known, default=0))
+    if as_of is not None:
+        happened = [e.originator_version for e in events if e.at <= as_of]
+        version = min(version, max(happened, default=0))
+    return version
+
+
+def hazard_at(
+    app: HazardLoop,
+    hazard_id: str,
+    *,
+    as_of: datetime | None = None,
+    known_at: datetime | None = None,
+) -> Hazard:
+    """The case as of `as_of`, as known at `known_at`; HazardNotFound if it did not exist yet."""
+    version = version_at(app, hazard_id, as_of=as_of, known_at=known_at)
+    if version == 0:
+        when = " and ".join(
+            f"{label} {moment.isoformat()}"
+            for label, moment in (("as of", as_of), ("known at", known_at))
+            if moment is not None
+        )
+        raise HazardNotFound(
+            f"hazard {hazard_id!r} had not been discovered {when}",
+            hazard_id=hazard_id,
+        )
+    return app.get_hazard(hazard_id, version=version)
