@@ -32,4 +32,4 @@ pytest: $(STAMP)
 test: lint typecheck pytest
 
 clean:
-	rm -rf $(VENV) demo.db demo.db-* .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) demo.db demo.db-* demo-reports .mypy_cache .pytest_cache .ruff_cache

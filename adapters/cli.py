@@ -358,7 +358,7 @@ def demo_cmd(
     configure_logging("warning")
     path = Path(db.split("://", 1)[1].lstrip("/") if "://" in db else db)
     if fresh:
-        for suffix in ("", "-wal", "-shm"):
+        for suffix in ("", "-wal", "-shm", ".key"):  # .key: its tipster master key
             Path(str(path) + suffix).unlink(missing_ok=True)
     elif path.exists():
         sys.stderr.write(f"UsageError: {path} exists; pass --fresh to rebuild it\n")

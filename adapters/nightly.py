@@ -1,17 +1,23 @@
 """The nightly overdue report: catch up, compute, write every format atomically, escalate once.
 
 Unattended and idempotent: the same date gives byte-identical files; escalations are recorded at
-most once per hazard and level; any failure is one clear line and a non-zero exit status.
+most once per hazard and level; any failure is one clear line and a non-zero exit status. A
+progress bar shows only when stderr is a terminal.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import sqlite3
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, time
 from pathlib import Path
 from typing import Any
+
+from sqlalchemy.exc import SQLAlchemyError
 
 from adapters.bootstrap import build_runner
 from adapters.reports import render_overdue
@@ -23,6 +29,7 @@ from projections.reports import overdue_report
 
 __all__ = [
     "NightlyResult",
+    "Progress",
     "end_of_day",
     "escalate_overdue",
     "parse_day",
@@ -31,6 +38,9 @@ __all__ = [
 ]
 
 NIGHTLY_FORMATS = ("csv", "xlsx", "html", "json")
+
+#: Told what a run is doing: (stage, done so far, total), e.g. ("writing", 2, 4).
+Progress = Callable[[str, int, int], None]
 
 
 @dataclass(frozen=True)
@@ -42,6 +52,7 @@ class NightlyResult:
     overdue: int
     escalations: list[dict[str, Any]]
     caught_up: int
+    chain_head: str | None = None
 
 
 def end_of_day(day: date, app: HazardLoop) -> datetime:
@@ -50,10 +61,15 @@ def end_of_day(day: date, app: HazardLoop) -> datetime:
 
 
 def write_atomically(path: Path, data: bytes) -> None:
-    """Write to a temporary file in the same folder, flush it to disk, then rename over `path`."""
+    """Write to a temporary file in the same folder, flush it to disk, then rename over `path`.
+
+    The file gets the permissions an ordinary new file would (0666 less the umask), not the
+    private 0600 of a temporary file: reports are meant to be read by others.
+    """
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), 0o666 & ~_umask())
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
@@ -61,6 +77,12 @@ def write_atomically(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def run_nightly(
@@ -71,27 +93,63 @@ def run_nightly(
     escalate: bool = False,
     lang: str = "zh",
     actor: str = "nightly-overdue-report",
+    progress: Progress | None = None,
 ) -> NightlyResult:
     """Write overdue-DAY.{csv,xlsx,html,json} into `out`; with `escalate`, record escalations."""
+    tell: Progress = progress or (lambda stage, done, total: None)
     as_of = end_of_day(day, app)
-    runner = build_runner(app)
-    caught_up = runner.catch_up()
-    with runner.engine.connect() as conn:
-        report = overdue_report(conn, as_of, app.policy, app.calendar)
+    try:
+        runner = build_runner(app)
+        lag = max((r.lag for r in runner.status()), default=0)
+        seen = 0
+
+        def advance(n: int) -> None:
+            nonlocal seen
+            seen += n
+            tell("catching up", seen, max(lag, seen))
+
+        tell("catching up", 0, lag)
+        caught_up = runner.catch_up(progress=advance)
+        with runner.engine.connect() as conn:
+            report = overdue_report(conn, as_of, app.policy, app.calendar)
+    except (SQLAlchemyError, sqlite3.Error) as exc:
+        # The read models share the store's file: one that is not a database fails here.
+        raise StoreError(f"cannot read the store: {type(exc).__name__}: {exc}") from exc
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise StoreError(f"cannot create the output folder {out}: {exc.strerror}") from exc
+    targets = [out / f"overdue-{day.isoformat()}.{fmt}" for fmt in NIGHTLY_FORMATS]
+    for path in targets:
+        if path.is_dir() or not os.access(out, os.W_OK):
+            raise StoreError(f"cannot write {path}: not a writable file location")
+    escalations: list[dict[str, Any]] = []
+    if escalate:
+        tell("escalating", 0, 1)
+        escalations = escalate_overdue(app, report, actor=actor)
+        tell("escalating", 1, 1)
+    # The head is read after escalating, so it pins everything this run saw and did: a second
+    # run for the same date (which adds nothing) prints the same head and writes the same bytes.
+    report = dataclasses.replace(report, chain_head=_chain_head(app))
     files = []
-    for fmt in NIGHTLY_FORMATS:
-        path = out / f"overdue-{day.isoformat()}.{fmt}"
+    for i, (fmt, path) in enumerate(zip(NIGHTLY_FORMATS, targets, strict=True)):
+        tell("writing", i, len(NIGHTLY_FORMATS))
         try:
             write_atomically(path, render_overdue(report, fmt, lang))
         except OSError as exc:
             raise StoreError(f"cannot write {path}: {exc.strerror}") from exc
         files.append(path)
-    escalations = escalate_overdue(app, report, actor=actor) if escalate else []
-    return NightlyResult(as_of, files, len(report.rows), escalations, caught_up)
+    tell("writing", len(NIGHTLY_FORMATS), len(NIGHTLY_FORMATS))
+    return NightlyResult(
+        as_of, files, len(report.rows), escalations, caught_up, chain_head=report.chain_head
+    )
+
+
+def _chain_head(app: HazardLoop) -> str:
+    """The event log's head COUNT:HASH (see docs/audit.md)."""
+    from adapters.audit import head
+
+    return str(head(Path(app.env.get("SQLITE_DBNAME", ""))))
 
 
 def escalate_overdue(app: HazardLoop, report: OverdueReport, *, actor: str) -> list[dict[str, Any]]:
@@ -160,10 +218,20 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     configure_logging(json=True)
     log = get_logger("nightly")
+    bar = _ProgressBar() if sys.stderr.isatty() else None
     try:
         app = build_engine(Settings(db=args.db) if args.db else Settings())
         day = parse_day(args.as_of, app)
-        result = run_nightly(app, day, args.out, escalate=args.escalate, lang=args.lang)
+        if bar is not None:
+            bar.start()
+        result = run_nightly(
+            app,
+            day,
+            args.out,
+            escalate=args.escalate,
+            lang=args.lang,
+            progress=bar.tell if bar is not None else None,
+        )
     except InvalidCommand as exc:
         sys.stderr.write(f"nightly_overdue_report: {exc.code}: {exc.message}\n")
         return 2
@@ -172,6 +240,12 @@ def main(argv: list[str] | None = None) -> int:
         code = exc.code if isinstance(exc, HazardLoopError) else "os_error"
         sys.stderr.write(f"nightly_overdue_report: {code}: {message}\n")
         return 1
+    finally:
+        if bar is not None:
+            bar.stop()
+    if result.chain_head:
+        sys.stdout.write(f"chain head {result.chain_head}\n")
+        sys.stdout.flush()
     log.info(
         "nightly overdue report",
         as_of=result.as_of.isoformat(),
@@ -179,5 +253,32 @@ def main(argv: list[str] | None = None) -> int:
         files=[str(f) for f in result.files],
         escalations=len(result.escalations),
         caught_up=result.caught_up,
+        chain_head=result.chain_head,
     )
     return 0
+
+
+class _ProgressBar:
+    """A rich progress bar on stderr, for a person watching a run by hand."""
+
+    def __init__(self) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            console=Console(stderr=True),
+            transient=True,
+        )
+        self.task = self.progress.add_task("starting", total=None)
+
+    def start(self) -> None:
+        self.progress.start()
+
+    def stop(self) -> None:
+        self.progress.stop()
+
+    def tell(self, stage: str, done: int, total: int) -> None:
+        self.progress.update(self.task, description=stage, completed=done, total=total)

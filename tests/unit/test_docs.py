@@ -47,3 +47,18 @@ class TestContractPage:
             assert f"`{status.value}`" in text, status
         for cls in all_error_classes():
             assert f"`{cls.code}`" in text, cls.code
+
+
+class TestIndicatorsPage:
+    """docs/indicators.md defines every indicator the accountability report computes."""
+
+    def test_every_indicator_is_documented_with_its_names_and_formula(self) -> None:
+        from projections.reports import INDICATORS
+
+        text = (ROOT / "docs" / "indicators.md").read_text(encoding="utf-8")
+        for key, zh, en, formula in INDICATORS:
+            row = next((line for line in text.splitlines() if f"`{key}`" in line), None)
+            assert row is not None, key
+            assert zh in row, key
+            assert en in row, key
+            assert f"`{formula}`" in row, key

@@ -1,0 +1,189 @@
+"""The nightly overdue report as cron runs it: a real script, a real SQLite file, real folders.
+
+It must be idempotent (the same date gives the same bytes and records nothing new), escalate at
+most once, and fail loudly — one line, a non-zero status, no half-written files.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import structlog
+
+from adapters import logs
+from adapters.demo import build_district
+from adapters.nightly import NIGHTLY_FORMATS, main
+
+ROOT = Path(__file__).resolve().parents[2]
+DAY = "2026-11-20"  # the demo district's own date
+FILES = [f"overdue-{DAY}.{fmt}" for fmt in NIGHTLY_FORMATS]
+
+
+def nightly_script(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "nightly_overdue_report.py"), *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={"PATH": "/usr/bin:/bin", "HAZARDLOOP_LOG_LEVEL": "warning"},
+        timeout=300,
+    )
+
+
+def hazardloop(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "adapters.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={"PATH": "/usr/bin:/bin", "HAZARDLOOP_LOG_LEVEL": "warning"},
+        timeout=300,
+    )
+
+
+def log_position(db: Path) -> tuple[int, int]:
+    """How many events the store holds, and the newest notification id."""
+    with sqlite3.connect(db) as conn:
+        count, top = conn.execute("SELECT COUNT(*), MAX(rowid) FROM stored_events").fetchone()
+    return int(count), int(top or 0)
+
+
+def contents(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+@pytest.fixture(autouse=True)
+def _logging_left_as_found() -> Iterator[None]:
+    """`main` configures logging for its process; in this one, undo that after each test (its
+    log stream was the test's captured stderr)."""
+    yield
+    structlog.reset_defaults()
+    logs._configured = False
+
+
+@pytest.fixture(scope="module")
+def district(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo district, built once; tests that write take a copy."""
+    db = tmp_path_factory.mktemp("district") / "district.db"
+    build_district(str(db))
+    return db
+
+
+@pytest.fixture
+def store(district: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "store.db"
+    shutil.copyfile(district, copy)
+    return copy
+
+
+class TestIdempotent:
+    """Run twice for one date: the same four files, byte for byte, and nothing recorded."""
+
+    def test_the_script_twice_gives_the_same_files_and_no_new_events(
+        self, store: Path, tmp_path: Path
+    ) -> None:
+        out = tmp_path / "reports"
+        before = log_position(store)
+        first = nightly_script("--db", str(store), "--as-of", DAY, "--out", str(out))
+        assert first.returncode == 0, first.stderr
+        assert sorted(p.name for p in out.iterdir()) == sorted(FILES)
+        written = contents(out)
+        assert log_position(store) == before
+        second = nightly_script("--db", str(store), "--as-of", DAY, "--out", str(out))
+        assert second.returncode == 0, second.stderr
+        assert contents(out) == written
+        assert log_position(store) == before
+        assert all(written[name] for name in FILES)
+        assert written[f"overdue-{DAY}.csv"].startswith(b"\xef\xbb\xbf")
+        assert written[f"overdue-{DAY}.xlsx"].startswith(b"PK")
+
+    def test_escalation_is_recorded_once(
+        self, store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        out = tmp_path / "reports"
+        args = ["--db", str(store), "--as-of", DAY, "--out", str(out), "--escalate"]
+        count, top = log_position(store)
+        assert main(args) == 0, capsys.readouterr().err
+        after_first = log_position(store)
+        assert after_first[0] > count, "the demo has cases overdue past the first level"
+        assert after_first[1] > top
+        written = contents(out)
+        assert main(args) == 0, capsys.readouterr().err
+        assert log_position(store) == after_first
+        assert contents(out) == written
+        # The head printed on the report pins everything the run saw and recorded.
+        from adapters.audit import verify
+
+        published = json.loads(written[f"overdue-{DAY}.json"])["chain_head"]
+        assert published == str(verify(store).head)
+        assert published.split(":")[0] == str(after_first[0])
+        assert published.encode() in written[f"overdue-{DAY}.html"]
+
+
+class TestFailsLoudly:
+    """Every failure: a non-zero status, exactly one line on stderr, no partial files."""
+
+    def test_a_bad_date_is_a_usage_error(self, store: Path, tmp_path: Path) -> None:
+        out = tmp_path / "reports"
+        run = nightly_script("--db", str(store), "--as-of", "2026-13-45", "--out", str(out))
+        assert run.returncode == 2
+        assert len(run.stderr.splitlines()) == 1, run.stderr
+        assert "2026-13-45" in run.stderr
+        assert not out.exists()
+
+    @pytest.mark.parametrize("kind", ["not_a_database", "a_directory"])
+    def test_an_unreadable_store(
+        self, kind: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        if kind == "not_a_database":
+            db = tmp_path / "notes.db"
+            db.write_text("minutes of the safety committee, not a database\n" * 50)
+        else:
+            db = tmp_path / "folder.db"
+            db.mkdir()
+        out = tmp_path / "reports"
+        status = main(["--db", str(db), "--as-of", DAY, "--out", str(out)])
+        err = capsys.readouterr().err
+        assert status != 0
+        assert len(err.splitlines()) == 1, err
+        assert "store" in err
+        assert not out.exists()
+
+    def test_an_unreadable_store_through_the_cli(self, tmp_path: Path) -> None:
+        db = tmp_path / "notes.db"
+        db.write_bytes(b"\x00not sqlite\x00" * 200)
+        run = hazardloop("nightly", "--db", str(db), "--as-of", DAY, "--out", str(tmp_path / "r"))
+        assert run.returncode != 0
+        assert len(run.stderr.splitlines()) == 1, run.stderr
+
+    def test_an_out_folder_that_cannot_exist(self, store: Path, tmp_path: Path) -> None:
+        blocker = tmp_path / "a-file"
+        blocker.write_text("a regular file where a folder should be")
+        run = nightly_script("--db", str(store), "--as-of", DAY, "--out", str(blocker / "reports"))
+        assert run.returncode != 0
+        assert len(run.stderr.splitlines()) == 1, run.stderr
+        left = {p.name for p in tmp_path.iterdir() if not p.name.startswith(store.name)}
+        assert left == {blocker.name}
+        assert blocker.read_text().startswith("a regular file")
+
+    def test_a_file_that_cannot_be_written_leaves_no_temporary_file(
+        self, store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        out = tmp_path / "reports"
+        out.mkdir()
+        (out / f"overdue-{DAY}.html").mkdir()  # a folder where the HTML file must go
+        before = log_position(store)
+        status = main(["--db", str(store), "--as-of", DAY, "--out", str(out), "--escalate"])
+        err = capsys.readouterr().err
+        assert status != 0
+        assert len(err.splitlines()) == 1, err
+        assert f"overdue-{DAY}.html" in err
+        assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
+        assert log_position(store) == before, "no escalation when the report was not written"

@@ -1,0 +1,185 @@
+"""`hazardloop report overdue|accountability` as an operator runs them, against the demo store.
+
+What a report file says is checked against the same report computed in this process, so the
+command line, the renderers and the read models cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import date, datetime
+from pathlib import Path
+
+import orjson
+import pytest
+from openpyxl import load_workbook
+
+from adapters.bootstrap import Settings, build_engine, build_runner
+from adapters.demo import AS_OF, build_district
+from adapters.nightly import end_of_day
+from projections.model import AccountabilityReport, OverdueReport
+from projections.reports import accountability_report, overdue_report, parse_period
+
+ROOT = Path(__file__).resolve().parents[2]
+DAY = "2026-11-20"
+PERIOD = "2026-Q3"
+
+
+def hazardloop(*args: str) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [sys.executable, "-m", "adapters.cli", *args],
+        capture_output=True,
+        cwd=ROOT,
+        env={"PATH": "/usr/bin:/bin", "HAZARDLOOP_LOG_LEVEL": "warning"},
+        timeout=300,
+    )
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    db = tmp_path_factory.mktemp("reports") / "district.db"
+    build_district(str(db))
+    return db
+
+
+@pytest.fixture(scope="module")
+def expected(store: Path) -> Iterator[tuple[OverdueReport, AccountabilityReport]]:
+    """Both reports computed in this process, as of the end of DAY like `--as-of DAY`."""
+    engine = build_engine(Settings(db=str(store)), clock=lambda: AS_OF)
+    runner = build_runner(engine)
+    runner.catch_up()
+    moment = end_of_day(date.fromisoformat(DAY), engine)
+    with runner.engine.connect() as conn:
+        overdue = overdue_report(conn, moment, engine.policy, engine.calendar)
+        accountability = accountability_report(
+            conn, parse_period(PERIOD), moment, engine.policy, engine.calendar
+        )
+    yield overdue, accountability
+    runner.engine.dispose()
+    engine.close()
+
+
+@pytest.fixture(scope="module")
+def files(store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The accountability report of PERIOD written by the command line in every format."""
+    out = tmp_path_factory.mktemp("accountability")
+    for fmt in ("table", "json", "csv", "xlsx", "html"):
+        run = hazardloop(
+            "report", "accountability", "--period", PERIOD, "--db", str(store),
+            "--as-of", DAY, "--format", fmt, "--out", str(out),
+        )  # fmt: skip
+        assert run.returncode == 0, (fmt, run.stderr)
+    return out
+
+
+class TestOverdueCommand:
+    """`report overdue` prints or writes the overdue report of the read models."""
+
+    def test_json_on_stdout_matches_the_report_computed_in_process(
+        self, store: Path, expected: tuple[OverdueReport, AccountabilityReport]
+    ) -> None:
+        report = expected[0]
+        assert report.rows, "the demo has overdue cases"
+        run = hazardloop(
+            "report", "overdue", "--db", str(store), "--as-of", DAY, "--format", "json"
+        )
+        assert run.returncode == 0, run.stderr
+        data = orjson.loads(run.stdout)
+        assert datetime.fromisoformat(data["as_of"]) == report.as_of
+        assert data["open_cases"] == report.open_cases
+        assert data["parked_cases"] == report.parked_cases
+        got = [
+            (r["hazard_id"], r["step"], r["holder"], datetime.fromisoformat(r["due"]),
+             r["overdue_working_days"])
+            for r in data["rows"]
+        ]  # fmt: skip
+        want = [(r.hazard_id, r.step, r.holder, r.due, r.overdue_working_days) for r in report.rows]
+        assert got == want
+
+    def test_csv_into_a_folder_is_named_by_the_date(
+        self, store: Path, tmp_path: Path, expected: tuple[OverdueReport, AccountabilityReport]
+    ) -> None:
+        out = tmp_path / "out"
+        args = ("report", "overdue", "--db", str(store), "--as-of", DAY, "--format", "csv")
+        run = hazardloop(*args, "--out", str(out))
+        assert run.returncode == 0, run.stderr
+        assert run.stdout == b""
+        assert [p.name for p in out.iterdir()] == [f"overdue-{DAY}.csv"]
+        data = (out / f"overdue-{DAY}.csv").read_bytes()
+        assert data.startswith(b"\xef\xbb\xbf")
+        rows = list(csv.reader(io.StringIO(data.decode("utf-8-sig"), newline="")))
+        assert [r[0] for r in rows[1:]] == [r.hazard_id for r in expected[0].rows]
+
+    def test_an_unknown_format_is_a_usage_error_in_one_line(self, store: Path) -> None:
+        run = hazardloop("report", "overdue", "--db", str(store), "--format", "pdf")
+        assert run.returncode == 2
+        assert run.stdout == b""
+        assert len(run.stderr.decode().splitlines()) == 1, run.stderr
+        assert b"--format" in run.stderr
+
+
+class TestAccountabilityCommand:
+    """`report accountability --period 2026-Q3` in every format."""
+
+    def test_one_file_per_format(self, files: Path) -> None:
+        names = sorted(p.name for p in files.iterdir())
+        assert names == sorted(f"accountability-{PERIOD}.{ext}"
+                               for ext in ("txt", "json", "csv", "xlsx", "html"))  # fmt: skip
+
+    def test_json_matches_the_report_computed_in_process(
+        self, files: Path, expected: tuple[OverdueReport, AccountabilityReport]
+    ) -> None:
+        report = expected[1]
+        data = orjson.loads((files / f"accountability-{PERIOD}.json").read_bytes())
+        assert data["period"]["label"] == PERIOD
+        assert data["totals"]["due"] == report.totals.due
+        assert data["totals"]["indicators"] == report.totals.indicators
+        assert [(r["dimension"], r["key"], r["due"], r["handled"]) for r in data["rows"]] == [
+            (r.dimension, r.key, r.due, r.handled) for r in report.rows
+        ]
+
+    def test_the_other_formats_hold_every_row(
+        self, files: Path, expected: tuple[OverdueReport, AccountabilityReport]
+    ) -> None:
+        report = expected[1]
+        keys = {r.key for r in report.rows}
+        text = (files / f"accountability-{PERIOD}.txt").read_text(encoding="utf-8")
+        html = (files / f"accountability-{PERIOD}.html").read_text(encoding="utf-8")
+        csv_bytes = (files / f"accountability-{PERIOD}.csv").read_bytes()
+        assert csv_bytes.startswith(b"\xef\xbb\xbf")
+        rows = list(csv.reader(io.StringIO(csv_bytes.decode("utf-8-sig"), newline="")))
+        assert len(rows) == 1 + len(report.rows) + 1  # header, rows, totals
+        wb = load_workbook(files / f"accountability-{PERIOD}.xlsx")
+        cells = {str(v) for ws in wb.worksheets for row in ws.iter_rows(values_only=True)
+                 for v in row if v is not None}  # fmt: skip
+        for key in keys:
+            assert key in text
+            assert key in html
+            assert key in cells
+        assert PERIOD in text
+        assert PERIOD in html
+
+    def test_a_bad_period_is_a_usage_error_in_one_line(self, store: Path) -> None:
+        run = hazardloop("report", "accountability", "--period", "2026-Q5", "--db", str(store))
+        assert run.returncode == 2
+        assert len(run.stderr.decode().splitlines()) == 1, run.stderr
+
+
+def test_the_demo_store_is_not_changed_by_reading_it(store: Path, tmp_path: Path) -> None:
+    """Reports only read: a copy of the store before and after a report holds the same events."""
+    import sqlite3
+
+    copy = tmp_path / "copy.db"
+    shutil.copyfile(store, copy)
+    with sqlite3.connect(copy) as conn:
+        before = conn.execute("SELECT COUNT(*) FROM stored_events").fetchone()
+    run = hazardloop("report", "overdue", "--db", str(copy), "--as-of", DAY, "--format", "table")
+    assert run.returncode == 0, run.stderr
+    assert b"\x1b" not in run.stdout
+    with sqlite3.connect(copy) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM stored_events").fetchone() == before
