@@ -84,15 +84,16 @@ def views_engine(app: HazardLoop) -> Engine:
     return create_engine(f"sqlite:///{path}", connect_args={"timeout": 30})
 
 
-def build_runner(app: HazardLoop) -> ProjectionRunner:
-    """The projection runner with every projection of the product, over the store's database."""
+def build_runner(app: HazardLoop, engine: Engine | None = None) -> ProjectionRunner:
+    """The projection runner with every projection of the product, over the store's database
+    (or over `engine`: a scratch database for views as known at a past moment)."""
     from projections.cases import CasesProjection
     from projections.organisation import OrganisationProjection
 
     try:
         return ProjectionRunner(
             app,
-            views_engine(app),
+            engine if engine is not None else views_engine(app),
             [CasesProjection(app.mapper.transcoder), OrganisationProjection()],
         )
     except SQLAlchemyError as exc:

@@ -6,6 +6,7 @@ Exit status: 0 all done, 1 something refused (or not found), 2 usage or store er
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from collections import deque
@@ -542,6 +543,91 @@ def _check_format(fmt: str, lang: str) -> str:
     return fmt
 
 
+KnownAtReportOption = Annotated[
+    str | None,
+    typer.Option(
+        "--known-at",
+        help="Exactly as the report run then: only events recorded by then (date or RFC 3339).",
+    ),
+]
+DiffOption = Annotated[
+    bool,
+    typer.Option("--diff", help="With --known-at: JSON of what changed since (then vs now)."),
+]
+
+
+def _views(
+    engine: HazardLoop, runner: Any, known_at: datetime | None
+) -> contextlib.AbstractContextManager[tuple[Any, int]]:
+    """The read models to report from: the store's, caught up; or a scratch copy as known then."""
+    from adapters.timetravel import views_known_at
+
+    if known_at is not None:
+        return views_known_at(engine, known_at)
+
+    @contextlib.contextmanager
+    def current() -> Iterator[tuple[Any, int]]:
+        runner.catch_up()
+        yield runner.engine, min(runner.positions().values(), default=0)
+
+    return current()
+
+
+def _check_diff(diff: bool, known: datetime | None) -> None:
+    if diff and known is None:
+        sys.stderr.write("UsageError: --diff compares with --known-at: give both\n")
+        raise typer.Exit(EXIT_USAGE)
+
+
+def _head(engine: HazardLoop, position: int) -> str | None:
+    from adapters.audit import head_at
+
+    try:
+        return str(head_at(Path(engine.env.get("SQLITE_DBNAME", "")), position))
+    except HazardLoopError:
+        return None  # a store from before the hash chains
+
+
+def _report(
+    kind: str,
+    engine: HazardLoop,
+    runner: Any,
+    moment: datetime,
+    known_at: datetime | None,
+    period: Any = None,
+) -> Any:
+    from projections.reports import accountability_report, overdue_report
+
+    with _views(engine, runner, known_at) as (views, position), views.connect() as conn:
+        head = _head(engine, position)
+        if kind == "overdue":
+            return overdue_report(conn, moment, engine.policy, engine.calendar, chain_head=head)
+        return accountability_report(
+            conn, period, moment, engine.policy, engine.calendar, chain_head=head
+        )
+
+
+def _diff(then: Any, now: Any, key: Any) -> dict[str, Any]:
+    """Rows only in the report as known then, only in the report as known now, and changed."""
+    import dataclasses
+
+    old = {key(r): dataclasses.asdict(r) for r in then.rows}
+    new = {key(r): dataclasses.asdict(r) for r in now.rows}
+    changed = [
+        {"key": list(k), "then": old[k], "now": new[k],
+         "fields": sorted(f for f in old[k] if old[k][f] != new[k][f])}
+        for k in sorted(old.keys() & new.keys()) if old[k] != new[k]
+    ]  # fmt: skip
+    return {
+        "as_of": then.as_of,
+        "known_then": then.chain_head,
+        "known_now": now.chain_head,
+        "only_then": [old[k] for k in sorted(old.keys() - new.keys())],
+        "only_now": [new[k] for k in sorted(new.keys() - old.keys())],
+        "changed": changed,
+    }
+
+
 @report_app.command("overdue")
 def report_overdue(
     db: DbOption = None,
@@ -549,17 +635,22 @@ def report_overdue(
     fmt: FormatOption = "table",
     out: OutOption = None,
     lang: LangOption = "zh",
+    known_at: KnownAtReportOption = None,
+    diff: DiffOption = False,
 ) -> None:
     """Every open, unparked step past its deadline, as of a moment (default now)."""
     from adapters import reports
-    from projections.reports import overdue_report
 
     _check_format(fmt, lang)
     engine, runner = _runner(db)
-    moment = _parse_moment(as_of, engine)
-    runner.catch_up()
-    with runner.engine.connect() as conn:
-        report = overdue_report(conn, moment, engine.policy, engine.calendar)
+    known = _parse_moment(known_at, engine, "--known-at") if known_at else None
+    moment = _parse_moment(as_of, engine) if as_of or known is None else known
+    _check_diff(diff, known)
+    report = _report("overdue", engine, runner, moment, known)
+    if diff:
+        now = _report("overdue", engine, runner, moment, None)
+        sys.stdout.write(_dumps(_diff(report, now, lambda r: (r.hazard_id, r.step))) + "\n")
+        return
     if fmt == "table" and out is None and sys.stdout.isatty():
         reports.print_overdue(report, Console(), lang)
         return
@@ -575,10 +666,12 @@ def report_accountability(
     fmt: FormatOption = "table",
     out: OutOption = None,
     lang: LangOption = "zh",
+    known_at: KnownAtReportOption = None,
+    diff: DiffOption = False,
 ) -> None:
     """Per unit, person and grid over a period: due, handled, on time, late, the indicators."""
     from adapters import reports
-    from projections.reports import accountability_report, parse_period
+    from projections.reports import parse_period
 
     _check_format(fmt, lang)
     try:
@@ -586,10 +679,15 @@ def report_accountability(
     except HazardLoopError as exc:
         raise _fail(exc, EXIT_USAGE) from None
     engine, runner = _runner(db)
-    moment = _parse_moment(as_of, engine)
-    runner.catch_up()
-    with runner.engine.connect() as conn:
-        report = accountability_report(conn, chosen, moment, engine.policy, engine.calendar)
+    known = _parse_moment(known_at, engine, "--known-at") if known_at else None
+    moment = _parse_moment(as_of, engine) if as_of or known is None else known
+    _check_diff(diff, known)
+    report = _report("accountability", engine, runner, moment, known, chosen)
+    if diff:
+        now = _report("accountability", engine, runner, moment, None, chosen)
+        key = lambda r: (r.dimension, r.key)  # noqa: E731
+        sys.stdout.write(_dumps(_diff(report, now, key)) + "\n")
+        return
     if fmt == "table" and out is None and sys.stdout.isatty():
         reports.print_accountability(report, Console(), lang)
         return

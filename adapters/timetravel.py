@@ -10,17 +10,28 @@ Both together: the case as it had happened by T according to what was known at T
 from __future__ import annotations
 
 import sqlite3
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
 from eventsourcing.persistence import PersistenceError
+from sqlalchemy import Engine, create_engine
 
 from adapters.store import CHAIN_TABLE, from_micros, to_micros
 from loop.application import HazardLoop
 from loop.errors import HazardNotFound, StoreError
 from loop.hazard import Hazard, hazard_uuid
 
-__all__ = ["ChainEntry", "case_chain", "hazard_at", "known_positions", "version_at"]
+__all__ = [
+    "ChainEntry",
+    "case_chain",
+    "hazard_at",
+    "known_positions",
+    "version_at",
+    "views_known_at",
+]
 
 
 @dataclass(frozen=True)
@@ -107,3 +118,24 @@ def hazard_at(
             hazard_id=hazard_id,
         )
     return app.get_hazard(hazard_id, version=version)
+
+
+@contextmanager
+def views_known_at(app: HazardLoop, known_at: datetime) -> Iterator[tuple[Engine, int]]:
+    """Read models over exactly the events known at `known_at`, in a scratch database.
+
+    Yields the scratch engine and the last position it holds. The projections are the product's
+    own, run over the log prefix `recorded_at <= known_at`; nothing is written to the store.
+    """
+    from adapters.bootstrap import build_runner
+
+    position = known_positions(app, known_at)
+    with tempfile.TemporaryDirectory(prefix="hazardloop-known-") as scratch:
+        engine = create_engine(f"sqlite:///{scratch}/views.db")
+        try:
+            runner = build_runner(app, engine)
+            if position:
+                runner.catch_up(until=position)
+            yield engine, position
+        finally:
+            engine.dispose()

@@ -308,3 +308,15 @@ def test_cli_verify_exit_status_and_messages(store: Path) -> None:
                              capture_output=True, text=True, check=False)  # fmt: skip
     assert missing.returncode == 2
     assert missing.stderr.count("\n") == 1
+
+
+def test_parallel_verification_agrees_with_one_process(store: Path) -> None:
+    one = verify(store, workers=1)
+    two = verify(store, workers=3)
+    assert one.ok
+    assert two.ok
+    assert one.head == two.head
+    oid, version, topic, state = _event(store, 9)
+    _sql(store, ("UPDATE stored_events SET state=? WHERE rowid=?", (state + b" ", 9)))
+    (b,) = verify(store, workers=3).breaks
+    assert (b.kind, b.position) == ("changed", 9)
