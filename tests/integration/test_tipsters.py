@@ -84,6 +84,11 @@ def test_erasure_is_for_good_and_breaks_no_chain(engine: HazardLoop, db_path: Pa
     assert bytes(wrapped) not in _file_bytes(db_path)  # the key's bytes are gone from the file
     shown = _cli("show", "TIP-1", "--db", str(db_path), "--reveal-tipster")
     assert json.loads(shown.stdout)["reporter"] == "(erased)"
+    # The case still loads, in this process and in a fresh one, and its dossier proof holds.
+    assert engine.get_hazard("TIP-1").reporter == token
+    from adapters.dossier import build_dossier
+
+    assert build_dossier(engine, "TIP-1")["proof"]["intact"]
 
 
 def test_other_reporters_are_not_sealed(engine: HazardLoop) -> None:
