@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 
 from adapters.audit import case_proof, head_at
+from adapters.reports import CATEGORY_NAMES, GRADE_NAMES, HOLDER_NAMES, STEP_NAMES
 from adapters.timetravel import case_chain, known_positions
 from loop.application import HazardLoop
 from loop.errors import HazardNotFound, InvalidCommand
@@ -227,13 +228,7 @@ def render_dossier(dossier: dict[str, Any], fmt: str) -> bytes:
     return _html(orjson.loads(data)).encode()
 
 
-_STEP_ZH = {
-    "report": "上报",
-    "assign": "交办",
-    "rectify": "整改",
-    "verify": "核查",
-    "close": "结案",
-}
+_STEP_ZH = {step: names[0] for step, names in STEP_NAMES.items()}
 _OUTCOME_ZH = {"on_time": "按期", "late": "超期", "overdue": "超期未办", "open": "办理中",
                "interrupted": "中止（退回/改派/挂起）"}  # fmt: skip
 
@@ -258,7 +253,8 @@ def _html(d: dict[str, Any]) -> str:
     intact = "完整（已逐条复核）" if proof["intact"] else "<b class=bad>校验失败</b>"
     facts = [
         ["隐患编号", d["hazard_id"]], ["标题", s["title"]], ["网格", s["grid"]],
-        ["类别", s["category"]], ["等级", "重大隐患" if s["grade"] == "major" else "一般隐患"],
+        ["类别", CATEGORY_NAMES.get(s["category"], (s["category"],))[0]],
+        ["等级", GRADE_NAMES.get(s["grade"], (s["grade"],))[0]],
         ["状态", s["status"]], ["发现人", s["discovered_by"]], ["发现时间", s["discovered_at"]],
         ["责任单位", s["unit"]], ["责任人", s["person"]], ["返工次数", s["rework_count"]],
         ["延期次数", s["extension_count"]],
@@ -266,7 +262,8 @@ def _html(d: dict[str, Any]) -> str:
          if d["generated_for"]["known_at"] else "当前全部记录"],
     ]  # fmt: skip
     steps = [
-        [_STEP_ZH.get(o["step"], o["step"]), o["holder"], o["unit"], o["person"], o["started_at"],
+        [_STEP_ZH.get(o["step"], o["step"]),
+         HOLDER_NAMES.get(o["holder"], (o["holder"],))[0], o["unit"], o["person"], o["started_at"],
          o["original_due"], o["due"], o["extensions"], o["ended_at"],
          _OUTCOME_ZH.get(o["outcome"], o["outcome"])]
         for o in d["steps"]

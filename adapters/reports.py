@@ -84,6 +84,9 @@ _CATEGORY = {
     "public_safety": ("公共安全", "public safety"),
 }
 _HOLDER = {"command_centre": ("指挥中心", "command centre")}
+
+#: The words other renderers (the dossier) share: step, grade, category, holder -> (中文, English).
+STEP_NAMES, GRADE_NAMES, CATEGORY_NAMES, HOLDER_NAMES = _STEP, _GRADE, _CATEGORY, _HOLDER
 _POST = {
     "grid_manager": ("网格长", "grid manager"),
     "first_responsible": ("第一责任人", "first responsible"),
