@@ -7,11 +7,9 @@ tamperer with file access would), and runs the verifier; an untouched store veri
 from __future__ import annotations
 
 import hashlib
-import shutil
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -66,14 +64,14 @@ def pristine(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def store(pristine: Path, tmp_path: Path) -> Iterator[Path]:
+def store(pristine: Path, tmp_path: Path) -> Path:
     copy = tmp_path / "copy.db"
     src = sqlite3.connect(pristine)
     dst = sqlite3.connect(copy)
     src.backup(dst)  # a consistent copy, WAL included
     src.close()
     dst.close()
-    yield copy
+    return copy
 
 
 def _sql(path: Path, *statements: tuple[str, tuple[object, ...]]) -> None:
@@ -127,7 +125,7 @@ def test_untouched_store_verifies_clean_and_its_head_is_recomputable(store: Path
 
 
 def test_flipped_byte_is_a_changed_event_named_by_case_and_position(store: Path) -> None:
-    oid, version, topic, state = _event(store, 7)
+    oid, _version, _topic, state = _event(store, 7)
     flipped = bytearray(state)
     flipped[len(flipped) // 2] ^= 0x01
     _sql(store, ("UPDATE stored_events SET state=? WHERE rowid=?", (bytes(flipped), 7)))
@@ -135,7 +133,8 @@ def test_flipped_byte_is_a_changed_event_named_by_case_and_position(store: Path)
     assert not result.ok
     (b,) = result.breaks
     assert (b.kind, b.position, b.originator_id) == ("changed", 7, oid)
-    assert b.subject is not None and b.subject.startswith("H-")
+    assert b.subject is not None
+    assert b.subject.startswith("H-")
 
 
 def test_deleted_event_is_named(store: Path) -> None:
@@ -155,7 +154,7 @@ def test_deleted_event_with_its_chain_row_is_still_caught(store: Path) -> None:
 
 
 def test_inserted_forgery_is_caught(store: Path) -> None:
-    oid, version, topic, state = _event(store, 3)
+    oid, _version, topic, state = _event(store, 3)
     _sql(
         store,
         (
@@ -220,7 +219,7 @@ def _rewrite_consistently(path: Path) -> None:
     """What a careful tamperer does: change an event, then recompute every hash after it."""
     conn = sqlite3.connect(path)
     with conn:
-        oid, version, topic, state = _event(path, 2)
+        _oid, _version, _topic, state = _event(path, 2)
         conn.execute(
             "UPDATE stored_events SET state=? WHERE rowid=?",
             (state.replace(b"wang", b"wong"), 2),
@@ -316,7 +315,7 @@ def test_parallel_verification_agrees_with_one_process(store: Path) -> None:
     assert one.ok
     assert two.ok
     assert one.head == two.head
-    oid, version, topic, state = _event(store, 9)
+    _oid, _version, _topic, state = _event(store, 9)
     _sql(store, ("UPDATE stored_events SET state=? WHERE rowid=?", (state + b" ", 9)))
     (b,) = verify(store, workers=3).breaks
     assert (b.kind, b.position) == ("changed", 9)
