@@ -94,7 +94,7 @@ def build_runner(app: HazardLoop, engine: Engine | None = None) -> ProjectionRun
         return ProjectionRunner(
             app,
             engine if engine is not None else views_engine(app),
-            [CasesProjection(app.mapper.transcoder), OrganisationProjection()],
+            [CasesProjection(), OrganisationProjection()],
         )
     except SQLAlchemyError as exc:
         raise StoreError(f"cannot open the read models: {exc}") from exc

@@ -1,27 +1,29 @@
 """The `cases` projection: the ledger (隐患台账), step occurrences and step segments.
 
-Each case is rebuilt in memory with the domain's own event `apply` methods (never a second copy
-of the rules); what changed is written as upserts keyed by primary key, so replaying a chunk after
-a crash writes the same rows again.
+Each case is folded in memory with the domain's own event `apply` methods (never a second copy
+of the rules). A chunk's changes are collapsed to the last version of each row and written as
+upserts keyed by primary key, so replaying a chunk after a crash writes the same rows again.
+A case that is not in memory (evicted, closed, or a fresh process) is folded again from its own
+events in the event store, up to the one before its first event in the chunk: the same fold as
+the incremental one, so a resumed projection equals a rebuilt one. See docs/performance.md.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Sequence
-from datetime import datetime
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any, Protocol
 from uuid import UUID
 
-from eventsourcing.persistence import Transcoder
-from sqlalchemy import Connection, Table, select, update
+from sqlalchemy import Connection, Dialect, Table
 from sqlalchemy.dialects import postgresql, sqlite
 
 from loop.hazard import Hazard
 from loop.lifecycle import Status
-from projections.tables import ledger, step_segments, steps
+from projections.tables import ledger, step_segments, steps, stored_moment
 
-__all__ = ["HANDLING_EVENTS", "CasesProjection"]
+__all__ = ["HANDLING_EVENTS", "CasesProjection", "EventSource", "upsert"]
 
 #: The events that count as a step being handled (the ball moved on because its holder acted).
 HANDLING_EVENTS: dict[str, frozenset[str]] = {
@@ -31,6 +33,11 @@ HANDLING_EVENTS: dict[str, frozenset[str]] = {
     "verify": frozenset({"Verified", "VerificationFailed"}),
     "close": frozenset({"Closed"}),
 }
+
+_NO_DEADLINE: dict[str, Any] = {}
+
+#: Cases in these states take no event but `reopen`: they leave the cache after their chunk.
+_TERMINAL = frozenset({Status.CLOSED, Status.REJECTED})
 
 
 def upsert(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
@@ -47,14 +54,173 @@ def upsert(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
     conn.execute(stmt, rows)
 
 
+def sqlite_utc_text(moment: datetime) -> str:
+    """An aware date-time as `UTCDateTime` stores it on SQLite: 'YYYY-MM-DD HH:MM:SS.ffffff' UTC.
+
+    The same text SQLAlchemy's SQLite DATETIME writes after `UTCDateTime` drops the zone, made
+    without SQLAlchemy's per-value bind processing (`_Writer` checks that the two agree).
+    """
+    if moment.tzinfo is None:
+        raise ValueError("read models store aware date-times only")
+    return moment.astimezone(UTC).isoformat(" ", "microseconds")[:26]
+
+
+_SQL: dict[tuple[str, frozenset[str]], str] = {}
+
+
+def _same_text_as_sqlalchemy(dialect: Dialect) -> bool:
+    """Whether `sqlite_utc_text` still writes exactly what `UTCDateTime` would."""
+    samples = (datetime(2026, 7, 1, 8, 42, tzinfo=UTC), datetime.now(UTC),
+               datetime.fromisoformat("2026-12-31T23:59:59.5+08:00"))  # fmt: skip
+    return all(sqlite_utc_text(s) == stored_moment(s, dialect) for s in samples)
+
+
+def _as_given(moment: datetime | None) -> Any:
+    return moment
+
+
+class _Writer:
+    """Writes collapsed rows: plain sequences through the driver on SQLite, Core elsewhere."""
+
+    checked = False
+
+    def __init__(self, conn: Connection) -> None:
+        self.fast = conn.dialect.name == "sqlite"
+        self.time: Callable[[datetime | None], Any] = _as_given
+        if not self.fast:
+            return
+        if not _Writer.checked:
+            if not _same_text_as_sqlalchemy(conn.dialect):
+                raise RuntimeError("SQLAlchemy stores date-times differently: fix sqlite_utc_text")
+            _Writer.checked = True
+        # id -> (the object, its text): holding the object keeps its id from being reused.
+        memo: dict[int, tuple[datetime, str]] = {}
+
+        def time(moment: datetime | None) -> Any:
+            """A date-time as stored (memoised: a chunk's rows share their moments)."""
+            if moment is None:
+                return None
+            hit = memo.get(id(moment))
+            if hit is not None and hit[0] is moment:
+                return hit[1]
+            text = sqlite_utc_text(moment)
+            memo[id(moment)] = (moment, text)
+            return text
+
+        self.time = time
+
+    def upsert(
+        self,
+        conn: Connection,
+        table: Table,
+        rows: Sequence[Sequence[Any]],
+        fixed: frozenset[str] = frozenset(),
+    ) -> None:
+        """Upsert rows given as sequences in the table's column order.
+
+        `fixed` names columns a row never changes once written: an existing row keeps them (so
+        SQLite leaves their indexes alone).
+        """
+        if not rows:
+            return
+        if not self.fast:
+            names = [c.name for c in table.columns]
+            upsert(conn, table, [dict(zip(names, row, strict=True)) for row in rows])
+            return
+        sql = _SQL.get((table.name, fixed))
+        if sql is None:
+            names = [c.name for c in table.columns]
+            keys = [c.name for c in table.primary_key.columns]
+            sql = _SQL[(table.name, fixed)] = (
+                f"INSERT INTO {table.name} ({', '.join(names)}) "
+                f"VALUES ({', '.join('?' * len(names))}) "
+                f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET "
+                + ", ".join(f"{n}=excluded.{n}" for n in names if n not in keys and n not in fixed)
+            )
+        # The driver's own connection, inside the transaction SQLAlchemy began: rows go as they
+        # are (lists), without SQLAlchemy's per-row parameter handling.
+        driver = conn.connection.driver_connection
+        assert driver is not None
+        driver.executemany(sql, rows)
+
+
+class EventSource(Protocol):
+    """Where a case's earlier events come from: the application's event store."""
+
+    def get(
+        self, originator_id: UUID, *, gt: int | None = None, lte: int | None = None
+    ) -> Iterable[Any]: ...
+
+
+def _positions(table: Table) -> dict[str, int]:
+    return {name: i for i, name in enumerate(table.columns.keys())}
+
+
+# Rows are kept as lists in their table's column order, and written as they are: `_track` builds
+# them in the orders below, checked against the tables here.
+_STEP_ORDER = ("hazard_id", "occurrence", "step", "grade", "grid", "holder", "unit", "person",
+               "started_at", "due", "original_due", "extensions", "ended_at", "outcome",
+               "handled", "parked", "reworked")  # fmt: skip
+_SEGMENT_ORDER = ("hazard_id", "seq", "occurrence", "step", "grade", "grid", "category", "title",
+                  "holder", "unit", "person", "started_at", "ended_at", "end_reason", "due",
+                  "original_due", "due_limit", "provisional", "extensions")  # fmt: skip
+if tuple(steps.columns.keys()) != _STEP_ORDER or (
+    tuple(step_segments.columns.keys()) != _SEGMENT_ORDER
+):
+    raise ImportError("projections.cases builds rows in an order the tables no longer have")
+#: A segment, once open, only ever ends (`_track` sets nothing else on an open segment).
+_SEGMENT_FIXED = frozenset(_SEGMENT_ORDER) - {"ended_at", "end_reason"}
+#: What a case keeps from its discovery (the aggregate id is the hazard id's uuid5). A row
+#: whose values changed all the same is written in full: see `_Case.fixed`.
+_LEDGER_FIXED = frozenset({"aggregate_id", "title", "grid", "category", "source", "discovered_at"})
+_ST = _positions(steps)
+_ST_OCC, _ST_STEP = _ST["occurrence"], _ST["step"]
+_ST_DUE, _ST_EXT, _ST_ENDED = _ST["due"], _ST["extensions"], _ST["ended_at"]
+_ST_OUTCOME, _ST_HANDLED, _ST_PARKED = _ST["outcome"], _ST["handled"], _ST["parked"]
+_ST_REWORKED = _ST["reworked"]
+_SG = _positions(step_segments)
+_SG_ENDED, _SG_REASON = _SG["ended_at"], _SG["end_reason"]
+
+
+def _fixed(h: Hazard) -> tuple[Any, ...]:
+    return (h.title, h.grid, h.category, h.source, h.discovered_at)
+
+
+def _created(event: Hazard.Event) -> Hazard:
+    hazard = event.mutate(None)
+    assert isinstance(hazard, Hazard)
+    return hazard
+
+
 class _Case:
-    """A case being projected: the rebuilt aggregate plus where its open rows stand."""
+    """A case being projected: the folded aggregate plus where its open rows stand."""
 
-    __slots__ = ("hazard", "meta")
+    __slots__ = ("aggregate_id", "fixed", "hazard", "last_rectify", "occurrence", "occurrences",
+                 "rectify", "segment", "segment_key", "segments", "signature")  # fmt: skip
 
-    def __init__(self, hazard: Hazard, meta: dict[str, Any]) -> None:
+    def __init__(self, hazard: Hazard) -> None:
         self.hazard = hazard
-        self.meta = meta
+        self.aggregate_id = hazard.id.hex
+        self.fixed = _fixed(hazard)  # the ledger's _LEDGER_FIXED values, as first written
+        self.segments = 0  # segments opened so far (the next seq)
+        self.occurrences = 0  # step occurrences started so far
+        self.last_rectify: int | None = None  # occurrence number of the latest rectify step
+        self.segment: list[Any] | None = None  # the open segment's row
+        self.segment_key: tuple[Any, ...] | None = None  # step, due, unit, person, grade
+        self.occurrence: list[Any] | None = None  # the open occurrence's row
+        self.signature: tuple[Any, ...] | None = None  # what the open occurrence row shows
+        self.rectify: list[Any] | None = None  # the latest rectify occurrence's row
+
+
+class _Changes:
+    """Rows a chunk changed: each is written once, in its last version (keyed by identity)."""
+
+    __slots__ = ("cases", "segments", "steps")
+
+    def __init__(self) -> None:
+        self.cases: dict[int, _Case] = {}
+        self.steps: dict[int, list[Any]] = {}
+        self.segments: dict[int, list[Any]] = {}
 
 
 class CasesProjection:
@@ -63,10 +229,20 @@ class CasesProjection:
     name = "cases"
     tables: tuple[Table, ...] = (ledger, steps, step_segments)
 
-    def __init__(self, transcoder: Transcoder, cache_size: int = 50_000) -> None:
-        self.transcoder = transcoder
+    def __init__(
+        self,
+        cache_size: int = 200_000,
+        *,
+        events: EventSource | None = None,
+    ) -> None:
         self.cache_size = cache_size
-        self.cache: OrderedDict[UUID, _Case] = OrderedDict()
+        self.cache: OrderedDict[int, _Case] = OrderedDict()  # by the aggregate id's int
+        self.events = events
+        self.refolded = 0  # cases folded again from the event store (cache misses)
+
+    def attach(self, app: Any) -> None:
+        """Read earlier events of cases not in memory from the application's event store."""
+        self.events = app.events
 
     def reset(self) -> None:
         self.cache.clear()
@@ -74,171 +250,157 @@ class CasesProjection:
     # ------------------------------------------------------------ folding
 
     def process(self, conn: Connection, items: Sequence[tuple[int, Any]]) -> None:
-        dirty: dict[UUID, _Case] = {}
-        step_rows: dict[tuple[str, int], dict[str, Any]] = {}
-        segment_rows: dict[tuple[str, int], dict[str, Any]] = {}
-        rework: list[tuple[str, int]] = []
-        events = [e for _, e in items if isinstance(e, Hazard.Event)]
-        self._load(conn, {e.originator_id for e in events if not isinstance(e, Hazard.Discovered)})
-        for event in events:
-            case = self._apply(event)
-            dirty[event.originator_id] = case
-            self._track(case, event, step_rows, segment_rows, rework)
-        upsert(conn, steps, list(step_rows.values()))
-        upsert(conn, step_segments, list(segment_rows.values()))
-        for hazard_id, occurrence in rework:
-            if (hazard_id, occurrence) in step_rows:
-                continue  # already counted in the row just written
-            conn.execute(
-                update(steps)
-                .where(steps.c.hazard_id == hazard_id, steps.c.occurrence == occurrence)
-                .values(reworked=steps.c.reworked + 1)
-            )
-        upsert(conn, ledger, [self._ledger_row(c) for c in dirty.values()])
+        writer = _Writer(conn)
+        time = writer.time
+        changes = _Changes()
+        cache = self.cache
+        dirty = changes.cases
+        track = self._track
+        discovered, hazard_event = Hazard.Discovered, Hazard.Event
+        for _, event in items:
+            if not isinstance(event, hazard_event):
+                continue
+            key = event.originator_id.int
+            if type(event) is discovered:
+                case = cache[key] = _Case(_created(event))
+            else:
+                found = cache.get(key)
+                case = found if found is not None else self._refold(event, time)
+                event.mutate(case.hazard)
+            dirty[key] = case
+            track(case, event, changes, time)
+        writer.upsert(conn, steps, list(changes.steps.values()))
+        writer.upsert(conn, step_segments, list(changes.segments.values()), _SEGMENT_FIXED)
+        rows, in_full = [], []
+        for case in dirty.values():
+            fixed = _fixed(case.hazard)
+            if fixed == case.fixed:
+                rows.append(self._ledger_row(case, time))
+            else:  # no event changes these today; if one does, its row is written in full
+                in_full.append(self._ledger_row(case, time))
+                case.fixed = fixed
+        writer.upsert(conn, ledger, rows, _LEDGER_FIXED)
+        writer.upsert(conn, ledger, in_full)
         for key, case in dirty.items():
-            self.cache[key] = case
-            self.cache.move_to_end(key)
-        while len(self.cache) > self.cache_size:
-            self.cache.popitem(last=False)
+            if case.hazard.status in _TERMINAL:
+                cache.pop(key, None)  # only `reopen` follows: fold it again if it comes
+            else:
+                cache.move_to_end(key)
+        while len(cache) > self.cache_size:
+            cache.popitem(last=False)
 
-    def _apply(self, event: Hazard.Event) -> _Case:
-        if isinstance(event, Hazard.Discovered):
-            hazard = event.mutate(None)
-            assert isinstance(hazard, Hazard)
-            meta = {"segments": 0, "occurrences": 0, "segment": None, "occurrence": None,
-                    "last_rectify": None}  # fmt: skip
-            case = self.cache[event.originator_id] = _Case(hazard, meta)
-            return case
-        case = self.cache[event.originator_id]
-        event.mutate(case.hazard)
+    def _refold(self, event: Hazard.Event, time: Callable[[Any], Any]) -> _Case:
+        """Fold a case memory lacks again from its earlier events in the event store.
+
+        Every event before `event` is at an earlier position of the log, so it was projected and
+        committed already: folding them again (rows discarded) gives the case as it stood.
+        """
+        if self.events is None:
+            raise RuntimeError("the cases projection needs the event store (attach the app)")
+        oid, version = event.originator_id, event.originator_version
+        scratch = _Changes()
+        case: _Case | None = None
+        for earlier in self.events.get(oid, lte=version - 1):
+            if not isinstance(earlier, Hazard.Event):
+                continue
+            if case is None:
+                case = _Case(_created(earlier))
+            else:
+                earlier.mutate(case.hazard)
+            self._track(case, earlier, scratch, time)
+        if case is None or case.hazard.version != version - 1:
+            raise RuntimeError(f"hazard {oid} has no events before version {version}")
+        self.cache[oid.int] = case
+        self.refolded += 1
         return case
 
+    @staticmethod
     def _track(
-        self,
-        case: _Case,
-        event: Hazard.Event,
-        step_rows: dict[tuple[str, int], dict[str, Any]],
-        segment_rows: dict[tuple[str, int], dict[str, Any]],
-        rework: list[tuple[str, int]],
+        case: _Case, event: Hazard.Event, changes: _Changes, time: Callable[[Any], Any]
     ) -> None:
-        h, meta = case.hazard, case.meta
+        """What `event` (already applied to the case) did to its step occurrence and segment."""
+        h = case.hazard
         name = type(event).__name__
-        at: datetime = event.at
-        parked = h.status == Status.PARKED
+        at = time(event.at)
+        parked = h.status is Status.PARKED
         step = h.step
-        deadline = h.deadline or {}
+        deadline = h.deadline or _NO_DEADLINE
 
         # Step occurrences: a step from when it starts until the ball moves on (parking pauses
         # an occurrence, it does not end it).
-        occ = meta["occurrence"]
-        if occ is not None and not parked and step != occ["step"]:
-            occ["ended_at"] = at
-            occ["outcome"] = name
-            occ["handled"] = name in HANDLING_EVENTS[occ["step"]]
-            step_rows[(h.hazard_id, occ["occurrence"])] = dict(occ)
-            if occ["step"] == "rectify":
-                meta["last_rectify"] = occ["occurrence"]
-            occ = meta["occurrence"] = None
-        if name == "VerificationFailed" and meta["last_rectify"] is not None:
-            reworked = (h.hazard_id, meta["last_rectify"])
-            if reworked in step_rows:
-                step_rows[reworked]["reworked"] += 1
-            rework.append(reworked)
-        if occ is None and step is not None:
-            meta["occurrences"] += 1
-            occ = meta["occurrence"] = {
-                "hazard_id": h.hazard_id, "occurrence": meta["occurrences"], "step": step,
-                "started_at": at, "ended_at": None, "outcome": None, "handled": False,
-                "parked": False, "reworked": 0, "original_due": deadline.get("original_due"),
-            }  # fmt: skip
-        if occ is not None:
-            occ.update(
-                grade=h.grade, grid=h.grid, holder=h.holder, unit=h.unit, person=h.person,
-                due=deadline.get("due"), extensions=int(deadline.get("extensions", 0)),
-            )  # fmt: skip
-            occ["parked"] = occ["parked"] or parked
-            step_rows[(h.hazard_id, occ["occurrence"])] = dict(occ)
+        occ = case.occurrence
+        if occ is not None and not parked and step != occ[_ST_STEP]:
+            occ[_ST_ENDED] = at
+            occ[_ST_OUTCOME] = name
+            occ[_ST_HANDLED] = name in HANDLING_EVENTS[occ[_ST_STEP]]
+            changes.steps[id(occ)] = occ
+            if occ[_ST_STEP] == "rectify":
+                case.last_rectify = occ[_ST_OCC]
+                case.rectify = occ
+            occ = case.occurrence = None
+        if name == "VerificationFailed" and case.rectify is not None:
+            case.rectify[_ST_REWORKED] += 1
+            changes.steps[id(case.rectify)] = case.rectify
+        due = deadline.get("due")
+        extensions = int(deadline.get("extensions", 0))
+        if occ is not None or step is not None:
+            holder = h.holder
+            signature = (h.grade, h.grid, holder, h.unit, h.person, due, extensions,
+                         parked or (occ is not None and occ[_ST_PARKED]))  # fmt: skip
+            if occ is None:
+                case.occurrences += 1
+                # In the column order of `steps`.
+                occ = case.occurrence = [
+                    h.hazard_id, case.occurrences, step, h.grade, h.grid, holder, h.unit,
+                    h.person, at, time(due), time(deadline.get("original_due")), extensions,
+                    None, None, False, signature[7], 0,
+                ]  # fmt: skip
+                case.signature = signature
+                changes.steps[id(occ)] = occ
+            elif signature != case.signature:
+                case.signature = signature
+                occ[3:8] = signature[:5]  # grade, grid, holder, unit, person
+                occ[_ST_DUE] = time(due)
+                occ[_ST_EXT] = extensions
+                occ[_ST_PARKED] = signature[7]
+                changes.steps[id(occ)] = occ
 
         # Segments: one step, one deadline, one holder, one grade; any change starts another.
-        key: tuple[Any, ...] | None = (
-            None if step is None else (step, h.due, h.unit, h.person, h.grade)
-        )
-        seg = meta["segment"]
-        if seg is not None and seg["key"] != key:
-            seg["ended_at"] = at
-            seg["end_reason"] = name
-            segment_rows[(h.hazard_id, seg["seq"])] = _segment_row(seg)
-            seg = meta["segment"] = None
+        key = None if step is None else (step, h.due, h.unit, h.person, h.grade)
+        seg = case.segment
+        if seg is not None and case.segment_key != key:
+            seg[_SG_ENDED] = at
+            seg[_SG_REASON] = name
+            changes.segments[id(seg)] = seg
+            seg = case.segment = None
         if seg is None and key is not None:
-            meta["segments"] += 1
             assert occ is not None
-            seg = meta["segment"] = {
-                "key": key, "hazard_id": h.hazard_id, "seq": meta["segments"],
-                "occurrence": occ["occurrence"], "step": step, "grade": h.grade, "grid": h.grid,
-                "category": h.category, "title": h.title, "holder": h.holder, "unit": h.unit,
-                "person": h.person, "started_at": at, "ended_at": None, "end_reason": None,
-                "due": deadline["due"],
-                "original_due": deadline.get("original_due", deadline["due"]),
-                "due_limit": deadline.get("limit", "given"),
-                "provisional": bool(deadline.get("provisional", False)),
-                "extensions": int(deadline.get("extensions", 0)),
-            }  # fmt: skip
-            segment_rows[(h.hazard_id, seg["seq"])] = _segment_row(seg)
+            case.segments += 1
+            case.segment_key = key
+            seg_due = time(deadline["due"])
+            # In the column order of `step_segments`.
+            seg = case.segment = [
+                h.hazard_id, case.segments, occ[_ST_OCC], step, h.grade, h.grid, h.category,
+                h.title, h.holder, h.unit, h.person, at, None, None, seg_due,
+                time(deadline["original_due"]) if "original_due" in deadline else seg_due,
+                deadline.get("limit", "given"), bool(deadline.get("provisional", False)),
+                extensions,
+            ]  # fmt: skip
+            changes.segments[id(seg)] = seg
 
     # ------------------------------------------------------------ storage
 
-    def _load(self, conn: Connection, ids: set[UUID]) -> None:
-        missing = [i for i in ids if i not in self.cache]
-        for start in range(0, len(missing), 500):
-            chunk = [i.hex for i in missing[start : start + 500]]
-            rows = conn.execute(
-                select(ledger.c.state).where(ledger.c.aggregate_id.in_(chunk))
-            ).all()
-            for (state,) in rows:
-                case = self._rehydrate(state)
-                self.cache[case.hazard.id] = case
-
-    def _ledger_row(self, case: _Case) -> dict[str, Any]:
+    @staticmethod
+    def _ledger_row(case: _Case, time: Callable[[Any], Any]) -> tuple[Any, ...]:
         h = case.hazard
         deadline = h.deadline or {}
-        return {
-            "hazard_id": h.hazard_id, "aggregate_id": h.id.hex, "title": h.title,
-            "grid": h.grid, "category": h.category, "grade": h.grade, "source": h.source,
-            "status": str(h.status), "step": h.step, "holder": h.holder, "unit": h.unit,
-            "person": h.person, "due": h.due,
-            "due_limit": deadline.get("limit") if h.due is not None else None,
-            "provisional": bool(deadline.get("provisional")) if h.due is not None else False,
-            "rework_count": h.rework_count, "extension_count": h.extension_count,
-            "reopen_count": h.reopen_count, "discovered_at": h.discovered_at,
-            "last_at": h.last_at, "version": h.version, "segments": case.meta["segments"],
-            "occurrences": case.meta["occurrences"], "last_rectify": case.meta["last_rectify"],
-            "state": self._freeze(case),
-        }  # fmt: skip
-
-    def _freeze(self, case: _Case) -> bytes:
-        state = {k: v for k, v in vars(case.hazard).items() if k != "_pending_events"}
-        state["status"] = str(case.hazard.status)
-        if case.hazard.parked_from is not None:
-            state["parked_from"] = str(case.hazard.parked_from)
-        meta = dict(case.meta)
-        if meta["segment"] is not None:
-            meta["segment"] = {**meta["segment"], "key": list(meta["segment"]["key"])}
-        return self.transcoder.encode({"hazard": state, "meta": meta})
-
-    def _rehydrate(self, blob: bytes) -> _Case:
-        data = self.transcoder.decode(blob)
-        hazard = Hazard.__new__(Hazard)
-        state = data["hazard"]
-        state["status"] = Status(state["status"])
-        if state.get("parked_from") is not None:
-            state["parked_from"] = Status(state["parked_from"])
-        hazard.__dict__.update(state)
-        hazard.__dict__["_pending_events"] = []
-        meta = data["meta"]
-        if meta["segment"] is not None:
-            meta["segment"]["key"] = tuple(meta["segment"]["key"])
-        return _Case(hazard, meta)
-
-
-def _segment_row(seg: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in seg.items() if k != "key"}
+        due = h.due
+        return (
+            h.hazard_id, case.aggregate_id, h.title, h.grid, h.category, h.grade, h.source,
+            str(h.status), h.step, h.holder, h.unit, h.person, time(due),
+            deadline.get("limit") if due is not None else None,
+            bool(deadline.get("provisional")) if due is not None else False,
+            h.rework_count, h.extension_count, h.reopen_count,
+            time(h.discovered_at), time(h.last_at), h.version,
+            case.segments, case.occurrences, case.last_rectify,
+        )  # fmt: skip

@@ -9,12 +9,13 @@ from __future__ import annotations
 import calendar as _cal
 import re
 from bisect import bisect_right
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
+from typing import Any
 
-from sqlalchemy import Connection, and_, func, or_, select
+from sqlalchemy import ColumnElement, Connection, String, and_, func, or_, select, type_coerce
 
 from loop.errors import InvalidCommand
 from loop.policy import Policy, WorkCalendar
@@ -25,7 +26,7 @@ from projections.model import (
     OverdueRow,
     Period,
 )
-from projections.tables import grids, post_tenures, step_segments, steps
+from projections.tables import grids, post_tenures, step_segments, steps, stored_moment
 
 __all__ = [
     "INDICATORS",
@@ -133,6 +134,37 @@ class _Tenures:
         }
 
 
+def _stored(column: ColumnElement[datetime]) -> ColumnElement[Any]:
+    """A `UTCDateTime` column as stored: sortable UTC text on SQLite, naive UTC elsewhere."""
+    return type_coerce(column, String)
+
+
+def _aware(stored: Any) -> datetime:
+    """A stored `UTCDateTime` value as an aware date-time."""
+    moment = datetime.fromisoformat(stored) if isinstance(stored, str) else stored
+    assert isinstance(moment, datetime)
+    return moment.replace(tzinfo=UTC)
+
+
+class _LocalDates:
+    """The local date of stored instants, remembered by the minute.
+
+    Every UTC offset in use since 1972 is a whole number of minutes, so instants within one UTC
+    minute fall on the same local date.
+    """
+
+    def __init__(self, tz: tzinfo) -> None:
+        self.tz = tz
+        self.seen: dict[Any, date] = {}
+
+    def __call__(self, stored: Any) -> date:
+        minute = stored[:16] if isinstance(stored, str) else stored.replace(second=0, microsecond=0)
+        day = self.seen.get(minute)
+        if day is None:
+            day = self.seen[minute] = _aware(stored).astimezone(self.tz).date()
+        return day
+
+
 def _grid_names(conn: Connection) -> dict[str, str]:
     return {str(code): str(name) for code, name in conn.execute(select(grids.c.code, grids.c.name))}
 
@@ -162,7 +194,7 @@ def overdue_report(
     later = step_segments.alias("later")
     parked = conn.execute(
         select(func.count(func.distinct(s.hazard_id))).where(
-            s.end_reason == "Parked",
+            s.end_reason == "Parked",  # served by the partial index ix_segments_parked
             s.ended_at <= as_of,
             ~select(later.c.seq)
             .where(
@@ -258,6 +290,24 @@ class _Tally:
     days_total: int = 0
     days_count: int = 0
 
+    def add(self, counts: list[Any], n: int) -> None:
+        """Count `n` steps alike: step, handled, on time, still overdue, extended, rework, days."""
+        step, handled, on_time, still_overdue, extended, rework, days = counts
+        self.due += n
+        self.handled += handled * n
+        self.on_time += on_time * n
+        self.late += (handled and not on_time) * n
+        self.still_overdue += still_overdue * n
+        self.extended += extended * n
+        self.rework += rework * n
+        if step == "close":
+            self.due_for_closure += n
+            self.closed += handled * n
+            self.closed_on_time += on_time * n
+        if handled:
+            self.days_total += days * n
+            self.days_count += n
+
     def row(self, dimension: str, key: str) -> AccountabilityRow:
         def rate(n: int, d: int) -> float | None:
             return round(n / d, 6) if d else None
@@ -297,41 +347,44 @@ def accountability_report(
     end = datetime.combine(period.end + timedelta(days=1), time(0), tzinfo=tz)
     cutoff = min(end, as_of)  # what had happened by the end of the period (or by now)
     c = steps.c
+    # Date-times come back as stored (UTC text on SQLite), compared as they are, and turned
+    # into date-times only where a date or a tenure is needed: the report reads every step
+    # due in the period, and converting each value costs more than the rest of the work.
     rows = conn.execute(
-        select(steps).where(c.due >= start, c.due < end, c.parked.is_(False), c.started_at < cutoff)
-    ).all()
+        select(c.grid, c.unit, c.person, c.step, c.handled, c.extensions, c.reworked,
+               _stored(c.due), _stored(c.started_at), _stored(c.ended_at))
+        .where(c.due >= start, c.due < end, c.parked.is_(False), c.started_at < cutoff)
+    ).all()  # fmt: skip
+    before = stored_moment(cutoff, conn.dialect)
     counter = WorkdayCounter(calendar)
-    tenures = _Tenures(conn, (r.grid for r in rows))
+    local_date = _LocalDates(tz)
+    tenures = _Tenures(conn, {r[0] for r in rows})
+    chains: dict[tuple[str, Any], tuple[str, ...]] = {}  # (grid, due) -> who held its posts
+    # Steps that count alike for the same holders, with how many there are.
+    alike: Counter[tuple[Any, ...]] = Counter()
+    for grid, unit, person, step, handled_flag, extensions, reworked, due, started, ended in rows:
+        handled = bool(handled_flag) and ended is not None and ended < before
+        on_time = handled and ended <= due
+        rectify = step == "rectify"
+        chain = chains.get((grid, due))
+        if chain is None:
+            chain = chains[(grid, due)] = tuple(sorted(set(tenures.at(grid, _aware(due)).values())))
+        days = counter.between(local_date(started), local_date(ended)) if handled else 0
+        alike[(grid, unit if rectify else None, person if rectify else None, chain, step,
+               handled, on_time, not handled and due < before, extensions > 0,
+               reworked if rectify else 0, days)] += 1  # fmt: skip
     names = _grid_names(conn)
     tallies: dict[tuple[str, str], _Tally] = defaultdict(_Tally)
     totals = _Tally(name="total")
-    for r in rows:
-        handled = bool(r.handled) and r.ended_at is not None and r.ended_at < cutoff
-        on_time = handled and r.ended_at <= r.due
-        keys: list[tuple[str, str]] = [("grid", r.grid)]
-        if r.unit and r.step == "rectify":
-            keys.append(("unit", r.unit))
-        persons = set(tenures.at(r.grid, r.due).values())
-        if r.person and r.step == "rectify":
-            persons.add(r.person)
+    for (grid, unit, person, chain, *counts), n in alike.items():
+        keys: list[tuple[str, str]] = [("grid", grid)]
+        if unit:
+            keys.append(("unit", unit))
+        persons = {*chain, person} if person else set(chain)
         keys.extend(("person", p) for p in sorted(persons))
-        for tally in [totals, *(tallies[k] for k in keys)]:
-            tally.due += 1
-            tally.handled += handled
-            tally.on_time += on_time
-            tally.late += handled and not on_time
-            tally.still_overdue += not handled and r.due < cutoff
-            tally.extended += r.extensions > 0
-            tally.rework += r.reworked if r.step == "rectify" else 0
-            if r.step == "close":
-                tally.due_for_closure += 1
-                tally.closed += handled
-                tally.closed_on_time += on_time
-            if handled:
-                tally.days_total += counter.between(
-                    r.started_at.astimezone(tz).date(), r.ended_at.astimezone(tz).date()
-                )
-                tally.days_count += 1
+        totals.add(counts, n)
+        for holder in keys:
+            tallies[holder].add(counts, n)
     for (dim, key), tally in tallies.items():
         if dim == "grid":
             tally.name = names.get(key)

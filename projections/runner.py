@@ -6,21 +6,29 @@ log; every report catches up first, so it reflects every stored event.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import gc
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from sqlalchemy import Connection, Engine, Table, delete, insert, select, update
+import orjson
+from eventsourcing.persistence import JSONTranscoder, Mapper, Transcoder
+from sqlalchemy import Connection, Engine, Table, delete, insert, inspect, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from loop.application import HazardLoop
 from projections.tables import METADATA, tracking
 
-__all__ = ["LagReport", "Projection", "ProjectionRunner", "StaleTracking"]
+__all__ = ["LagReport", "Projection", "ProjectionRunner", "StaleTracking", "reading_mapper"]
 
 
 class Projection(Protocol):
-    """A read model: its tables, and how a chunk of events changes them."""
+    """A read model: its tables, and how a chunk of events changes them.
+
+    A projection that also needs the application (e.g. to read a case's earlier events from the
+    event store) defines `attach(app)`; the runner calls it once, when it is built.
+    """
 
     name: str
     tables: tuple[Table, ...]
@@ -58,13 +66,50 @@ class ProjectionRunner:
         engine: Engine,
         projections: Sequence[Projection],
         *,
-        chunk_size: int = 2000,
+        chunk_size: int = 100_000,
+        page_cache_kib: int = 256 * 1024,
     ) -> None:
         self.app = app
         self.engine = engine
         self.projections = list(projections)
         self.chunk_size = chunk_size
+        self.page_cache_kib = page_cache_kib
+        self.mapper = reading_mapper(app)
+        for p in self.projections:
+            attach = getattr(p, "attach", None)
+            if attach is not None:
+                attach(app)  # e.g. to fold a case again from the event store
+        self._reconcile()
         METADATA.create_all(engine)
+
+    def _reconcile(self) -> None:
+        """Make the stored views match the code's tables before anything is read.
+
+        Read models are derived: a projection whose stored columns differ from the code's (an
+        older version) loses its tables and position and is rebuilt by the next catch-up; an
+        index added since is created in place.
+        """
+        with self.engine.begin() as conn:
+            found = inspect(conn)
+            existing = set(found.get_table_names())
+            for p in self.projections:
+                stale = any(
+                    t.name in existing
+                    and {c["name"] for c in found.get_columns(t.name)} != set(t.columns.keys())
+                    for t in p.tables
+                )
+                if stale:
+                    for t in p.tables:
+                        t.drop(conn, checkfirst=True)
+                    if tracking.name in existing:
+                        conn.execute(delete(tracking).where(tracking.c.name == p.name))
+                    continue
+                for t in p.tables:
+                    if t.name in existing:
+                        have = {i["name"] for i in found.get_indexes(t.name)}
+                        for index in t.indexes:
+                            if index.name not in have:
+                                index.create(conn)
 
     def positions(self) -> dict[str, int]:
         with self.engine.connect() as conn:
@@ -89,6 +134,10 @@ class ProjectionRunner:
         progress: Callable[[int], None] | None = None,
     ) -> int:
         """Process every event not yet seen (up to `until`); return how many were read."""
+        with _no_cyclic_gc():
+            return self._catch_up(until, progress)
+
+    def _catch_up(self, until: int | None, progress: Callable[[int], None] | None) -> int:
         seen = 0
         while True:
             try:
@@ -113,11 +162,15 @@ class ProjectionRunner:
         )
         if not notes:
             return 0
-        to_event = self.app.mapper.to_domain_event
+        to_event = self.mapper.to_domain_event
         decoded = [(n.id, to_event(n)) for n in notes]
         last = notes[-1].id
         try:
             with self.engine.begin() as conn:
+                if conn.dialect.name == "sqlite":
+                    # The view B-trees a chunk updates, kept in memory rather than re-read from
+                    # the file for each row (SQLite's default page cache is 2 MiB).
+                    conn.exec_driver_sql(f"PRAGMA cache_size=-{self.page_cache_kib}")
                 for p in self.projections:
                     pos = positions[p.name]
                     if pos >= last:
@@ -166,3 +219,75 @@ class ProjectionRunner:
                 conn.execute(delete(tracking).where(tracking.c.name == p.name))
                 p.reset()
         return self.catch_up()
+
+
+class _OrjsonDecoding(Transcoder):
+    """Decodes what the application's `JSONTranscoder` wrote, parsing with orjson (2-3x faster).
+
+    The values are the same: standard JSON parses to the same Python values with `json` and
+    orjson, and each `{"_type_": name, "_data_": data}` object is turned back, innermost first,
+    by the application's own registered transcodings, as `JSONTranscoder`'s object hook does.
+    What orjson refuses (NaN, integers past 64 bits) goes to the application's transcoder.
+    """
+
+    def __init__(self, transcoder: JSONTranscoder) -> None:
+        self.transcoder = transcoder
+
+    def encode(self, obj: Any) -> bytes:
+        return self.transcoder.encode(obj)
+
+    def decode(self, data: bytes) -> Any:
+        try:
+            parsed = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return self.transcoder.decode(data)
+        return self._revive(parsed)
+
+    def _revive(self, obj: Any) -> Any:
+        """Turn transcoded objects back, innermost first (what the object hook does)."""
+        if type(obj) is dict:
+            for key, value in obj.items():
+                kind = type(value)
+                if kind is dict:
+                    if len(value) == 2 and type(value.get("_data_")) is str and "_type_" in value:
+                        obj[key] = self.transcoder._decode_obj(value)  # a leaf: a date-time…
+                    else:
+                        obj[key] = self._revive(value)
+                elif kind is list:
+                    obj[key] = self._revive(value)
+            if len(obj) == 2 and "_type_" in obj and "_data_" in obj:
+                return self.transcoder._decode_obj(obj)
+            return obj
+        for i, value in enumerate(obj):
+            kind = type(value)
+            if kind is dict or kind is list:
+                obj[i] = self._revive(value)
+        return obj
+
+
+def reading_mapper(app: HazardLoop) -> Mapper[Any]:
+    """The application's mapper, or the same with orjson parsing when it is the stock JSON one."""
+    mapper = app.mapper
+    transcoder = mapper.transcoder
+    if type(mapper) is Mapper and type(transcoder) is JSONTranscoder:
+        return Mapper(_OrjsonDecoding(transcoder), mapper.compressor, mapper.cipher)
+    return mapper
+
+
+@contextmanager
+def _no_cyclic_gc() -> Iterator[None]:
+    """Pause CPython's cyclic garbage collector while catching up.
+
+    A catch-up allocates millions of objects next to a large, long-lived cache of cases, and
+    the collector's passes would keep walking that cache (they cost more than the decoding).
+    Reference counting still frees everything a chunk leaves behind: a catch-up makes no
+    reference cycles (checked: a full collection after a 1M-event catch-up finds none), and any
+    it did make would be collected once the collector is back on.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
