@@ -458,13 +458,20 @@ def projections_status(db: DbOption = None, json: JsonOption = False) -> None:
 def projections_catch_up(
     db: DbOption = None,
     chunk_size: Annotated[
-        int, typer.Option("--chunk-size", min=1, max=100_000, help="Events per transaction.")
-    ] = 2000,
+        int | None,
+        typer.Option(
+            "--chunk-size",
+            min=1,
+            max=1_000_000,
+            help="Events per transaction (default: the runner's, 100,000).",
+        ),
+    ] = None,
 ) -> None:
     """Follow every event not yet projected."""
     configure_logging()
     _, runner = _runner(db)
-    runner.chunk_size = chunk_size
+    if chunk_size is not None:
+        runner.chunk_size = chunk_size
     started = time.perf_counter()
     n = runner.catch_up()
     get_logger().info("caught up", events=n, seconds=round(time.perf_counter() - started, 3))
@@ -726,10 +733,18 @@ def nightly_cmd(
 # ------------------------------------------------------------------ audit
 
 from adapters.audit_cli import audit_app, dossier_cmd, tipster_app  # noqa: E402
+from adapters.webhooks_cli import feed_cmd, webhooks_app  # noqa: E402
 
 app.add_typer(audit_app, name="audit")
 app.add_typer(tipster_app, name="tipster")
 app.command("dossier")(dossier_cmd)
+app.add_typer(webhooks_app, name="webhooks")
+app.command("feed")(feed_cmd)
+
+from adapters.http_cli import serve_cmd, tokens_app  # noqa: E402
+
+app.add_typer(tokens_app, name="tokens")
+app.command("serve")(serve_cmd)
 
 
 def main() -> None:

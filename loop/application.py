@@ -22,9 +22,11 @@ from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError, PersistenceError
 
 from loop import commands as c
+from loop.authorization import Directory, Principal, authorize, check_actor
 from loop.commands import Subject
 from loop.errors import (
     ConcurrencyConflict,
+    Forbidden,
     GridExists,
     HazardAlreadyExists,
     HazardLoopError,
@@ -42,7 +44,7 @@ from loop.hazard import Context, Hazard, Vault, hazard_uuid
 from loop.organisation import PARENT_LEVEL, Grid, Person, Unit, grid_uuid, person_uuid, unit_uuid
 from loop.policy import Policy, WorkCalendar
 
-__all__ = ["HazardLoop", "IdempotencyRecorder", "Result", "Subject"]
+__all__ = ["Authority", "HazardLoop", "IdempotencyRecorder", "Result", "Subject"]
 
 A = TypeVar("A", bound=Aggregate)
 
@@ -175,12 +177,32 @@ class Result:
         )
 
 
+@dataclass(frozen=True)
+class Authority:
+    """Who gives the commands, and what they expect (loop.authorization decides each command).
+
+    `principal`: the authenticated caller, whose roles and scope must allow each command and
+    whose actor each command must name. `directory`: finds the principal an extension's or a
+    parking's `approved_by` names. `expected_version`: the version the caller last saw of the
+    hazard it writes to (HTTP `If-Match`); another version refuses the command as a conflict.
+    """
+
+    principal: Principal | None = None
+    directory: Directory | None = None
+    expected_version: int | None = None
+
+
 class _UnitOfWork:
     """The aggregates touched by one transaction, and the idempotency rows to store with them."""
 
-    def __init__(self, known: OrderedDict[Subject, Aggregate] | None = None) -> None:
+    def __init__(
+        self,
+        known: OrderedDict[Subject, Aggregate] | None = None,
+        authority: Authority | None = None,
+    ) -> None:
         self.aggregates: dict[Subject, Aggregate] = {}
         self.known = known
+        self.authority = authority or Authority()
         self.cached = False  # whether an aggregate came from the cache, not from the store
         self.keys: dict[str, tuple[str, bytes]] = {}
         self.rows: list[tuple[str, str, bytes]] = []
@@ -272,9 +294,13 @@ class HazardLoop(Application):  # type: ignore[type-arg]
 
     # ----------------------------------------------------------------- writes
 
-    def handle(self, command: c.CommandBase) -> Result:
-        """Apply one command in its own transaction; raise the error that refuses it."""
-        result = next(self.handle_many([command], batch_size=1))
+    def handle(self, command: c.CommandBase, *, authority: Authority | None = None) -> Result:
+        """Apply one command in its own transaction; raise the error that refuses it.
+
+        With an `authority` naming a principal, the command must be theirs to give
+        (loop.authorization); a command they may not give raises Forbidden and changes nothing.
+        """
+        result = next(self.handle_many([command], batch_size=1, authority=authority))
         if result.error is not None:
             raise result.error
         return result
@@ -285,6 +311,7 @@ class HazardLoop(Application):  # type: ignore[type-arg]
         *,
         batch_size: int = 500,
         cache_size: int = 20_000,
+        authority: Authority | None = None,
     ) -> Iterator[Result]:
         """Apply commands in order, `batch_size` to a transaction; yield one Result each.
 
@@ -293,24 +320,27 @@ class HazardLoop(Application):  # type: ignore[type-arg]
         If a batch's transaction fails (another writer got there first), the batch is applied
         again one command per transaction, on fresh state, so each command gets its own verdict
         (a one-command batch decided on a copy cached by an earlier batch is decided again too).
+        With an `authority`, each command is authorized as in `handle`.
         """
         known: OrderedDict[Subject, Aggregate] = OrderedDict()
         batch: list[c.CommandBase | HazardLoopError] = []
+        auth = authority or Authority()
         for item in items:
             batch.append(item)
             if len(batch) >= batch_size:
-                yield from self._run_batch(batch, known, cache_size)
+                yield from self._run_batch(batch, known, cache_size, auth)
                 batch = []
         if batch:
-            yield from self._run_batch(batch, known, cache_size)
+            yield from self._run_batch(batch, known, cache_size, auth)
 
     def _run_batch(
         self,
         batch: Sequence[c.CommandBase | HazardLoopError],
         known: OrderedDict[Subject, Aggregate],
         cache_size: int,
+        authority: Authority,
     ) -> list[Result]:
-        uow = _UnitOfWork(known)
+        uow = _UnitOfWork(known, authority)
         results = [self._execute(item, uow) for item in batch]
         try:
             self._commit(uow)
@@ -319,12 +349,14 @@ class HazardLoop(Application):  # type: ignore[type-arg]
             if len(batch) == 1 and uow.cached and isinstance(exc, ConcurrencyConflict):
                 # Decided on a copy cached by an earlier batch, which another writer has
                 # since moved on: decide again on fresh state, as a larger batch would.
-                return self._run_batch(batch, known, cache_size)
+                return self._run_batch(batch, known, cache_size, authority)
             if len(batch) == 1:
                 item = batch[0]
                 assert isinstance(item, c.CommandBase)
                 return [self._after_failed_commit(item, exc)]
-            return [r for item in batch for r in self._run_batch([item], known, cache_size)]
+            return [
+                r for item in batch for r in self._run_batch([item], known, cache_size, authority)
+            ]
         for subject, aggregate in uow.aggregates.items():
             known[subject] = aggregate
             known.move_to_end(subject)
@@ -391,6 +423,11 @@ class HazardLoop(Application):  # type: ignore[type-arg]
         return result
 
     def _decide(self, cmd: c.CommandBase, uow: _UnitOfWork) -> Result:
+        principal = uow.authority.principal
+        if principal is not None:
+            verdict = check_actor(principal, cmd)  # before a replay: keys are per actor too
+            if isinstance(verdict, Forbidden):
+                raise verdict
         fp: str | None = None
         if cmd.idempotency_key:
             fp = c.fingerprint(cmd)
@@ -417,13 +454,17 @@ class HazardLoop(Application):  # type: ignore[type-arg]
             seal=self.vault.seal if self.vault else None,
         )
         if isinstance(cmd, c.Discover):
+            self._authorize(cmd, None, uow)
             if self._load(Hazard, cmd.hazard_id, uow) is not None:
                 raise _already_exists(cmd.subject)
+            self._expect(cmd, 0, uow)
             hazard = Hazard.discover(cmd, ctx)
             uow.aggregates[cmd.subject] = hazard
             event = "Discovered"
         else:
             hazard = self._require(Hazard, cmd.hazard_id, uow)
+            self._authorize(cmd, hazard, uow)
+            self._expect(cmd, hazard.version, uow)
             if isinstance(cmd, c.Reject) and cmd.duplicate_of not in (None, cmd.hazard_id):
                 assert cmd.duplicate_of is not None
                 if self._load(Hazard, cmd.duplicate_of, uow) is None:
@@ -441,7 +482,27 @@ class HazardLoop(Application):  # type: ignore[type-arg]
             due=hazard.due,
         )
 
+    def _authorize(self, cmd: c.CommandBase, hazard: Hazard | None, uow: _UnitOfWork) -> None:
+        """Refuse (Forbidden) a command its principal may not give to the case as it stands."""
+        authority = uow.authority
+        if authority.principal is not None:
+            authorize(authority.principal, cmd, hazard, authority.directory)
+
+    @staticmethod
+    def _expect(cmd: c.HazardCommand, version: int, uow: _UnitOfWork) -> None:
+        """Refuse a command whose caller expected the case at another version (`If-Match`)."""
+        expected = uow.authority.expected_version
+        if expected is not None and expected != version:
+            raise ConcurrencyConflict(
+                f"hazard {cmd.hazard_id!r} is at version {version}, not the expected {expected}; "
+                "reload and retry",
+                hazard_ids=[cmd.hazard_id],
+                expected_version=expected,
+                version=version,
+            )
+
     def _decide_organisation(self, cmd: c.CommandBase, uow: _UnitOfWork) -> Result:
+        self._authorize(cmd, None, uow)
         now = self._now()
         aggregate: Aggregate
         if isinstance(cmd, c.EstablishGrid):

@@ -27,7 +27,10 @@
     │   ├── NotPostHolder           not_post_holder      `relieve` names someone who does not hold the post
     │   ├── AlreadyPostHolder       already_post_holder  `appoint` names the post's current holder
     │   └── IdempotencyKeyReused    idempotency_key_reused  the key came back with a different command
-    ├── ConcurrencyConflict         concurrency_conflict another writer changed the case first
+    ├── ConcurrencyConflict         concurrency_conflict another writer changed the case first (or If-Match failed)
+    ├── NotAuthorized               (a caller who may not do what they asked)
+    │   ├── Unauthorized            unauthorized         no credentials, or credentials not recognised
+    │   └── Forbidden               forbidden            the authenticated actor may not do this
     ├── InvalidPolicy               invalid_policy       the time-limit policy file cannot be used
     ├── CalendarError               invalid_calendar     the operator's working-day calendar file cannot be used
     └── StoreError                  store_error          the event store cannot be opened, read or written
@@ -52,6 +55,7 @@ __all__ = [
     "DueNotAfterStart",
     "DueRequired",
     "ExtensionNotLater",
+    "Forbidden",
     "GridExists",
     "HazardAlreadyExists",
     "HazardLoopError",
@@ -62,10 +66,12 @@ __all__ = [
     "InvalidPolicy",
     "InvalidTransition",
     "MalformedJSON",
+    "NotAuthorized",
     "NotPostHolder",
     "PersonExists",
     "RuleViolation",
     "StoreError",
+    "Unauthorized",
     "UnitExists",
     "UnknownCommand",
     "UnknownGrid",
@@ -251,9 +257,28 @@ class IdempotencyKeyReused(RuleViolation):
 
 
 class ConcurrencyConflict(HazardLoopError):
-    """Raised when another writer recorded a step on the same case first; retry on fresh state."""
+    """Raised when another writer recorded a step on the same case first, or the caller expected
+    the case at a version it has moved on from (If-Match); retry on fresh state."""
 
     code = "concurrency_conflict"
+
+
+class NotAuthorized(HazardLoopError):
+    """Raised when a caller may not do what they asked; the root of the two below."""
+
+    code = "not_authorized"
+
+
+class Unauthorized(NotAuthorized):
+    """Raised when a request carries no credentials, or credentials nobody issued (or revoked)."""
+
+    code = "unauthorized"
+
+
+class Forbidden(NotAuthorized):
+    """Raised when the authenticated actor's roles and scope do not allow the command or read."""
+
+    code = "forbidden"
 
 
 class InvalidPolicy(HazardLoopError):

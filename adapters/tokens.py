@@ -1,0 +1,237 @@
+"""API tokens: each one names an actor with roles, a grid scope and a unit; stored only hashed.
+
+A token is `hl_` and 43 characters of a random 256-bit secret, shown once when it is created.
+The store keeps its SHA-256 (a secret of that entropy needs no slow hash), in the `api_tokens`
+table of the event store's SQLite file, beside the public id used to list and revoke it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+import sqlite3
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from loop.authorization import GRID_SCOPED_ROLES, ROLES, Principal
+from loop.errors import InvalidCommand, StoreError, Unauthorized
+
+__all__ = ["TOKENS_TABLE", "TOKEN_PREFIX", "TokenInfo", "TokenStore", "hash_token"]
+
+TOKENS_TABLE = "api_tokens"
+TOKEN_PREFIX = "hl_"
+_NAME = re.compile(r"^[^\x00-\x1f\x7f\s](?:[^\x00-\x1f\x7f]{0,62}[^\x00-\x1f\x7f\s])?$")
+
+
+def hash_token(token: str) -> str:
+    """The stored form of a token: the hex SHA-256 of its UTF-8 bytes."""
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    """What is known of an issued token (never the token itself)."""
+
+    id: str
+    actor: str
+    roles: tuple[str, ...]
+    grids: tuple[str, ...]
+    unit: str | None
+    label: str | None
+    created_at: datetime
+    revoked_at: datetime | None
+
+    @property
+    def principal(self) -> Principal:
+        return Principal(self.actor, frozenset(self.roles), self.grids, self.unit)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "actor": self.actor,
+            "roles": list(self.roles),
+            "grids": list(self.grids),
+            "unit": self.unit,
+            "label": self.label,
+            "created_at": self.created_at.isoformat(),
+            "revoked_at": self.revoked_at.isoformat() if self.revoked_at else None,
+        }
+
+
+def _check(actor: str, roles: Iterable[str], grids: Iterable[str], unit: str | None) -> None:
+    problems: list[dict[str, str]] = []
+    roles, grids = list(roles), list(grids)
+    if not _NAME.match(actor):
+        problems.append({"field": "actor", "problem": "1-64 characters, no control characters"})
+    if not roles:
+        problems.append({"field": "roles", "problem": f"give at least one of {', '.join(ROLES)}"})
+    for role in roles:
+        if role not in ROLES:
+            problems.append({"field": "roles", "problem": f"unknown role {role!r}"})
+    for grid in grids:
+        if not _NAME.match(grid):
+            problems.append({"field": "grids", "problem": f"bad grid pattern {grid!r}"})
+    if GRID_SCOPED_ROLES & set(roles) and not grids:
+        problems.append(
+            {"field": "grids", "problem": "a grid-scoped role needs a scope: codes, PREFIX*, or *"}
+        )
+    if "unit" in roles and not unit:
+        problems.append({"field": "unit", "problem": "the unit role needs the unit's code"})
+    if unit is not None and not _NAME.match(unit):
+        problems.append({"field": "unit", "problem": "1-64 characters, no control characters"})
+    if problems:
+        summary = "; ".join(f"{p['field']}: {p['problem']}" for p in problems)
+        raise InvalidCommand(f"cannot issue the token: {summary}", fields=problems)
+
+
+class TokenStore:
+    """Issues, lists, revokes and checks API tokens, in the store's SQLite file."""
+
+    def __init__(self, store: Path) -> None:
+        self.store = store
+        conn = self._connect()
+        try:
+            with conn:
+                conn.execute(
+                    f"CREATE TABLE IF NOT EXISTS {TOKENS_TABLE} ("
+                    "id TEXT PRIMARY KEY, hash TEXT NOT NULL UNIQUE, actor TEXT NOT NULL, "
+                    "roles TEXT NOT NULL, grids TEXT NOT NULL, unit TEXT, label TEXT, "
+                    "created_at TEXT NOT NULL, revoked_at TEXT)"
+                )
+                conn.execute(
+                    f"CREATE INDEX IF NOT EXISTS ix_{TOKENS_TABLE}_actor ON {TOKENS_TABLE} (actor)"
+                )
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open the API tokens in {store}: {exc}") from exc
+        finally:
+            conn.close()
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            return sqlite3.connect(self.store, timeout=30)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open the API tokens in {self.store}: {exc}") from exc
+
+    def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        conn = self._connect()
+        try:
+            with conn:
+                return conn.execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read the API tokens: {exc}") from exc
+        finally:
+            conn.close()
+
+    def create(
+        self,
+        actor: str,
+        roles: Iterable[str],
+        grids: Iterable[str] = (),
+        unit: str | None = None,
+        label: str | None = None,
+        *,
+        now: datetime | None = None,
+    ) -> tuple[TokenInfo, str]:
+        """Issue a token; return what is stored of it and the token itself (shown once)."""
+        roles = tuple(dict.fromkeys(roles))
+        grids = tuple(dict.fromkeys(grids))
+        _check(actor, roles, grids, unit)
+        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        info = TokenInfo(
+            id="tok_" + secrets.token_hex(6),
+            actor=actor,
+            roles=roles,
+            grids=grids,
+            unit=unit,
+            label=label,
+            created_at=(now or datetime.now(UTC)).astimezone(UTC),
+            revoked_at=None,
+        )
+        self._query(
+            f"INSERT INTO {TOKENS_TABLE} (id, hash, actor, roles, grids, unit, label, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                info.id,
+                hash_token(token),
+                actor,
+                orjson.dumps(list(roles)).decode(),
+                orjson.dumps(list(grids)).decode(),
+                unit,
+                label,
+                info.created_at.isoformat(),
+            ),
+        )
+        return info, token
+
+    def list(self, *, include_revoked: bool = False) -> list[TokenInfo]:
+        """The tokens issued (the revoked ones too, if asked), oldest first."""
+        where = "" if include_revoked else " WHERE revoked_at IS NULL"
+        rows = self._query(
+            f"SELECT id, actor, roles, grids, unit, label, created_at, revoked_at "
+            f"FROM {TOKENS_TABLE}{where} ORDER BY created_at, id"
+        )
+        return [_info(row) for row in rows]
+
+    def revoke(self, token_id: str, *, now: datetime | None = None) -> bool:
+        """Revoke a token by its id at once; False if no live token has that id."""
+        conn = self._connect()
+        try:
+            with conn:
+                changed = conn.execute(
+                    f"UPDATE {TOKENS_TABLE} SET revoked_at=? WHERE id=? AND revoked_at IS NULL",
+                    ((now or datetime.now(UTC)).astimezone(UTC).isoformat(), token_id),
+                ).rowcount
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot revoke the API token {token_id!r}: {exc}") from exc
+        finally:
+            conn.close()
+        return bool(changed)
+
+    def authenticate(self, token: str | None) -> Principal:
+        """The principal a presented token stands for; Unauthorized if none, unknown or revoked."""
+        if not token:
+            raise Unauthorized("no API token: send `Authorization: Bearer <token>`")
+        rows = self._query(
+            f"SELECT id, actor, roles, grids, unit, label, created_at, revoked_at "
+            f"FROM {TOKENS_TABLE} WHERE hash=? AND revoked_at IS NULL",
+            (hash_token(token),),
+        )
+        if not rows:
+            raise Unauthorized("the API token is unknown or has been revoked")
+        return _info(rows[0]).principal
+
+    def principal_of(self, actor: str) -> Principal | None:
+        """Everything `actor`'s live tokens allow, as one principal; None if they hold none."""
+        infos = [
+            _info(row)
+            for row in self._query(
+                f"SELECT id, actor, roles, grids, unit, label, created_at, revoked_at "
+                f"FROM {TOKENS_TABLE} WHERE actor=? AND revoked_at IS NULL",
+                (actor,),
+            )
+        ]
+        if not infos:
+            return None
+        roles = frozenset(r for info in infos for r in info.roles)
+        grids = tuple(dict.fromkeys(g for info in infos for g in info.grids))
+        units = [info.unit for info in infos if info.unit]
+        return Principal(actor, roles, grids, units[0] if units else None)
+
+
+def _info(row: tuple[Any, ...]) -> TokenInfo:
+    return TokenInfo(
+        id=row[0],
+        actor=row[1],
+        roles=tuple(orjson.loads(row[2])),
+        grids=tuple(orjson.loads(row[3])),
+        unit=row[4],
+        label=row[5],
+        created_at=datetime.fromisoformat(row[6]),
+        revoked_at=datetime.fromisoformat(row[7]) if row[7] else None,
+    )

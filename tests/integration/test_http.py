@@ -1,0 +1,364 @@
+"""The HTTP API in-process: the contract and results of `apply`, idempotent retries, If-Match,
+one error shape with its status, and the read endpoints (time travel, ledger, reports, feed)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from adapters.bootstrap import Settings
+from adapters.embed import EmbeddedEngine
+from adapters.http import STATUS, create_app, status_of
+from loop.errors import HazardLoopError, all_error_classes
+from tests.apiclient import ApiClient, issue
+from tests.conftest import FakeClock
+
+ROOT = Path(__file__).resolve().parents[2]
+
+#: A patrol day, as the README's example: business times given, so results are reproducible.
+DAY = [
+    {"command": "discover", "hazard_id": "JY-1", "actor": "wang.grid",
+     "at": "2026-09-28T09:30:00+08:00", "grid": "D01-S02-C03", "category": "fire",
+     "grade": "general", "title": "Fire exit blocked by goods"},
+    {"command": "report", "hazard_id": "JY-1", "actor": "wang.grid",
+     "at": "2026-09-28T09:40:00+08:00"},
+    {"command": "assign", "hazard_id": "JY-1", "actor": "centre.li",
+     "at": "2026-09-28T10:00:00+08:00", "unit": "fire-brigade", "person": "zhao"},
+    {"command": "close", "hazard_id": "JY-1", "actor": "centre.li"},
+]  # fmt: skip
+
+
+class Api:
+    """An app on a fresh store, with tokens for the grid member, the centre and an auditor."""
+
+    def __init__(self, db: Path, clock: FakeClock) -> None:
+        self.app = create_app(Settings(db=str(db)), clock=clock)
+        self.engine: EmbeddedEngine = self.app.state.engine
+        self.wang = ApiClient(
+            self.app, issue(self.engine, "wang.grid", "grid_member", grids=("D01-*",))
+        )
+        self.centre = ApiClient(
+            self.app, issue(self.engine, "centre.li", "command_centre", grids=("*",))
+        )
+        self.unit = ApiClient(self.app, issue(self.engine, "zhao", "unit", unit="fire-brigade"))
+        self.auditor = ApiClient(self.app, issue(self.engine, "audit.zhou", "auditor"))
+        self.admin = ApiClient(self.app, issue(self.engine, "registrar", "admin", grids=("*",)))
+
+    def head(self) -> int:
+        return int(self.engine.app.recorder.max_notification_id() or 0)
+
+    def as_actor(self, command: dict[str, Any]) -> ApiClient:
+        return {"wang.grid": self.wang, "centre.li": self.centre, "zhao": self.unit}[
+            command["actor"]
+        ]
+
+
+@pytest.fixture
+def api(db_path: Path, clock: FakeClock) -> Iterator[Api]:
+    found = Api(db_path, clock)
+    yield found
+    found.engine.close()
+
+
+def discover(hazard_id: str, **fields: Any) -> dict[str, Any]:
+    return {
+        "command": "discover",
+        "hazard_id": hazard_id,
+        "grid": "D01-S01",
+        "category": "fire",
+        "grade": "general",
+        "title": "Blocked exit",
+        **fields,
+    }
+
+
+class TestCommands:
+    """POST /commands takes the contract and answers what `hazardloop apply` prints."""
+
+    def test_results_are_those_apply_prints(self, api: Api, tmp_path: Path) -> None:
+        lines = tmp_path / "day.jsonl"
+        lines.write_text("\n".join(json.dumps(c) for c in DAY) + "\n", encoding="utf-8")
+        applied = subprocess.run(
+            [sys.executable, "-m", "adapters.cli", "apply", str(lines), "--db",
+             str(tmp_path / "cli.db")],
+            capture_output=True, text=True, check=False, cwd=ROOT,
+            env={"PATH": "/usr/bin:/bin", "HAZARDLOOP_LOG_LEVEL": "warning"},
+        )  # fmt: skip
+        printed = [json.loads(line) for line in applied.stdout.splitlines()]
+        answered = []
+        for command in DAY:
+            response = api.as_actor(command).post("/commands", json=command)
+            answered.append(response.json())
+            assert response.status_code == (200 if response.json()["ok"] else 409)
+        for shown in printed:
+            shown.pop("line")
+            if "error" in shown:
+                shown["error"].setdefault("details", {})
+        assert answered == printed
+        assert printed[-1]["error"]["code"] == "invalid_transition"
+
+    def test_a_batch_answers_one_result_per_command_in_order(self, api: Api) -> None:
+        batch = [discover("B-1"), {"command": "report", "hazard_id": "B-1"},
+                 {"command": "close", "hazard_id": "B-1"}]  # fmt: skip
+        response = api.wang.post("/commands", json=batch)
+        assert response.status_code == 200
+        body = response.json()
+        assert [r["line"] for r in body["results"]] == [1, 2, 3]
+        assert [r["ok"] for r in body["results"]] == [True, True, False]
+        assert body["refused"] == 1
+        assert body["results"][2]["error"]["code"] == "forbidden"
+
+    def test_a_malformed_command_in_a_batch_refuses_the_whole_batch(self, api: Api) -> None:
+        batch = [discover("M-1"), {"command": "report", "hazard_id": "M-1", "note": 3}]
+        response = api.wang.post("/commands", json=batch)
+        assert response.status_code == 422
+        error = response.json()["error"]
+        assert error["code"] == "invalid_command"
+        assert error["details"]["lines"][0]["line"] == 2
+        assert error["details"]["lines"][0]["error"]["details"]["fields"][0]["field"] == "note"
+        assert api.head() == 0
+
+    def test_a_patrol_upload_retried_three_times_records_its_events_once(self, api: Api) -> None:
+        upload = []
+        for n in range(1, 4):
+            upload += [discover(f"P-{n}"), {"command": "report", "hazard_id": f"P-{n}"}]
+        headers = {"Idempotency-Key": "pda-17/2026-11-20/upload-1"}
+        answers = [api.wang.post("/commands", json=upload, headers=headers) for _ in range(3)]
+        assert [a.status_code for a in answers] == [200, 200, 200]
+        first, *retries = (a.json()["results"] for a in answers)
+        assert all(r["ok"] and "replayed" not in r for r in first)
+        for retry in retries:
+            assert all(r["replayed"] for r in retry)
+            assert [r["version"] for r in retry] == [r["version"] for r in first]
+        assert api.head() == 6
+        assert [len(api.engine.app.history(f"P-{n}")) for n in (1, 2, 3)] == [2, 2, 2]
+
+    def test_a_key_sent_again_with_another_command_is_refused(self, api: Api) -> None:
+        headers = {"Idempotency-Key": "k-1"}
+        assert api.wang.post("/commands", json=discover("K-1"), headers=headers).is_success
+        again = api.wang.post("/commands", json=discover("K-2"), headers=headers)
+        assert again.status_code == 409
+        assert again.json()["error"]["code"] == "idempotency_key_reused"
+        body_key = discover("K-3", idempotency_key="k-other")
+        mismatch = api.wang.post("/commands", json=body_key, headers=headers)
+        assert mismatch.status_code == 422
+        assert api.head() == 1
+
+    def test_if_match_guards_against_a_lost_update(self, api: Api) -> None:
+        created = api.wang.post("/commands", json=discover("V-1"))
+        assert created.headers["ETag"] == '"1"'
+        report = {"command": "report", "hazard_id": "V-1"}
+        stale = api.wang.post("/commands", json=report, headers={"If-Match": '"0"'})
+        assert stale.status_code == 409
+        assert stale.json()["error"]["details"] == {
+            "hazard_ids": ["V-1"], "expected_version": 0, "version": 1,
+        }  # fmt: skip
+        assert api.head() == 1
+        fresh = api.wang.post("/commands", json=report, headers={"If-Match": '"1"'})
+        assert fresh.status_code == 200
+        assert fresh.headers["ETag"] == '"2"'
+        assert api.wang.get("/hazards/V-1").headers["ETag"] == '"2"'
+
+    @pytest.mark.parametrize(
+        ("payload", "headers"),
+        [
+            ([discover("V-2")], {"If-Match": "1"}),
+            ({"command": "establish_grid", "grid": "G", "name": "G", "level": "district"},
+             {"If-Match": "0"}),
+            (discover("V-3"), {"If-Match": "three"}),
+        ],
+    )  # fmt: skip
+    def test_if_match_is_for_one_hazard_command_with_a_version(
+        self, api: Api, payload: Any, headers: dict[str, str]
+    ) -> None:
+        response = api.wang.post("/commands", json=payload, headers=headers)
+        assert response.status_code == 422
+        assert api.head() == 0
+
+
+class TestErrors:
+    """One error shape, one status per branch of the error tree, never a 500 for bad input."""
+
+    def test_every_error_code_has_a_status(self) -> None:
+        for cls in all_error_classes():
+            status = status_of(cls("x"))
+            assert status in (401, 403, 404, 409, 422, 500, 503), cls
+        assert STATUS[HazardLoopError] == 500
+
+    @pytest.mark.parametrize(
+        ("payload", "status", "code"),
+        [
+            (b"{not json", 422, "malformed_json"),
+            (b"42", 422, "malformed_json"),
+            (b"[]", 422, "invalid_command"),
+            (b'{"command": "demolish", "hazard_id": "X"}', 422, "unknown_command"),
+            (b'{"command": {"nested": 1}}', 422, "unknown_command"),
+            (b'{"hazard_id": "X"}', 422, "invalid_command"),
+            (b'{"command": "resume", "hazard_id": "nope"}', 404, "hazard_not_found"),
+            (b'{"command": "register_unit", "unit": "u", "name": "U", "grid": "D01"}',
+             404, "unknown_grid"),
+        ],
+    )  # fmt: skip
+    def test_a_bad_command_gets_its_status_and_code(
+        self, api: Api, payload: bytes, status: int, code: str
+    ) -> None:
+        response = api.admin.post(
+            "/commands", content=payload, headers={"Content-Type": "application/json"}
+        )
+        assert response.status_code == status, response.text
+        assert response.json()["error"]["code"] == code
+        assert set(response.json()["error"]) == {"code", "message", "details"}
+
+    def test_a_malformed_field_names_itself(self, api: Api) -> None:
+        response = api.wang.post("/commands", json=discover("F-1", grade="minor"))
+        assert response.status_code == 422
+        fields = response.json()["error"]["details"]["fields"]
+        assert [f["field"] for f in fields] == ["grade"]
+
+    def test_a_refused_transition_is_409(self, api: Api) -> None:
+        api.wang.post("/commands", json=discover("T-1"))
+        response = api.centre.post("/commands", json={"command": "close", "hazard_id": "T-1"})
+        assert response.status_code == 409
+        assert response.json()["error"]["code"] == "invalid_transition"
+
+    @pytest.mark.parametrize(
+        "headers",
+        [{}, {"Authorization": "Bearer hl_not-a-token"}, {"Authorization": "Basic d2FuZzpwdw=="}],
+    )
+    def test_no_or_a_bad_token_is_401(self, api: Api, headers: dict[str, str]) -> None:
+        anonymous = ApiClient(api.app)
+        response = anonymous.post("/commands", json=discover("U-1"), headers=headers)
+        assert response.status_code == 401
+        assert response.headers["WWW-Authenticate"] == "Bearer"
+        assert response.json()["error"]["code"] == "unauthorized"
+        assert anonymous.get("/hazards", headers=headers).status_code == 401
+        assert api.head() == 0
+
+    def test_a_revoked_token_is_401_at_once(self, api: Api) -> None:
+        info, token = api.engine.tokens.create("temp", ["auditor"])
+        client = ApiClient(api.app, token)
+        assert client.get("/audit/head").status_code == 200
+        assert api.engine.tokens.revoke(info.id)
+        assert client.get("/audit/head").status_code == 401
+
+    @pytest.mark.parametrize(
+        ("path", "status", "code"),
+        [
+            ("/hazards/nope", 404, "hazard_not_found"),
+            ("/hazards?overdeu=true", 422, "invalid_command"),
+            ("/hazards?page=0", 422, "invalid_command"),
+            ("/hazards?status=open", 422, "invalid_command"),
+            ("/hazards/X?as_of=yesterday", 422, "invalid_command"),
+            ("/hazards/X?as_of=9999-12-31", 422, "invalid_command"),
+            ("/reports/accountability?period=0000", 422, "invalid_command"),
+            ("/reports/accountability", 422, "invalid_command"),
+            ("/reports/overdue?format=pdf", 422, "invalid_command"),
+            ("/events?after=-1", 422, "invalid_command"),
+            ("/no/such/thing", 404, "not_found"),
+        ],
+    )
+    def test_a_bad_read_gets_its_status_and_code(
+        self, api: Api, path: str, status: int, code: str
+    ) -> None:
+        response = api.auditor.get(path)
+        assert response.status_code == status, response.text
+        assert response.json()["error"]["code"] == code
+
+    def test_a_wrong_method_is_405_in_the_same_shape(self, api: Api) -> None:
+        response = api.auditor.request("DELETE", "/hazards")
+        assert response.status_code == 405
+        assert response.json()["error"]["code"] == "method_not_allowed"
+        assert "GET" in response.headers["Allow"]
+
+
+class TestReads:
+    """The read endpoints answer what the CLI shows, as of a moment or as known then."""
+
+    def test_a_hazard_now_and_as_of_a_past_moment(self, api: Api, clock: FakeClock) -> None:
+        api.wang.post("/commands", json=discover("R-1"))
+        clock.advance(hours=2)
+        api.wang.post("/commands", json={"command": "report", "hazard_id": "R-1"})
+        now = api.wang.get("/hazards/R-1").json()
+        assert (now["status"], now["version"], now["holder"]) == ("reported", 2, "command_centre")
+        before = clock.now.replace(hour=clock.now.hour - 1).isoformat()
+        then = api.wang.get("/hazards/R-1", params={"as_of": before}).json()
+        assert then["status"] == "discovered"
+        known = api.wang.get("/hazards/R-1", params={"known_at": before}).json()
+        assert known["version"] == 1
+        history = api.wang.get("/hazards/R-1/history", params={"known_at": before}).json()
+        assert [e["event"] for e in history["events"]] == ["Discovered"]
+        full = api.wang.get("/hazards/R-1/history").json()["events"]
+        assert [(e["event"], e["actor"]) for e in full] == [
+            ("Discovered", "wang.grid"), ("Reported", "wang.grid"),
+        ]  # fmt: skip
+        assert all(len(e["case_hash"]) == 64 for e in full)
+        gone = api.wang.get("/hazards/R-1", params={"as_of": "2020-01-01"})
+        assert gone.status_code == 404
+
+    def test_the_ledger_filters_and_pages(self, api: Api, clock: FakeClock) -> None:
+        for n in range(5):
+            api.wang.post("/commands", json=discover(f"L-{n}", grade="major" if n else "general"))
+        api.wang.post("/commands", json={"command": "report", "hazard_id": "L-0"})
+        page = api.auditor.get("/hazards", params={"page_size": 2}).json()
+        assert (page["total"], len(page["items"]), page["next_page"]) == (5, 2, 2)
+        last = api.auditor.get("/hazards", params={"page_size": 2, "page": 3}).json()
+        assert (len(last["items"]), last["next_page"]) == (1, None)
+        reported = api.auditor.get("/hazards", params={"status": "reported"}).json()
+        assert [i["hazard_id"] for i in reported["items"]] == ["L-0"]
+        major = api.auditor.get("/hazards", params={"grade": "major", "step": "report"}).json()
+        assert major["total"] == 4
+        assert api.auditor.get("/hazards", params={"overdue": True}).json()["total"] == 0
+        clock.advance(days=3)  # a major hazard is reported within 2 hours
+        overdue = api.auditor.get("/hazards", params={"overdue": "true"}).json()
+        assert {i["hazard_id"] for i in overdue["items"]} == {"L-1", "L-2", "L-3", "L-4"}
+        assert all(i["overdue"] for i in overdue["items"])
+
+    def test_reports_in_every_format(self, api: Api, clock: FakeClock) -> None:
+        api.wang.post("/commands", json=discover("O-1", grade="major"))
+        clock.advance(days=1)
+        overdue = api.auditor.get("/reports/overdue").json()
+        assert [r["hazard_id"] for r in overdue["rows"]] == ["O-1"]
+        csv = api.auditor.get("/reports/overdue", params={"format": "csv", "lang": "en"})
+        assert csv.headers["content-type"].startswith("text/csv")
+        assert "O-1" in csv.content.decode("utf-8-sig")
+        xlsx = api.auditor.get("/reports/overdue", params={"format": "xlsx"})
+        assert xlsx.content[:2] == b"PK"
+        period = {"period": clock.now.strftime("%Y-%m")}
+        accountability = api.auditor.get("/reports/accountability", params=period)
+        assert accountability.status_code == 200
+        assert "rows" in accountability.json()
+        html = api.auditor.get("/reports/accountability", params={**period, "format": "html"})
+        assert html.headers["content-type"].startswith("text/html")
+        then = api.auditor.get("/reports/overdue", params={"known_at": "2020-01-01"}).json()
+        assert then["rows"] == []
+
+    def test_dossier_audit_head_and_feed(self, api: Api) -> None:
+        api.wang.post("/commands", json=discover("D-1"))
+        api.wang.post("/commands", json={"command": "report", "hazard_id": "D-1"})
+        dossier = api.auditor.get("/hazards/D-1/dossier").json()
+        assert dossier["proof"]["intact"] is True
+        html = api.auditor.get("/hazards/D-1/dossier", params={"format": "html"})
+        assert html.headers["content-type"].startswith("text/html")
+        head = api.auditor.get("/audit/head").json()
+        assert head["count"] == 2
+        assert head["head"] == dossier["proof"]["log_head"]
+        feed = api.auditor.get("/events", params={"after": 0, "limit": 1}).json()
+        assert [e["type"] for e in feed["events"]] == ["Hazard.Discovered"]
+        assert (feed["next_after"], feed["head"]) == (1, 2)
+        rest = api.auditor.get("/events", params={"after": feed["next_after"]}).json()
+        assert [e["type"] for e in rest["events"]] == ["Hazard.Reported"]
+
+    def test_health_and_the_openapi_document_need_no_token(self, api: Api) -> None:
+        anonymous = ApiClient(api.app)
+        assert anonymous.get("/healthz").json() == {"ok": True}
+        document = anonymous.get("/openapi.json").json()
+        assert {"/commands", "/hazards", "/hazards/{hazard_id}", "/hazards/{hazard_id}/history",
+                "/hazards/{hazard_id}/dossier", "/reports/overdue", "/reports/accountability",
+                "/audit/head", "/events"} <= set(document["paths"])  # fmt: skip
+        assert "Discover" in document["components"]["schemas"]
