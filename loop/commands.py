@@ -73,7 +73,7 @@ def _rfc3339(value: Any) -> Any:
     if isinstance(value, datetime):
         if value.tzinfo is None or value.utcoffset() is None:
             raise ValueError("a date-time needs a UTC offset (RFC 3339), e.g. +08:00")
-        return value
+        return _in_range(value)
     if isinstance(value, str):
         if not _RFC3339.match(value):
             raise ValueError(
@@ -85,10 +85,24 @@ def _rfc3339(value: Any) -> Any:
         if m:
             text = m.group(1) + m.group(2)
         try:
-            return datetime.fromisoformat(text)
+            parsed = datetime.fromisoformat(text)
         except ValueError as exc:
             raise ValueError(f"not a valid date-time: {exc}") from None
+        return _in_range(parsed)
     raise ValueError("expected an RFC 3339 date-time string with offset")
+
+
+#: The years a command's date-time may fall in. Outside them the engine could not count working
+#: days or add a time limit without overflowing (year 9999 + 30 days), and no real case is there.
+FIRST_YEAR, LAST_YEAR = 1970, 2199
+
+
+def _in_range(value: datetime) -> datetime:
+    if not FIRST_YEAR <= value.year <= LAST_YEAR:
+        raise ValueError(
+            f"year {value.year} is outside the years a case can be in ({FIRST_YEAR}-{LAST_YEAR})"
+        )
+    return value
 
 
 Timestamp = Annotated[datetime, BeforeValidator(_rfc3339)]
@@ -469,10 +483,15 @@ def parse_command(data: Any) -> Command:
         raise InvalidCommand(
             "field `command` is missing", fields=[{"field": "command", "problem": "missing"}]
         )
+    if not isinstance(name, str):
+        raise UnknownCommand(
+            f"`command` is a name of the contract, not {type(name).__name__}",
+            command=repr(name)[:100],
+        )
     if name not in COMMAND_CLASSES:
         raise UnknownCommand(
             f"unknown command {name!r}; the contract has: {', '.join(ALL_COMMAND_NAMES)}",
-            command=name if isinstance(name, str) else repr(name),
+            command=name,
         )
     try:
         return _ADAPTER.validate_python(data)

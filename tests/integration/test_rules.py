@@ -23,7 +23,9 @@ from loop.errors import (
     HazardLoopError,
     HazardNotFound,
     IdempotencyKeyReused,
+    InvalidCommand,
     InvalidDuplicate,
+    UnknownCommand,
     VerifierIsRectifier,
 )
 from loop.lifecycle import Status
@@ -166,3 +168,43 @@ class TestIdempotency:
         finally:
             other.close()
         assert len(engine.history("H")) == 1
+
+
+class TestMalformedCommands:
+    """Found by schemathesis through the HTTP API: each once crashed or overflowed the engine."""
+
+    def test_a_command_name_that_is_not_a_string_is_an_unknown_command(self) -> None:
+        for name in ({}, {"nested": 1}, [], 7):
+            with pytest.raises(UnknownCommand) as info:
+                parse_command({"command": name, "hazard_id": "H"})
+            assert info.value.code == "unknown_command"
+            assert repr(name) in str(info.value.details["command"])
+
+    @pytest.mark.parametrize(
+        "moment",
+        [
+            "0001-01-01T00:00:00Z",
+            "9999-12-31T23:59:59+08:00",
+            "1969-12-31T23:59:59Z",
+            "2200-01-01T00:00:00+08:00",
+        ],
+    )
+    def test_a_date_time_outside_the_years_a_case_can_be_in_is_refused_by_name(
+        self, engine: HazardLoop, moment: str
+    ) -> None:
+        with pytest.raises(InvalidCommand) as info:
+            parse_command(command("discover", "H", T0) | {"at": moment})
+        assert [f["field"] for f in info.value.details["fields"]] == ["at"]
+        assert "outside the years" in str(info.value)
+        assert not engine.exists("H")
+
+    def test_a_due_date_far_in_the_future_is_refused_not_overflowed(
+        self, engine: HazardLoop
+    ) -> None:
+        at = bring_to(engine, Status.REPORTED, "H")
+        cmd = command("assign", "H", at)
+        with pytest.raises(InvalidCommand):
+            parse_command(cmd | {"due": "9999-12-31T23:59:59Z"})
+        before = len(engine.history("H"))
+        engine.handle(parse_command(cmd | {"due": "2199-06-30T00:00:00+08:00"}))
+        assert len(engine.history("H")) == before + 1
