@@ -423,7 +423,10 @@ def _demo_reports(path: Path, console: Console) -> None:
 
 # ------------------------------------------------------------ projections
 
-projections_app = typer.Typer(help="Read models: lag, catch-up, rebuild.", no_args_is_help=True)
+projections_app = typer.Typer(
+    help="Read models: lag, catch-up, a worker that follows the log, rebuild.",
+    no_args_is_help=True,
+)
 app.add_typer(projections_app, name="projections")
 
 
@@ -476,6 +479,49 @@ def projections_catch_up(
     n = runner.catch_up()
     get_logger().info("caught up", events=n, seconds=round(time.perf_counter() - started, 3))
     sys.stdout.write(_dumps({"events": n, "status": [r.__dict__ for r in runner.status()]}) + "\n")
+
+
+@projections_app.command("run")
+def projections_run(
+    db: DbOption = None,
+    interval: Annotated[
+        float,
+        typer.Option("--interval", min=0.01, max=3600.0,
+                     help="Seconds to wait between polls when there is nothing new."),
+    ] = 0.5,
+    chunk_size: Annotated[
+        int,
+        typer.Option("--chunk-size", min=1, max=1_000_000,
+                     help="Events per transaction (small: writers wait less for the lock)."),
+    ] = 10_000,
+) -> None:  # fmt: skip
+    """Keep the read models following the event log until SIGTERM or SIGINT (then exit 0).
+
+    Reconnects with back-off when the database goes away; a first signal finishes the chunk in
+    progress, a second rolls it back.
+    """
+    from adapters.bootstrap import build_runner
+    from projections.runner import StopRequest, is_connection_error
+
+    configure_logging()
+    log = get_logger("hazardloop.projections")
+    stop = StopRequest()
+    stop.install()
+    runner, attempt = None, 0
+    while runner is None and not stop.requested:  # the database may not be up yet
+        try:
+            runner = build_runner(build_engine(Settings(db=db) if db else Settings()))
+        except HazardLoopError as exc:
+            if not is_connection_error(exc):
+                raise _fail(exc, EXIT_USAGE) from None
+            attempt += 1
+            log.warning("store unreachable, reconnecting", attempt=attempt, error=exc.message)
+            stop.wait(min(5.0, 0.1 * 2 ** min(attempt, 16)))
+    if runner is None:
+        return
+    runner.chunk_size = chunk_size
+    n = runner.run(interval=interval, stop=stop, log=log)
+    sys.stdout.write(_dumps({"events": n, "positions": runner.committed}) + "\n")
 
 
 @projections_app.command("rebuild")
