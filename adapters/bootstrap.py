@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import dataclasses
 import sqlite3
+import weakref
 from pathlib import Path
 
+import psycopg
 from eventsourcing.persistence import PersistenceError
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.pool import Pool
 
 from adapters.calendars import ChinaCalendar
-from adapters.store import StoreLocation, parse_db
+from adapters.store import HazardLoopPostgresRecorder, StoreLocation, location_of, parse_db
 from adapters.tipsters import TipsterVault, load_master_key
 from loop.application import Clock, HazardLoop
 from loop.errors import InvalidPolicy, StoreError
@@ -32,7 +35,10 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="HAZARDLOOP_", extra="ignore", frozen=True)
 
-    db: str | None = Field(default=None, description="store: file path or sqlite:/// URL")
+    db: str | None = Field(
+        default=None,
+        description="store: a SQLite file path or sqlite:/// URL, or postgresql://user@host:port/db",
+    )
     policy: Path | None = Field(default=None, description="time-limit policy TOML file")
     calendar: Path | None = Field(
         default=None, description="operator working-day calendar TOML for years not yet known"
@@ -41,8 +47,13 @@ class Settings(BaseSettings):
     cipher_key: str | None = Field(
         default=None,
         description="master key sealing tipsters' identities: base64 of 32 bytes "
-        "(default: a key file created beside the store)",
+        "(default: the key file, or a key file created beside a SQLite store)",
         repr=False,
+    )
+    cipher_key_file: Path | None = Field(
+        default=None,
+        description="file holding the master key (created with mode 0600 if missing); "
+        "a PostgreSQL store needs this or cipher_key",
     )
 
 
@@ -66,22 +77,71 @@ def build_engine(settings: Settings | None = None, *, clock: Clock | None = None
     location: StoreLocation = parse_db(settings.db)
     policy = load_policy(settings)
     calendar = ChinaCalendar.from_file(settings.calendar)
+    if location.file is not None:
+        try:
+            location.file.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot open the event store {location.display}: {exc}") from exc
+    if location.is_postgres:
+        probe_postgres(location)
     try:
-        location.path.parent.mkdir(parents=True, exist_ok=True)
         app = HazardLoop(env=location.env(), policy=policy, calendar=calendar, clock=clock)
-    except (sqlite3.Error, PersistenceError, OSError) as exc:
+    except (sqlite3.Error, PersistenceError, psycopg.Error, OSError) as exc:
         # The one place where the store library's errors become ours.
-        raise StoreError(f"cannot open the event store {location.path}: {exc}") from exc
-    app.vault = TipsterVault(location.path, load_master_key(settings.cipher_key, location.path))
+        raise StoreError(f"cannot open the event store {location.display}: {exc}") from exc
+    try:
+        master = load_master_key(settings.cipher_key, location.file, settings.cipher_key_file)
+        if location.is_postgres:
+            recorder = app.recorder
+            assert isinstance(recorder, HazardLoopPostgresRecorder)
+            app.vault = TipsterVault(None, master, pg_connect=recorder.datastore.get_connection)
+        else:
+            app.vault = TipsterVault(location.path, master)
+    except BaseException:
+        app.close()
+        raise
     return app
 
 
+def _dispose_pools(pools: list[Pool]) -> None:
+    for pool in pools:
+        pool.dispose()
+
+
+def probe_postgres(location: StoreLocation) -> None:
+    """Connect once, so an unreachable server or a missing database is named at once (the
+    library's pool would retry for its whole connect timeout, and say less)."""
+    try:
+        with psycopg.connect(**location.psycopg_kwargs()):
+            pass
+    except psycopg.Error as exc:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise StoreError(f"cannot connect to the event store {location.display}: {reason}") from exc
+
+
 def views_engine(app: HazardLoop) -> Engine:
-    """A SQLAlchemy engine on the store's database, for the read models."""
-    path = app.env.get("SQLITE_DBNAME")
-    if not path:
-        raise StoreError("the read models need the event store's database")
-    return create_engine(f"sqlite:///{path}", connect_args={"timeout": 30})
+    """A SQLAlchemy engine on the store's database, for the read models.
+
+    SQLite: a file engine that waits up to 30 s for the write lock. PostgreSQL: a pooled
+    psycopg 3 engine on the same database as the events (HAZARDLOOP_POOL_SIZE connections,
+    HAZARDLOOP_POOL_OVERFLOW more when busy).
+    """
+    location = location_of(app)
+    if location.pg is not None:
+        engine = create_engine(
+            location.sqlalchemy_url(),
+            pool_size=location.pg.pool_size,
+            max_overflow=location.pg.max_overflow,
+            pool_pre_ping=True,
+            connect_args={"connect_timeout": location.pg.connect_timeout},
+        )
+        # Pooled connections are closed when the engine goes, not left to the server (nor to
+        # the garbage collector, which warns); `dispose()` starts a new pool: followed too.
+        pools: list[Pool] = [engine.pool]
+        event.listen(engine, "engine_disposed", lambda e: pools.append(e.pool))
+        weakref.finalize(engine, _dispose_pools, pools)
+        return engine
+    return create_engine(location.sqlalchemy_url(), connect_args={"timeout": 30})
 
 
 def build_runner(app: HazardLoop, engine: Engine | None = None) -> ProjectionRunner:

@@ -792,6 +792,10 @@ from adapters.http_cli import serve_cmd, tokens_app  # noqa: E402
 app.add_typer(tokens_app, name="tokens")
 app.command("serve")(serve_cmd)
 
+from adapters.db_cli import db_app  # noqa: E402
+
+app.add_typer(db_app, name="db")
+
 
 def main() -> None:
     """Entry point of the `hazardloop` console script."""

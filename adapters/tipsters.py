@@ -6,6 +6,12 @@ live in the store's `tipster_keys` table, themselves wrapped (AES-GCM) with the 
 settings (HAZARDLOOP_CIPHER_KEY) or from a key file created beside the store. Erasing a tipster
 destroys the case's data key for good (SQLite `secure_delete`, WAL checkpointed): the event and
 every hash chain over its ciphertext stay exactly as they were, but nobody can read the name.
+
+On a PostgreSQL store the data keys live in the same database, in the same table; there is no
+store file to put a key file beside, so the master key comes from HAZARDLOOP_CIPHER_KEY or from a
+key file named by HAZARDLOOP_CIPHER_KEY_FILE. Erasing there deletes the row and rewrites the
+table (`VACUUM FULL`), so the key's bytes leave the table's files (docs/postgres.md says what a
+server's WAL and backups still hold).
 """
 
 from __future__ import annotations
@@ -14,7 +20,10 @@ import base64
 import os
 import secrets
 import sqlite3
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
+from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -28,9 +37,10 @@ SEALED_PREFIX = "sealed:v1:"
 KEYS_TABLE = "tipster_keys"
 
 
-def load_master_key(setting: str | None, store: Path) -> bytes:
-    """The master key: HAZARDLOOP_CIPHER_KEY (base64 of 32 bytes), or `<store>.key`, created
-    with mode 0600 on first use."""
+def load_master_key(setting: str | None, store: Path | None, key_file: Path | None = None) -> bytes:
+    """The master key: HAZARDLOOP_CIPHER_KEY (base64 of 32 bytes), or the key file
+    (`key_file`, HAZARDLOOP_CIPHER_KEY_FILE; by default `<store>.key` beside a SQLite store),
+    created with mode 0600 on first use. A PostgreSQL store (`store` None) has no default."""
     if setting:
         try:
             key = base64.b64decode(setting, validate=True)
@@ -39,7 +49,15 @@ def load_master_key(setting: str | None, store: Path) -> bytes:
         if len(key) != 32:
             raise StoreError("HAZARDLOOP_CIPHER_KEY must be the base64 of 32 random bytes")
         return key
-    path = store.with_name(store.name + ".key")
+    if key_file is not None:
+        path = key_file.expanduser()
+    elif store is not None:
+        path = store.with_name(store.name + ".key")
+    else:
+        raise StoreError(
+            "a PostgreSQL store keeps no key file beside it: set HAZARDLOOP_CIPHER_KEY (base64 of "
+            "32 random bytes) or HAZARDLOOP_CIPHER_KEY_FILE (a key file, created if missing)"
+        )
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
@@ -61,12 +79,32 @@ def load_master_key(setting: str | None, store: Path) -> bytes:
     return key
 
 
-class TipsterVault:
-    """Seals, opens and erases confidential reporters, one data key per case."""
+#: Opens a connection to a PostgreSQL store in autocommit mode (e.g. the engine's own pool).
+PgConnect = Callable[[], AbstractContextManager[Any]]
 
-    def __init__(self, store: Path, master_key: bytes) -> None:
+
+class TipsterVault:
+    """Seals, opens and erases confidential reporters, one data key per case.
+
+    The keys live in the store: a SQLite file (`store`), or a PostgreSQL database reached
+    through `pg_connect` (the engine's own connection pool).
+    """
+
+    def __init__(
+        self, store: Path | None, master_key: bytes, *, pg_connect: PgConnect | None = None
+    ) -> None:
+        if (store is None) == (pg_connect is None):
+            raise ValueError("a vault lives in a SQLite file or in a PostgreSQL store")
         self.store = store
+        self._pg = pg_connect
         self._master = AESGCM(master_key)
+        if self._pg is not None:
+            with self._pg_cursor("open the tipster keys") as cur:
+                cur.execute(
+                    f"CREATE TABLE IF NOT EXISTS {KEYS_TABLE} ("
+                    "hazard_id text PRIMARY KEY, wrapped bytea NOT NULL)"
+                )
+            return
         conn = self._connect()
         try:
             with conn:
@@ -77,39 +115,67 @@ class TipsterVault:
         finally:
             conn.close()
 
+    @contextmanager
+    def _pg_cursor(self, doing: str) -> Iterator[Any]:
+        import psycopg
+        from eventsourcing.persistence import PersistenceError
+
+        assert self._pg is not None
+        try:
+            with self._pg() as conn, conn.cursor() as cur:
+                yield cur
+        except (psycopg.Error, PersistenceError) as exc:
+            raise StoreError(f"cannot {doing}: {exc}") from exc
+
     def _connect(self) -> sqlite3.Connection:
         try:
-            conn = sqlite3.connect(self.store, timeout=30)
+            conn = sqlite3.connect(self.store or "", timeout=30)
             conn.execute("PRAGMA secure_delete=ON")
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the tipster keys in {self.store}: {exc}") from exc
         return conn
 
-    def _data_key(self, hazard_id: str, *, create: bool) -> bytes | None:
+    def _wrapped(self, hazard_id: str, *, create: bool) -> bytes | None:
+        new = b""
+        if create:
+            # Written before the event: a crash in between leaves an unused key, never
+            # an event nobody can read. A retried discover finds and reuses it.
+            nonce = secrets.token_bytes(12)
+            new = nonce + self._master.encrypt(nonce, secrets.token_bytes(32), hazard_id.encode())
+        if self._pg is not None:
+            with self._pg_cursor("read the tipster keys") as cur:
+                if create:
+                    cur.execute(
+                        f"INSERT INTO {KEYS_TABLE} (hazard_id, wrapped) VALUES (%s, %s) "
+                        "ON CONFLICT (hazard_id) DO NOTHING",
+                        (hazard_id, new),
+                    )
+                cur.execute(f"SELECT wrapped FROM {KEYS_TABLE} WHERE hazard_id=%s", (hazard_id,))
+                row = cur.fetchone()
+            return (
+                None if row is None else bytes(row["wrapped"] if isinstance(row, dict) else row[0])
+            )
         conn = self._connect()
         try:
             with conn:
                 if create:
-                    # Written before the event: a crash in between leaves an unused key, never
-                    # an event nobody can read. A retried discover finds and reuses it.
-                    nonce = secrets.token_bytes(12)
-                    wrapped = nonce + self._master.encrypt(
-                        nonce, secrets.token_bytes(32), hazard_id.encode()
-                    )
                     conn.execute(
                         f"INSERT OR IGNORE INTO {KEYS_TABLE} (hazard_id, wrapped) VALUES (?, ?)",
-                        (hazard_id, wrapped),
+                        (hazard_id, new),
                     )
-                row = conn.execute(
+                found = conn.execute(
                     f"SELECT wrapped FROM {KEYS_TABLE} WHERE hazard_id=?", (hazard_id,)
                 ).fetchone()
         except sqlite3.Error as exc:
             raise StoreError(f"cannot read the tipster keys: {exc}") from exc
         finally:
             conn.close()
-        if row is None:
+        return None if found is None else bytes(found[0])
+
+    def _data_key(self, hazard_id: str, *, create: bool) -> bytes | None:
+        blob = self._wrapped(hazard_id, create=create)
+        if blob is None:
             return None
-        blob = bytes(row[0])
         try:
             return self._master.decrypt(blob[:12], blob[12:], hazard_id.encode())
         except InvalidTag:
@@ -140,6 +206,13 @@ class TipsterVault:
 
     def erase(self, hazard_id: str) -> bool:
         """Destroy the case's data key for good; True if there was one."""
+        if self._pg is not None:
+            with self._pg_cursor(f"erase the tipster key of {hazard_id!r}") as cur:
+                cur.execute(f"DELETE FROM {KEYS_TABLE} WHERE hazard_id=%s", (hazard_id,))
+                gone = cur.rowcount
+                # Rewrite the table so the deleted row's bytes leave its files (autocommit).
+                cur.execute(f"VACUUM FULL {KEYS_TABLE}")
+            return bool(gone)
         conn = self._connect()
         try:
             with conn:

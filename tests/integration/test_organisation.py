@@ -42,7 +42,7 @@ from projections.model import POSTS as REPORT_POSTS
 from projections.reports import accountability_report, overdue_report, parse_period
 from projections.runner import ProjectionRunner
 from projections.tables import grids, post_tenures
-from tests.conftest import SHANGHAI, FakeClock
+from tests.conftest import SHANGHAI, FakeClock, store_env
 
 ROOT = Path(__file__).resolve().parents[2]
 T0 = datetime(2026, 9, 1, 8, 0, tzinfo=SHANGHAI)
@@ -323,14 +323,14 @@ class TestStoredEvents:
     """State is rebuilt from the stored events alone."""
 
     def test_a_fresh_engine_rebuilds_the_same_state(
-        self, organised: HazardLoop, db_path: Path, clock: FakeClock
+        self, organised: HazardLoop, store: str, clock: FakeClock
     ) -> None:
         apply(organised, [
             org("appoint", HANDOVER, grid=GRID, post="directly_responsible", person="B"),
             org("relieve", HANDOVER + timedelta(days=1), grid=GRID, post="grid_manager",
                 person="M"),
         ])  # fmt: skip
-        fresh = build_engine(Settings(db=str(db_path)), clock=clock)
+        fresh = build_engine(Settings(db=store), clock=clock)
         try:
             for code in ("D01", "D01-S01", GRID):
                 assert fresh.get_grid(code).to_state() == organised.get_grid(code).to_state()
@@ -363,7 +363,7 @@ class TestIdempotency:
         ids=["appoint", "relieve"],
     )  # fmt: skip
     def test_the_same_key_replays_and_a_different_command_is_refused(
-        self, organised: HazardLoop, db_path: Path, clock: FakeClock, cmd: dict[str, Any]
+        self, organised: HazardLoop, store: str, clock: FakeClock, cmd: dict[str, Any]
     ) -> None:
         first = organised.handle(parse_command(cmd))
         count = event_count(organised)
@@ -373,7 +373,7 @@ class TestIdempotency:
             first.subject, first.event, first.version
         )  # fmt: skip
         assert again.to_dict() == {**first.to_dict(), "replayed": True}
-        fresh = build_engine(Settings(db=str(db_path)), clock=clock)
+        fresh = build_engine(Settings(db=store), clock=clock)
         try:
             assert fresh.handle(parse_command(cmd)).replayed
         finally:
@@ -384,10 +384,10 @@ class TestIdempotency:
         assert event_count(organised) == count
 
     def test_a_batch_retried_on_a_stale_grid_applies_each_command_on_fresh_state(
-        self, organised: HazardLoop, db_path: Path, clock: FakeClock
+        self, organised: HazardLoop, store: str, clock: FakeClock
     ) -> None:
         """Another writer changes the grid between two batches: the cached copy is stale."""
-        other = build_engine(Settings(db=str(db_path)), clock=clock)
+        other = build_engine(Settings(db=store), clock=clock)
 
         def commands() -> Iterator[CommandBase]:
             yield parse_command(org("appoint", HANDOVER, grid=GRID, post="in_charge",
@@ -539,13 +539,11 @@ class TestProjection:
 class TestDemoDistrict:
     """The demo's August changes of post holders shift the charges from the old holder."""
 
-    def test_a_post_changes_hands_and_the_charges_follow_the_deadlines(
-        self, tmp_path: Path
-    ) -> None:
+    def test_a_post_changes_hands_and_the_charges_follow_the_deadlines(self, store: str) -> None:
         from adapters.demo import AS_OF, build_district
 
-        db = tmp_path / "demo.db"
-        summary = build_district(str(db), hazards=150)
+        db = store
+        summary = build_district(db, hazards=150)
         rotations = [
             c for c in summary["organisation"]["changes"]
             if c["post"] == "directly_responsible"
@@ -581,15 +579,16 @@ class TestDemoDistrict:
 class TestApplyCommand:
     """`hazardloop apply` takes the organisation's commands as JSON lines, like any other."""
 
-    def test_organisation_lines_apply_and_report_their_subjects(self, tmp_path: Path) -> None:
+    def test_organisation_lines_apply_and_report_their_subjects(
+        self, tmp_path: Path, store: str
+    ) -> None:
         lines = [*setup_commands()[:3], org("appoint", grid=GRID, post="in_charge", person="X")]
         src = tmp_path / "org.jsonl"
         src.write_text("\n".join(json.dumps(x, ensure_ascii=False) for x in lines) + "\n")
         run = subprocess.run(
-            [sys.executable, "-m", "adapters.cli", "apply", str(src), "--db",
-             str(tmp_path / "h.db")],
+            [sys.executable, "-m", "adapters.cli", "apply", str(src), "--db", store],
             capture_output=True, text=True, cwd=ROOT, timeout=120,
-            env={"PATH": "/usr/bin:/bin", "HAZARDLOOP_LOG_LEVEL": "warning"},
+            env={"PATH": "/usr/bin:/bin", "HAZARDLOOP_LOG_LEVEL": "warning", **store_env()},
         )  # fmt: skip
         assert run.returncode == 1, run.stderr
         out = [json.loads(line) for line in run.stdout.splitlines()]

@@ -1,8 +1,9 @@
-"""Our SQLite recorder passes eventsourcing's own recorder test cases, and keeps its chains.
+"""Our recorders pass eventsourcing's own recorder test cases, and keep their chains.
 
 The abstract cases shipped in `eventsourcing.tests` (insert/select, notification ids, concurrent
-writers, non-interleaving ids) run against `HazardLoopSQLiteRecorder` on a real SQLite file;
-after each case the hash chains the recorder wrote alongside verify intact.
+writers, non-interleaving ids) run against `HazardLoopSQLiteRecorder` on a real SQLite file and
+against `HazardLoopPostgresRecorder` on a fresh database of a real PostgreSQL server; after each
+case the hash chains the recorder wrote alongside verify intact.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ import tempfile
 from pathlib import Path
 from uuid import UUID
 
+import pytest
 from eventsourcing.persistence import StoredEvent
+from eventsourcing.postgres import PostgresDatastore
 from eventsourcing.sqlite import SQLiteDatastore
 from eventsourcing.tests.persistence import (
     ApplicationRecorderTestCase,
@@ -19,7 +22,9 @@ from eventsourcing.tests.persistence import (
 )
 
 from adapters.audit import verify
-from adapters.store import HazardLoopSQLiteRecorder
+from adapters.store import HazardLoopPostgresRecorder, HazardLoopSQLiteRecorder, parse_db
+from tests.conftest import PgCluster, selected_stores
+from tests.integration.test_pg_store import assert_chains_intact
 
 
 class _OnAFile:
@@ -55,6 +60,62 @@ class TestHazardLoopRecorderContract(
 
 class TestHazardLoopRecorderNonInterleaving(_OnAFile, NonInterleavingNotificationIDsBaseCase):
     """Two writers racing: each one's notification ids come out in one unbroken run."""
+
+    def create_stack(self, originator_id: UUID | str) -> list[StoredEvent]:
+        return [
+            StoredEvent(originator_id=originator_id, originator_version=i, topic="", state=b"")
+            for i in range(self.insert_num)
+        ]
+
+
+class _OnAServer:
+    """A fresh PostgreSQL database per test case; the chains are verified when the case ends."""
+
+    cluster: PgCluster
+    name: str = ""
+    datastore: PostgresDatastore | None = None
+
+    @pytest.fixture(autouse=True)
+    def _cluster(self, pg_cluster: PgCluster) -> None:
+        self.cluster = pg_cluster
+
+    def setUp(self) -> None:
+        self.name = self.cluster.create("contract")
+        self.datastore = None
+
+    def tearDown(self) -> None:
+        try:
+            if self.datastore is not None:
+                self.datastore.close()
+                assert_chains_intact(self.cluster.url(self.name))
+        finally:
+            self.cluster.drop(self.name)
+
+    def create_recorder(self) -> HazardLoopPostgresRecorder:
+        pg = parse_db(self.cluster.url(self.name)).pg
+        assert pg is not None
+        if self.datastore is None:
+            self.datastore = PostgresDatastore(
+                dbname=pg.dbname, host=pg.host, port=pg.port, user=pg.user,
+                password=pg.password, pool_size=10, max_overflow=10, lock_timeout=30,
+            )  # fmt: skip
+        recorder = HazardLoopPostgresRecorder(self.datastore)
+        recorder.create_table()
+        return recorder
+
+
+@pytest.mark.skipif("postgres" not in selected_stores(), reason="HAZARDLOOP_TEST_STORES")
+class TestHazardLoopPostgresRecorderContract(
+    _OnAServer, ApplicationRecorderTestCase[HazardLoopPostgresRecorder]
+):
+    """eventsourcing's ApplicationRecorderTestCase, every case, on PostgreSQL."""
+
+
+@pytest.mark.skipif("postgres" not in selected_stores(), reason="HAZARDLOOP_TEST_STORES")
+class TestHazardLoopPostgresRecorderNonInterleaving(
+    _OnAServer, NonInterleavingNotificationIDsBaseCase
+):
+    """Two writers racing on PostgreSQL: each one's notification ids come out unbroken."""
 
     def create_stack(self, originator_id: UUID | str) -> list[StoredEvent]:
         return [

@@ -156,13 +156,13 @@ class TestIdempotency:
         assert len(engine.history("H")) == 1
 
     def test_the_key_survives_a_restart_of_the_engine(
-        self, engine: HazardLoop, db_path: Any, clock: FakeClock
+        self, engine: HazardLoop, store: str, clock: FakeClock
     ) -> None:
         from adapters.bootstrap import Settings, build_engine
 
         cmd = command("discover", "H", T0, idempotency_key="k")
         engine.handle(parse_command(cmd))
-        other = build_engine(Settings(db=str(db_path)), clock=clock)
+        other = build_engine(Settings(db=store), clock=clock)
         try:
             assert other.handle(parse_command(cmd)).replayed
         finally:

@@ -6,7 +6,6 @@ import json
 import subprocess
 import sys
 from datetime import datetime, timedelta
-from pathlib import Path
 
 import pytest
 
@@ -74,15 +73,15 @@ def test_record_times_come_from_the_engine_clock_and_form_a_prefix(
     assert known_positions(late_upload, D - timedelta(days=1)) == 0
 
 
-def test_cli_show_and_history_on_both_axes(late_upload: HazardLoop, db_path: Path) -> None:
+def test_cli_show_and_history_on_both_axes(late_upload: HazardLoop, store: str) -> None:
     cli = [sys.executable, "-m", "adapters.cli"]
     day7 = (D + timedelta(days=7)).isoformat()
-    show = subprocess.run([*cli, "show", "TT-1", "--db", str(db_path), "--known-at", day7],
+    show = subprocess.run([*cli, "show", "TT-1", "--db", store, "--known-at", day7],
                           capture_output=True, text=True, check=False)  # fmt: skip
     assert show.returncode == 0, show.stderr
     assert json.loads(show.stdout)["status"] == "assigned"
     history = subprocess.run(
-        [*cli, "history", "TT-1", "--db", str(db_path), "--known-at", day7],
+        [*cli, "history", "TT-1", "--db", store, "--known-at", day7],
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert history.returncode == 0, history.stderr
@@ -90,7 +89,7 @@ def test_cli_show_and_history_on_both_axes(late_upload: HazardLoop, db_path: Pat
     assert [e["event"] for e in events] == ["Discovered", "Reported", "Assigned"]
     assert [e["position"] for e in events] == [1, 2, 3]
     assert all(len(e["case_hash"]) == 64 for e in events)
-    bad = subprocess.run([*cli, "show", "TT-1", "--db", str(db_path), "--known-at", "yesterday"],
+    bad = subprocess.run([*cli, "show", "TT-1", "--db", store, "--known-at", "yesterday"],
                          capture_output=True, text=True, check=False)  # fmt: skip
     assert bad.returncode == 2
     assert "--known-at" in bad.stderr

@@ -9,14 +9,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from adapters.audit import verify
 from adapters.bootstrap import Settings, build_engine
+from adapters.store import parse_db
 from loop.application import HazardLoop
 from loop.commands import parse_command
 from loop.hazard import Hazard
 from tests.conftest import FakeClock
+from tests.integration.test_pg_store import assert_chains_intact, chain_rows
 
 NAME = "举报人张秀英"  # the tipster: must never be readable from the file or the logs
 TIP = {
@@ -31,6 +34,41 @@ def _file_bytes(db: Path) -> bytes:
     return b"".join(p.read_bytes() for p in db.parent.iterdir() if p.name.startswith(db.name))
 
 
+def _pg(store: str) -> psycopg.Connection[tuple[object, ...]]:
+    return psycopg.connect(**parse_db(store).psycopg_kwargs(), autocommit=True)
+
+
+def _stored_bytes(store: str) -> bytes:
+    """Everything the store holds: the SQLite files' bytes; on PostgreSQL every value of every
+    table (bytea as its bytes, text as UTF-8) and the tables' files as the server wrote them."""
+    if parse_db(store).pg is None:
+        return _file_bytes(Path(store))
+    out: list[bytes] = []
+    with _pg(store) as conn:
+        conn.execute("CHECKPOINT")  # the tables' files as of now, not older pages
+        tables = [r[0] for r in conn.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")]  # fmt: skip
+        for table in tables:
+            for row in conn.execute(f'SELECT * FROM "{table}"'):  # type: ignore[arg-type]
+                for value in row:
+                    out.append(bytes(value) if isinstance(value, bytes | memoryview)
+                               else str(value).encode())  # fmt: skip
+            (path,) = conn.execute(  # type: ignore[misc]
+                "SELECT pg_relation_filepath(%s)", (table,)
+            ).fetchone() or (None,)
+            if path:
+                out.append(conn.execute(
+                    "SELECT pg_read_binary_file(%s)", (path,)).fetchone()[0])  # type: ignore[index]  # fmt: skip
+    return b"".join(out)
+
+
+def _head(store: str) -> tuple[int, bytes]:
+    """The chain head, after checking every link of both chains."""
+    assert_chains_intact(store)
+    _, _, head = chain_rows(store)
+    return int(head[0]), head[1]
+
+
 def _cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "adapters.cli", *args],
@@ -39,14 +77,14 @@ def _cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[st
     )  # fmt: skip
 
 
-def test_name_is_nowhere_in_the_file_or_the_logs_and_shows_only_when_revealed(
-    db_path: Path,
+def test_name_is_nowhere_in_the_store_or_the_logs_and_shows_only_when_revealed(
+    store: str,
 ) -> None:
-    applied = _cli("apply", "-", "--db", str(db_path), stdin=json.dumps(TIP) + "\n")
+    applied = _cli("apply", "-", "--db", store, stdin=json.dumps(TIP) + "\n")
     assert applied.returncode == 0, applied.stderr
     assert applied.stderr  # the per-command log line was written…
     assert NAME not in applied.stderr + applied.stdout  # …without the name
-    app = build_engine(Settings(db=str(db_path)))
+    app = build_engine(Settings(db=store))
     try:
         hazard = app.get_hazard("TIP-1")
         assert hazard.reporter_sealed
@@ -55,34 +93,47 @@ def test_name_is_nowhere_in_the_file_or_the_logs_and_shows_only_when_revealed(
         assert app.vault.open("TIP-1", hazard.reporter) == NAME
     finally:
         app.close()
+    everything = _stored_bytes(store)
+    assert b"TIP-1" in everything  # the search does see the store's contents
     for encoded in (NAME.encode(), NAME.encode("utf-16-le"), NAME.encode("gb18030")):
-        assert encoded not in _file_bytes(db_path)
-    shown = _cli("show", "TIP-1", "--db", str(db_path))
+        assert encoded not in everything
+    shown = _cli("show", "TIP-1", "--db", store)
     assert json.loads(shown.stdout)["reporter"] == "(confidential)"
     assert NAME not in shown.stderr
-    revealed = _cli("show", "TIP-1", "--db", str(db_path), "--reveal-tipster")
+    revealed = _cli("show", "TIP-1", "--db", store, "--reveal-tipster")
     assert json.loads(revealed.stdout)["reporter"] == NAME
-    history = _cli("history", "TIP-1", "--db", str(db_path))
+    history = _cli("history", "TIP-1", "--db", store)
     assert history.returncode == 0
     assert NAME not in history.stdout + history.stderr
 
 
-def test_erasure_is_for_good_and_breaks_no_chain(engine: HazardLoop, db_path: Path) -> None:
+def test_erasure_is_for_good_and_breaks_no_chain(engine: HazardLoop, store: str) -> None:
     assert engine.handle(parse_command(TIP)).ok
     token = engine.get_hazard("TIP-1").reporter
-    conn = sqlite3.connect(db_path)
-    (wrapped,) = conn.execute("SELECT wrapped FROM tipster_keys WHERE hazard_id='TIP-1'").fetchone()
-    conn.close()
-    head_before = verify(db_path).head
+    sqlite = parse_db(store).pg is None
+    select = "SELECT wrapped FROM tipster_keys WHERE hazard_id='TIP-1'"
+    if sqlite:
+        conn = sqlite3.connect(store)
+        (wrapped,) = conn.execute(select).fetchone()
+        conn.close()
+        head_before = verify(Path(store)).head
+    else:
+        with _pg(store) as pg:
+            (wrapped,) = pg.execute(select).fetchone()  # type: ignore[misc]
+        head_before = _head(store)
+    assert bytes(wrapped) in _stored_bytes(store)  # the search does see the key before
     assert engine.vault is not None
     assert engine.vault.erase("TIP-1")
     assert engine.vault.open("TIP-1", token) is None
     assert not engine.vault.erase("TIP-1")
-    after = verify(db_path)
-    assert after.ok
-    assert after.head == head_before  # the events and their chains are untouched
-    assert bytes(wrapped) not in _file_bytes(db_path)  # the key's bytes are gone from the file
-    shown = _cli("show", "TIP-1", "--db", str(db_path), "--reveal-tipster")
+    if sqlite:
+        after = verify(Path(store))
+        assert after.ok
+        assert after.head == head_before  # the events and their chains are untouched
+    else:
+        assert _head(store) == head_before
+    assert bytes(wrapped) not in _stored_bytes(store)  # the key's bytes are gone from the store
+    shown = _cli("show", "TIP-1", "--db", store, "--reveal-tipster")
     assert json.loads(shown.stdout)["reporter"] == "(erased)"
     # The case still loads, in this process and in a fresh one, and its dossier proof holds.
     assert engine.get_hazard("TIP-1").reporter == token
@@ -109,20 +160,38 @@ def test_a_retried_tip_reuses_its_key(engine: HazardLoop) -> None:
     assert engine.vault.open("TIP-1", engine.get_hazard("TIP-1").reporter) == NAME
 
 
-def test_stored_v1_events_load_into_todays_model(db_path: Path, clock: FakeClock) -> None:
+def _insert_raw(store: str, rows: list[tuple[str, int, str, bytes]]) -> None:
+    """Events inserted as stored bytes, behind the recorder's back."""
+    sql = "INSERT INTO stored_events (originator_id, originator_version, topic, state) VALUES "
+    if parse_db(store).pg is None:
+        conn = sqlite3.connect(store)
+        with conn:
+            conn.executemany(sql + "(?,?,?,?)", rows)
+        conn.close()
+    else:
+        with _pg(store) as pg, pg.cursor() as cur:
+            cur.executemany(sql + "(%s,%s,%s,%s)", rows)  # type: ignore[arg-type]
+
+
+def _last_discovered_state(store: str) -> bytes:
+    sql = "SELECT state FROM stored_events WHERE topic LIKE '%Discovered' ORDER BY {} DESC LIMIT 1"
+    if parse_db(store).pg is None:
+        conn = sqlite3.connect(store)
+        (state,) = conn.execute(sql.format("rowid")).fetchone()
+        conn.close()
+        return bytes(state)
+    with _pg(store) as pg:
+        (state,) = pg.execute(sql.format("notification_id")).fetchone()  # type: ignore[arg-type,misc]
+    return bytes(state)
+
+
+def test_stored_v1_events_load_into_todays_model(store: str, clock: FakeClock) -> None:
     """Events captured from the store before Discovered v2, inserted as stored bytes."""
     captured = json.loads((DATA / "stored_v1_case.json").read_text(encoding="utf-8"))["events"]
-    app = build_engine(Settings(db=str(db_path)), clock=clock)
+    app = build_engine(Settings(db=store), clock=clock)
     try:
-        conn = sqlite3.connect(db_path)
-        with conn:
-            conn.executemany(
-                "INSERT INTO stored_events (originator_id, originator_version, topic, state) "
-                "VALUES (?,?,?,?)",
-                [(e["originator_id"], e["originator_version"], e["topic"],
-                  e["state"].encode()) for e in captured],
-            )  # fmt: skip
-        conn.close()
+        _insert_raw(store, [(e["originator_id"], e["originator_version"], e["topic"],
+                             e["state"].encode()) for e in captured])  # fmt: skip
         first = json.loads(captured[0]["state"])
         assert "class_version" not in first
         assert "reporter_sealed" not in first
@@ -135,20 +204,14 @@ def test_stored_v1_events_load_into_todays_model(db_path: Path, clock: FakeClock
         assert hazard.extension_count == 1
         # And today's code writes v2, which loads back the same way.
         assert app.handle(parse_command(TIP)).ok
-        conn = sqlite3.connect(db_path)
-        (state,) = conn.execute(
-            "SELECT state FROM stored_events WHERE topic LIKE '%Discovered' "
-            "ORDER BY rowid DESC LIMIT 1"
-        ).fetchone()
-        conn.close()
-        assert json.loads(state)["class_version"] == 2
+        assert json.loads(_last_discovered_state(store))["class_version"] == 2
     finally:
         app.close()
 
 
 @pytest.mark.parametrize("bad", ["not-base64!", "c2hvcnQ="])
-def test_a_bad_master_key_is_a_clear_error(db_path: Path, bad: str) -> None:
+def test_a_bad_master_key_is_a_clear_error(store: str, bad: str) -> None:
     from loop.errors import StoreError
 
     with pytest.raises(StoreError, match="HAZARDLOOP_CIPHER_KEY"):
-        build_engine(Settings(db=str(db_path), cipher_key=bad))
+        build_engine(Settings(db=store, cipher_key=bad))
