@@ -154,7 +154,7 @@ class TestWorkerOnSQLite:
             wait_for(caught_up(db), f"batch {step}", proc)
         live = views(db)
         status = list(ledger.c.keys()).index("status")
-        by_status = sorted(row[status] for row in live["ledger"])
+        by_status = sorted(str(row[status]) for row in live["ledger"])
         assert by_status == ["discovered"] * 30 + ["rectified"] * 40
         result = stop(proc)
         assert result["positions"] == {"cases": head(db), "organisation": head(db)}
