@@ -13,7 +13,6 @@ import dataclasses
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime
-from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -21,8 +20,9 @@ import orjson
 from sqlalchemy import ColumnElement, Engine, false, func, or_, select, true
 from sqlalchemy.exc import SQLAlchemyError
 
-from adapters.bootstrap import Settings, build_engine, build_runner
+from adapters.bootstrap import Settings, build_engine, build_runner, views_engine
 from adapters.logs import get_logger
+from adapters.store import location_of
 from adapters.tokens import TokenStore
 from loop import commands as c
 from loop.application import Authority, Clock, HazardLoop, Result
@@ -109,12 +109,16 @@ class EmbeddedEngine:
 
     def __init__(self, app: HazardLoop) -> None:
         self.app = app
-        path = app.env.get("SQLITE_DBNAME")
-        if not path:
-            raise StoreError("the embedded engine needs a SQLite event store")
-        self.path = Path(path)
-        #: The API tokens, and the directory of who holds which roles (approvers are found here).
-        self.tokens = TokenStore(self.path)
+        #: Where the store is (a SQLite file or a PostgreSQL database).
+        self.location = location_of(app)
+        #: One SQLAlchemy engine on the store for the read models and the API tokens.
+        self._tables = views_engine(app)
+        try:
+            #: The API tokens, and who holds which roles (approvers are found here).
+            self.tokens = TokenStore(self._tables)
+        except BaseException:
+            self._tables.dispose()
+            raise
         self._lock = threading.RLock()
         self._runner: Any = None
 
@@ -122,8 +126,7 @@ class EmbeddedEngine:
 
     def close(self) -> None:
         """Release the store and the read models."""
-        if self._runner is not None:
-            self._runner.engine.dispose()
+        self._tables.dispose()
         self.app.close()
 
     def __enter__(self) -> EmbeddedEngine:
@@ -337,7 +340,7 @@ class EmbeddedEngine:
         """The read models, caught up with every event stored so far."""
         with self._lock:
             if self._runner is None:
-                self._runner = build_runner(self.app)
+                self._runner = build_runner(self.app, self._tables)
             try:
                 self._runner.catch_up()
             except SQLAlchemyError as exc:
@@ -425,7 +428,7 @@ class EmbeddedEngine:
         from adapters.audit import head_at
 
         try:
-            return str(head_at(self.path, position))
+            return str(head_at(self.location.path, position))
         except HazardLoopError:
             return None  # a store from before the hash chains
 
@@ -481,7 +484,7 @@ class EmbeddedEngine:
         """The head the store records, `COUNT:HASH` (verify it with `hazardloop audit verify`)."""
         from adapters.audit import head
 
-        found = head(self.path)
+        found = head(self.location.path)
         return {"head": str(found), "count": found.count}
 
     # ------------------------------------------------------------------ feed

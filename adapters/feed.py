@@ -1,9 +1,11 @@
 """The pull feed: every stored event, in commit order, as JSON-ready dicts (docs/subscriptions.md).
 
-Positions are the event log's notification ids (SQLite rowids): dense, in commit order, never
-reused, so `after` + `limit` pages through the whole log without gaps and a reader resumes from
-the last position it processed. Each item carries the event's log hash from the hash chain, so a
-subscriber can check what it received against a published head (docs/audit.md).
+Positions are the event log's notification ids: dense, in commit order, never reused, on SQLite
+(rowids, one writer at a time) and on PostgreSQL (numbered under the events' table lock, held
+until commit), so `after` + `limit` pages through the whole log without gaps and a reader
+resumes from the last position it processed, never skipping an event that committed late. Each
+item carries the event's log hash from the hash chain, so a subscriber can check what it
+received against a published head (docs/audit.md).
 
 Nothing is ever decrypted here: a public tip's reporter stays the sealed token it was stored as.
 """
@@ -25,6 +27,7 @@ from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import Mapper, Notification, PersistenceError
 
 from adapters.store import CHAIN_TABLE, from_micros
+from adapters.storesql import select_rows
 from loop.application import HazardLoop
 from loop.errors import InvalidCommand, StoreError
 from projections.runner import reading_mapper
@@ -144,14 +147,13 @@ class _Reader:
         return items
 
     def _chain(self, first: int, last: int) -> dict[int, tuple[int, bytes]]:
-        datastore = self.app.recorder.datastore  # type: ignore[attr-defined]
-        with datastore.transaction(commit=False) as c:
-            c.execute(
-                f"SELECT position, recorded_at, log_hash FROM {CHAIN_TABLE} "
-                "WHERE position BETWEEN ? AND ?",
-                (first, last),
-            )
-            rows = c.fetchall()
+        rows = select_rows(
+            self.app,
+            f"SELECT position, recorded_at, log_hash FROM {CHAIN_TABLE} "
+            "WHERE position BETWEEN :first AND :last",
+            first=first,
+            last=last,
+        )
         return {int(r[0]): (int(r[1]), bytes(r[2])) for r in rows}
 
     def _subject(self, note: Notification, event: DomainEventProtocol[Any]) -> _Subject:

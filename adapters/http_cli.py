@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import signal
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated
 
 import orjson
@@ -15,15 +17,19 @@ import typer
 from adapters.bootstrap import Settings
 from adapters.logs import configure_logging, get_logger
 from adapters.store import parse_db
+from adapters.storesql import store_engine
 from adapters.tokens import TokenStore
 from loop.authorization import ROLES
-from loop.errors import HazardLoopError
+from loop.errors import HazardLoopError, StoreError
 
 __all__ = ["serve_cmd", "tokens_app"]
 
 DbOption = Annotated[
     str | None,
-    typer.Option("--db", help="Store: a file path or sqlite:/// URL (default $HAZARDLOOP_DB)."),
+    typer.Option(
+        "--db",
+        help="Store: a SQLite file path or URL, or a postgresql:// URL (default $HAZARDLOOP_DB).",
+    ),
 ]
 
 
@@ -75,13 +81,20 @@ tokens_app = typer.Typer(
 )
 
 
-def _tokens(db: str | None) -> TokenStore:
+@contextmanager
+def _tokens(db: str | None) -> Iterator[TokenStore]:
     try:
-        path = parse_db(_settings(db).db).path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return TokenStore(path)
+        engine = store_engine(parse_db(_settings(db).db))
     except HazardLoopError as exc:
         raise _fail(exc) from None
+    except OSError as exc:
+        raise _fail(StoreError(f"cannot create the store's folder: {exc}")) from None
+    try:
+        yield TokenStore(engine)
+    except HazardLoopError as exc:
+        raise _fail(exc) from None
+    finally:
+        engine.dispose()
 
 
 @tokens_app.command("create")
@@ -102,11 +115,8 @@ def tokens_create(
     db: DbOption = None,
 ) -> None:
     """Issue a token; print it once (it is stored only hashed) with its id and scope as JSON."""
-    store = _tokens(db)
-    try:
+    with _tokens(db) as store:
         info, token = store.create(actor, role, grid or (), unit, label)
-    except HazardLoopError as exc:
-        raise _fail(exc) from None
     if token_only:
         sys.stdout.write(token + "\n")
     else:
@@ -121,11 +131,8 @@ def tokens_list(
     all_: Annotated[bool, typer.Option("--all", help="Revoked tokens too.")] = False,
 ) -> None:
     """The tokens issued, one JSON object a line (ids and scopes, never the tokens)."""
-    store = _tokens(db)
-    try:
+    with _tokens(db) as store:
         infos = store.list(include_revoked=all_)
-    except HazardLoopError as exc:
-        raise _fail(exc) from None
     for info in infos:
         sys.stdout.write(orjson.dumps(info.to_dict()).decode() + "\n")
 
@@ -136,11 +143,8 @@ def tokens_revoke(
     db: DbOption = None,
 ) -> None:
     """Revoke a token at once: requests bearing it are refused (401) from now on."""
-    store = _tokens(db)
-    try:
+    with _tokens(db) as store:
         revoked = store.revoke(token_id)
-    except HazardLoopError as exc:
-        raise _fail(exc) from None
     sys.stdout.write(orjson.dumps({"id": token_id, "revoked": revoked}).decode() + "\n")
     if not revoked:
         sys.stderr.write(f"TokenNotFound: no live token has the id {token_id!r}\n")

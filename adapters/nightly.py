@@ -17,10 +17,12 @@ from datetime import date, datetime, time
 from pathlib import Path
 from typing import Any
 
+from eventsourcing.persistence import PersistenceError
 from sqlalchemy.exc import SQLAlchemyError
 
 from adapters.bootstrap import build_runner
 from adapters.reports import render_overdue
+from adapters.store import location_of
 from loop.application import HazardLoop
 from loop.commands import Escalate
 from loop.errors import HazardLoopError, InvalidCommand, StoreError
@@ -112,8 +114,9 @@ def run_nightly(
         caught_up = runner.catch_up(progress=advance)
         with runner.engine.connect() as conn:
             report = overdue_report(conn, as_of, app.policy, app.calendar)
-    except (SQLAlchemyError, sqlite3.Error) as exc:
-        # The read models share the store's file: one that is not a database fails here.
+    except (SQLAlchemyError, PersistenceError, sqlite3.Error) as exc:
+        # The read models share the store's database: a SQLite file that is not a database (read
+        # through the driver on the fast path) or a server that went away fails here.
         raise StoreError(f"cannot read the store: {type(exc).__name__}: {exc}") from exc
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -149,7 +152,7 @@ def _chain_head(app: HazardLoop) -> str:
     """The event log's head COUNT:HASH (see docs/audit.md)."""
     from adapters.audit import head
 
-    return str(head(Path(app.env.get("SQLITE_DBNAME", ""))))
+    return str(head(location_of(app).path))
 
 
 def escalate_overdue(app: HazardLoop, report: OverdueReport, *, actor: str) -> list[dict[str, Any]]:

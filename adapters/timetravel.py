@@ -9,7 +9,6 @@ Both together: the case as it had happened by T according to what was known at T
 
 from __future__ import annotations
 
-import sqlite3
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,6 +19,7 @@ from eventsourcing.persistence import PersistenceError
 from sqlalchemy import Engine, create_engine
 
 from adapters.store import CHAIN_TABLE, from_micros, to_micros
+from adapters.storesql import select_rows
 from loop.application import HazardLoop
 from loop.errors import HazardNotFound, StoreError
 from loop.hazard import Hazard, hazard_uuid
@@ -47,16 +47,14 @@ class ChainEntry:
 
 def case_chain(app: HazardLoop, hazard_id: str) -> list[ChainEntry]:
     """The chain entries of a case's events, in version order."""
-    recorder = app.recorder
     try:
-        with recorder.datastore.transaction(commit=False) as c:  # type: ignore[attr-defined]
-            c.execute(
-                f"SELECT originator_version, position, recorded_at, log_hash, case_hash "
-                f"FROM {CHAIN_TABLE} WHERE originator_id=? ORDER BY originator_version",
-                (hazard_uuid(hazard_id).hex,),
-            )
-            rows = c.fetchall()
-    except (sqlite3.Error, PersistenceError) as exc:
+        rows = select_rows(
+            app,
+            f"SELECT originator_version, position, recorded_at, log_hash, case_hash "
+            f"FROM {CHAIN_TABLE} WHERE originator_id=:key ORDER BY originator_version",
+            key=hazard_uuid(hazard_id).hex,
+        )
+    except PersistenceError as exc:
         raise StoreError(f"cannot read the hash chain of {hazard_id!r}: {exc}") from exc
     return [
         ChainEntry(int(r[0]), int(r[1]), from_micros(int(r[2])), bytes(r[3]), bytes(r[4]))
@@ -67,15 +65,14 @@ def case_chain(app: HazardLoop, hazard_id: str) -> list[ChainEntry]:
 def known_positions(app: HazardLoop, known_at: datetime) -> int:
     """How many events of the log had been recorded at `known_at` (the prefix's last position)."""
     try:
-        with app.recorder.datastore.transaction(commit=False) as c:  # type: ignore[attr-defined]
-            c.execute(
-                f"SELECT MAX(position) FROM {CHAIN_TABLE} WHERE recorded_at<=?",
-                (to_micros(known_at),),
-            )
-            row = c.fetchone()
-    except (sqlite3.Error, PersistenceError) as exc:
+        rows = select_rows(
+            app,
+            f"SELECT MAX(position) FROM {CHAIN_TABLE} WHERE recorded_at<=:micros",
+            micros=to_micros(known_at),
+        )
+    except PersistenceError as exc:
         raise StoreError(f"cannot read the hash chain: {exc}") from exc
-    return int(row[0]) if row and row[0] is not None else 0
+    return int(rows[0][0]) if rows and rows[0][0] is not None else 0
 
 
 def version_at(

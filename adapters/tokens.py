@@ -2,7 +2,8 @@
 
 A token is `hl_` and 43 characters of a random 256-bit secret, shown once when it is created.
 The store keeps its SHA-256 (a secret of that entropy needs no slow hash), in the `api_tokens`
-table of the event store's SQLite file, beside the public id used to list and revoke it.
+table of the event store's database (SQLite or PostgreSQL), beside the public id used to list
+and revoke it.
 """
 
 from __future__ import annotations
@@ -10,22 +11,43 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
-import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import orjson
+from sqlalchemy import (
+    Column,
+    Engine,
+    Executable,
+    MetaData,
+    Row,
+    Table,
+    Text,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.exc import SQLAlchemyError
 
+from adapters.storesql import create_tables as create_tables_of
 from loop.authorization import GRID_SCOPED_ROLES, ROLES, Principal
 from loop.errors import InvalidCommand, StoreError, Unauthorized
 
-__all__ = ["TOKENS_TABLE", "TOKEN_PREFIX", "TokenInfo", "TokenStore", "hash_token"]
+__all__ = [
+    "TOKENS_TABLE",
+    "TOKEN_PREFIX",
+    "TokenInfo",
+    "TokenStore",
+    "create_tables",
+    "hash_token",
+    "tokens",
+]
 
 TOKENS_TABLE = "api_tokens"
 TOKEN_PREFIX = "hl_"
+_METADATA = MetaData()
 _NAME = re.compile(r"^[^\x00-\x1f\x7f\s](?:[^\x00-\x1f\x7f]{0,62}[^\x00-\x1f\x7f\s])?$")
 
 
@@ -90,43 +112,49 @@ def _check(actor: str, roles: Iterable[str], grids: Iterable[str], unit: str | N
         raise InvalidCommand(f"cannot issue the token: {summary}", fields=problems)
 
 
+tokens = Table(
+    TOKENS_TABLE,
+    _METADATA,
+    Column("id", Text, primary_key=True),
+    Column("hash", Text, nullable=False, unique=True),
+    Column("actor", Text, nullable=False, index=True),
+    Column("roles", Text, nullable=False),  # JSON list
+    Column("grids", Text, nullable=False),  # JSON list
+    Column("unit", Text),
+    Column("label", Text),
+    Column("created_at", Text, nullable=False),  # RFC 3339, UTC
+    Column("revoked_at", Text),
+)
+_COLUMNS = [tokens.c[name] for name in (
+    "id", "actor", "roles", "grids", "unit", "label", "created_at", "revoked_at"
+)]  # fmt: skip
+
+
+def create_tables(engine: Engine) -> None:
+    """Create the API tokens' table if it is not there yet (on SQLite or PostgreSQL)."""
+    create_tables_of(engine, _METADATA)
+
+
 class TokenStore:
-    """Issues, lists, revokes and checks API tokens, in the store's SQLite file."""
+    """Issues, lists, revokes and checks API tokens, in the store's database.
 
-    def __init__(self, store: Path) -> None:
-        self.store = store
-        conn = self._connect()
-        try:
-            with conn:
-                conn.execute(
-                    f"CREATE TABLE IF NOT EXISTS {TOKENS_TABLE} ("
-                    "id TEXT PRIMARY KEY, hash TEXT NOT NULL UNIQUE, actor TEXT NOT NULL, "
-                    "roles TEXT NOT NULL, grids TEXT NOT NULL, unit TEXT, label TEXT, "
-                    "created_at TEXT NOT NULL, revoked_at TEXT)"
-                )
-                conn.execute(
-                    f"CREATE INDEX IF NOT EXISTS ix_{TOKENS_TABLE}_actor ON {TOKENS_TABLE} (actor)"
-                )
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot open the API tokens in {store}: {exc}") from exc
-        finally:
-            conn.close()
+    `engine` is a SQLAlchemy engine on the store (`adapters.bootstrap.views_engine`, or
+    `adapters.storesql.store_engine`); the caller disposes of it.
+    """
 
-    def _connect(self) -> sqlite3.Connection:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
         try:
-            return sqlite3.connect(self.store, timeout=30)
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot open the API tokens in {self.store}: {exc}") from exc
+            create_tables(engine)
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot open the API tokens in {_where(engine)}: {exc}") from exc
 
-    def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        conn = self._connect()
+    def _query(self, statement: Executable, what: str) -> list[Row[Any]]:
         try:
-            with conn:
-                return conn.execute(sql, params).fetchall()
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot read the API tokens: {exc}") from exc
-        finally:
-            conn.close()
+            with self.engine.begin() as conn:
+                return list(conn.execute(statement).all())
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot {what}: {exc}") from exc
 
     def create(
         self,
@@ -153,44 +181,43 @@ class TokenStore:
             created_at=(now or datetime.now(UTC)).astimezone(UTC),
             revoked_at=None,
         )
-        self._query(
-            f"INSERT INTO {TOKENS_TABLE} (id, hash, actor, roles, grids, unit, label, created_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                info.id,
-                hash_token(token),
-                actor,
-                orjson.dumps(list(roles)).decode(),
-                orjson.dumps(list(grids)).decode(),
-                unit,
-                label,
-                info.created_at.isoformat(),
-            ),
-        )
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    insert(tokens).values(
+                        id=info.id,
+                        hash=hash_token(token),
+                        actor=actor,
+                        roles=orjson.dumps(list(roles)).decode(),
+                        grids=orjson.dumps(list(grids)).decode(),
+                        unit=unit,
+                        label=label,
+                        created_at=info.created_at.isoformat(),
+                    )
+                )
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot read the API tokens: {exc}") from exc
         return info, token
 
     def list(self, *, include_revoked: bool = False) -> list[TokenInfo]:
         """The tokens issued (the revoked ones too, if asked), oldest first."""
-        where = "" if include_revoked else " WHERE revoked_at IS NULL"
-        rows = self._query(
-            f"SELECT id, actor, roles, grids, unit, label, created_at, revoked_at "
-            f"FROM {TOKENS_TABLE}{where} ORDER BY created_at, id"
-        )
-        return [_info(row) for row in rows]
+        query = select(*_COLUMNS).order_by(tokens.c.created_at, tokens.c.id)
+        if not include_revoked:
+            query = query.where(tokens.c.revoked_at.is_(None))
+        return [_info(row) for row in self._query(query, "read the API tokens")]
 
     def revoke(self, token_id: str, *, now: datetime | None = None) -> bool:
         """Revoke a token by its id at once; False if no live token has that id."""
-        conn = self._connect()
+        moment = (now or datetime.now(UTC)).astimezone(UTC).isoformat()
         try:
-            with conn:
+            with self.engine.begin() as conn:
                 changed = conn.execute(
-                    f"UPDATE {TOKENS_TABLE} SET revoked_at=? WHERE id=? AND revoked_at IS NULL",
-                    ((now or datetime.now(UTC)).astimezone(UTC).isoformat(), token_id),
+                    update(tokens)
+                    .where(tokens.c.id == token_id, tokens.c.revoked_at.is_(None))
+                    .values(revoked_at=moment)
                 ).rowcount
-        except sqlite3.Error as exc:
+        except SQLAlchemyError as exc:
             raise StoreError(f"cannot revoke the API token {token_id!r}: {exc}") from exc
-        finally:
-            conn.close()
         return bool(changed)
 
     def authenticate(self, token: str | None) -> Principal:
@@ -198,9 +225,10 @@ class TokenStore:
         if not token:
             raise Unauthorized("no API token: send `Authorization: Bearer <token>`")
         rows = self._query(
-            f"SELECT id, actor, roles, grids, unit, label, created_at, revoked_at "
-            f"FROM {TOKENS_TABLE} WHERE hash=? AND revoked_at IS NULL",
-            (hash_token(token),),
+            select(*_COLUMNS).where(
+                tokens.c.hash == hash_token(token), tokens.c.revoked_at.is_(None)
+            ),
+            "read the API tokens",
         )
         if not rows:
             raise Unauthorized("the API token is unknown or has been revoked")
@@ -208,14 +236,11 @@ class TokenStore:
 
     def principal_of(self, actor: str) -> Principal | None:
         """Everything `actor`'s live tokens allow, as one principal; None if they hold none."""
-        infos = [
-            _info(row)
-            for row in self._query(
-                f"SELECT id, actor, roles, grids, unit, label, created_at, revoked_at "
-                f"FROM {TOKENS_TABLE} WHERE actor=? AND revoked_at IS NULL",
-                (actor,),
-            )
-        ]
+        rows = self._query(
+            select(*_COLUMNS).where(tokens.c.actor == actor, tokens.c.revoked_at.is_(None)),
+            "read the API tokens",
+        )
+        infos = [_info(row) for row in rows]
         if not infos:
             return None
         roles = frozenset(r for info in infos for r in info.roles)
@@ -224,7 +249,14 @@ class TokenStore:
         return Principal(actor, roles, grids, units[0] if units else None)
 
 
-def _info(row: tuple[Any, ...]) -> TokenInfo:
+def _where(engine: Engine) -> str:
+    """The store's database, for messages (never a password)."""
+    if engine.dialect.name == "sqlite":
+        return str(engine.url.database)
+    return engine.url.render_as_string(hide_password=True)
+
+
+def _info(row: Row[Any]) -> TokenInfo:
     return TokenInfo(
         id=row[0],
         actor=row[1],

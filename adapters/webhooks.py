@@ -1,14 +1,14 @@
 """Push webhooks: subscribers, their filters and tracked positions, and the delivery worker.
 
-Each subscriber has a row in the store's `webhook_subscribers` table: URL, filters, its secret
-(sealed with the store's master key: needed in clear to sign, so never stored in clear) and the
-position of the last event it has been given. The worker (`hazardloop webhooks run`) reads the
-pull feed after each subscriber's position and POSTs the events that pass its filters, strictly
-in log order: the position only moves past an event once the receiver has answered 2xx, so
-delivery is at least once, in order per hazard (and across hazards). Each subscriber has its own
-thread, HTTP client, timeouts and backoff, so a dead one never holds up the others; the worker is
-a separate process that only reads the log, so it never holds up the engine. See
-docs/subscriptions.md.
+Each subscriber has a row in the store's `webhook_subscribers` table (SQLite or PostgreSQL):
+URL, filters, its secret (sealed with the store's master key: needed in clear to sign, so never
+stored in clear) and the position of the last event it has been given. The worker
+(`hazardloop webhooks run`) reads the pull feed after each subscriber's position and POSTs the
+events that pass its filters, strictly in log order: the position only moves past an event once
+the receiver has answered 2xx, so delivery is at least once, in order per hazard (and across
+hazards). Each subscriber has its own thread, HTTP client, timeouts and backoff, so a dead one
+never holds up the others; the worker is a separate process that only reads the log, so it never
+holds up the engine. See docs/subscriptions.md.
 """
 
 from __future__ import annotations
@@ -21,23 +21,41 @@ import hmac
 import os
 import random
 import secrets
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 import orjson
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Connection,
+    Engine,
+    Integer,
+    LargeBinary,
+    MetaData,
+    Table,
+    Text,
+    case,
+    delete,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.exc import SQLAlchemyError
 
 from adapters.feed import known_event_types, read_feed
 from adapters.logs import get_logger
+from adapters.storesql import create_tables as create_tables_of
+from adapters.storesql import session_lock
 from loop.application import HazardLoop
 from loop.errors import HazardLoopError, InvalidCommand, StoreError
 
@@ -53,11 +71,14 @@ __all__ = [
     "SubscriberStore",
     "WorkerBusy",
     "body_of",
+    "create_tables",
     "sign",
+    "subscribers",
     "verify_signature",
 ]
 
 SUBSCRIBERS_TABLE = "webhook_subscribers"
+_METADATA = MetaData()
 
 SIGNATURE_HEADER = "X-Hazardloop-Signature"
 TIMESTAMP_HEADER = "X-Hazardloop-Timestamp"
@@ -256,40 +277,55 @@ def _now_text() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
-class SubscriberStore:
-    """The subscribers' table in the store's SQLite file (one short transaction per call)."""
+subscribers = Table(
+    SUBSCRIBERS_TABLE,
+    _METADATA,
+    Column("id", Integer, primary_key=True, autoincrement=True),  # never reused after a removal
+    Column("url", Text, nullable=False),
+    Column("secret_sealed", LargeBinary, nullable=False),  # nonce ‖ AES-GCM(master key, secret)
+    Column("filters", Text, nullable=False),  # JSON: events, grids, grades
+    Column("created_at", Text, nullable=False),
+    Column("active", Integer, nullable=False, server_default="1"),
+    Column("position", BigInteger, nullable=False, server_default="0"),  # last event given
+    Column("failures", Integer, nullable=False, server_default="0"),  # since the last success
+    Column("last_error", Text),
+    Column("last_attempt_at", Text),
+    Column("last_delivered_at", Text),
+    sqlite_autoincrement=True,
+)
+_COLUMNS = [subscribers.c[name] for name in (
+    "id", "url", "filters", "created_at", "active", "position", "failures", "last_error",
+    "last_attempt_at", "last_delivered_at",
+)]  # fmt: skip
 
-    def __init__(self, store: Path, master_key: bytes) -> None:
-        self.store = store
+
+def create_tables(engine: Engine) -> None:
+    """Create the subscribers' table if it is not there yet (on SQLite or PostgreSQL)."""
+    create_tables_of(engine, _METADATA)
+
+
+class SubscriberStore:
+    """The subscribers' table in the store's database (one short transaction per call).
+
+    `engine` is a SQLAlchemy engine on the store (`adapters.bootstrap.views_engine`); the caller
+    disposes of it.
+    """
+
+    def __init__(self, engine: Engine, master_key: bytes) -> None:
+        self.engine = engine
         self._master = AESGCM(master_key)
-        with self._connect() as conn, conn:
-            conn.execute(
-                f"CREATE TABLE IF NOT EXISTS {SUBSCRIBERS_TABLE} ("
-                "id INTEGER PRIMARY KEY AUTOINCREMENT, "  # never reused after a removal
-                "url TEXT NOT NULL, "
-                "secret_sealed BLOB NOT NULL, "  # nonce ‖ AES-GCM(master key, secret)
-                "filters TEXT NOT NULL, "  # JSON: events, grids, grades
-                "created_at TEXT NOT NULL, "
-                "active INTEGER NOT NULL DEFAULT 1, "
-                "position INTEGER NOT NULL DEFAULT 0, "  # last event given (or filtered out)
-                "failures INTEGER NOT NULL DEFAULT 0, "  # failed attempts since the last success
-                "last_error TEXT, "
-                "last_attempt_at TEXT, "
-                "last_delivered_at TEXT)"
-            )
+        try:
+            create_tables(engine)
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot open the webhook subscribers: {exc}") from exc
 
     @contextlib.contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
+    def _begin(self) -> Iterator[Connection]:
         try:
-            conn = sqlite3.connect(self.store, timeout=30)
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot open the webhook subscribers in {self.store}: {exc}") from exc
-        try:
-            yield conn
-        except sqlite3.Error as exc:
+            with self.engine.begin() as conn:
+                yield conn
+        except SQLAlchemyError as exc:
             raise StoreError(f"cannot use the webhook subscribers: {exc}") from exc
-        finally:
-            conn.close()
 
     def add(
         self, url: str, filters: Filters, *, after: int, secret: str | None = None
@@ -308,22 +344,22 @@ class SubscriberStore:
             )
         nonce = secrets.token_bytes(12)
         sealed = nonce + self._master.encrypt(nonce, secret.encode(), _SECRET_AAD)
-        with self._connect() as conn, conn:
-            cursor = conn.execute(
-                f"INSERT INTO {SUBSCRIBERS_TABLE} "
-                "(url, secret_sealed, filters, created_at, position) VALUES (?,?,?,?,?)",
-                (url, sealed, orjson.dumps(filters.to_dict()).decode(), _now_text(), after),
+        with self._begin() as conn:
+            result = conn.execute(
+                insert(subscribers).values(
+                    url=url,
+                    secret_sealed=sealed,
+                    filters=orjson.dumps(filters.to_dict()).decode(),
+                    created_at=_now_text(),
+                    position=after,
+                )
             )
-            new_id = cursor.lastrowid
-        assert new_id is not None
+            key = result.inserted_primary_key
+            assert key is not None
+            new_id = int(key[0])
         found = self.get(new_id)
         assert found is not None
         return found, secret
-
-    _COLUMNS = (
-        "id, url, filters, created_at, active, position, failures, last_error, "
-        "last_attempt_at, last_delivered_at"
-    )
 
     @staticmethod
     def _row(row: Sequence[Any]) -> Subscriber:
@@ -335,33 +371,29 @@ class SubscriberStore:
         )  # fmt: skip
 
     def list(self) -> list[Subscriber]:
-        with self._connect() as conn:
-            rows = conn.execute(
-                f"SELECT {self._COLUMNS} FROM {SUBSCRIBERS_TABLE} ORDER BY id"
-            ).fetchall()
+        with self._begin() as conn:
+            rows = conn.execute(select(*_COLUMNS).order_by(subscribers.c.id)).all()
         return [self._row(r) for r in rows]
 
     def get(self, subscriber_id: int) -> Subscriber | None:
-        with self._connect() as conn:
+        with self._begin() as conn:
             row = conn.execute(
-                f"SELECT {self._COLUMNS} FROM {SUBSCRIBERS_TABLE} WHERE id=?", (subscriber_id,)
-            ).fetchone()
+                select(*_COLUMNS).where(subscribers.c.id == subscriber_id)
+            ).one_or_none()
         return self._row(row) if row else None
 
     def remove(self, subscriber_id: int) -> bool:
         """Delete a subscriber for good; True if there was one."""
-        with self._connect() as conn, conn:
-            gone = conn.execute(
-                f"DELETE FROM {SUBSCRIBERS_TABLE} WHERE id=?", (subscriber_id,)
-            ).rowcount
-        return bool(gone)
+        with self._begin() as conn:
+            gone = conn.execute(delete(subscribers).where(subscribers.c.id == subscriber_id))
+        return bool(gone.rowcount)
 
     def secret(self, subscriber_id: int) -> str | None:
         """The subscriber's secret in clear (for signing only; never logged or printed)."""
-        with self._connect() as conn:
+        with self._begin() as conn:
             row = conn.execute(
-                f"SELECT secret_sealed FROM {SUBSCRIBERS_TABLE} WHERE id=?", (subscriber_id,)
-            ).fetchone()
+                select(subscribers.c.secret_sealed).where(subscribers.c.id == subscriber_id)
+            ).one_or_none()
         if row is None:
             return None
         blob = bytes(row[0])
@@ -377,40 +409,78 @@ class SubscriberStore:
         """Record that the subscriber has had everything up to `position`; False if it has been
         removed or paused meanwhile (the lane then stops)."""
         now = _now_text()
-        with self._connect() as conn, conn:
-            if delivered:
-                conn.execute(
-                    f"UPDATE {SUBSCRIBERS_TABLE} SET position=max(position, ?), failures=0, "
-                    "last_error=NULL, last_attempt_at=?, last_delivered_at=? WHERE id=?",
-                    (position, now, now, subscriber_id),
-                )
-            else:
-                conn.execute(
-                    f"UPDATE {SUBSCRIBERS_TABLE} SET position=max(position, ?) WHERE id=?",
-                    (position, subscriber_id),
-                )
-            found = conn.execute(
-                f"SELECT active FROM {SUBSCRIBERS_TABLE} WHERE id=?", (subscriber_id,)
-            ).fetchone()
+        t = subscribers.c
+        # Never backwards (a lane restarted from an older read must not undo a later advance).
+        values: dict[str, Any] = {
+            "position": case((t.position < position, position), else_=t.position)
+        }
+        if delivered:
+            values |= {
+                "failures": 0,
+                "last_error": None,
+                "last_attempt_at": now,
+                "last_delivered_at": now,
+            }
+        with self._begin() as conn:
+            conn.execute(update(subscribers).where(t.id == subscriber_id).values(**values))
+            found = conn.execute(select(t.active).where(t.id == subscriber_id)).one_or_none()
         return found is not None and bool(found[0])
 
     def record_failure(self, subscriber_id: int, error: str) -> bool:
         """Count a failed attempt; False if the subscriber has been removed or paused meanwhile."""
-        with self._connect() as conn, conn:
+        t = subscribers.c
+        with self._begin() as conn:
             found = conn.execute(
-                f"UPDATE {SUBSCRIBERS_TABLE} SET failures=failures+1, last_error=?, "
-                "last_attempt_at=? WHERE id=? AND active=1",
-                (error, _now_text(), subscriber_id),
+                update(subscribers)
+                .where(t.id == subscriber_id, t.active == 1)
+                .values(failures=t.failures + 1, last_error=error, last_attempt_at=_now_text())
             ).rowcount
         return bool(found)
 
     def set_active(self, subscriber_id: int, active: bool) -> bool:
         """Pause (False) or resume (True) deliveries; False if there is no such subscriber."""
-        with self._connect() as conn, conn:
+        with self._begin() as conn:
             found = conn.execute(
-                f"UPDATE {SUBSCRIBERS_TABLE} SET active=? WHERE id=?", (int(active), subscriber_id)
+                update(subscribers)
+                .where(subscribers.c.id == subscriber_id)
+                .values(active=int(active))
             ).rowcount
         return bool(found)
+
+    @contextlib.contextmanager
+    def worker_lock(self) -> Iterator[bool]:
+        """Hold the store's one delivery-worker lock while inside; yields False if another
+        process holds it.
+
+        On SQLite: an exclusive `flock` of `<store file>.webhooks.lock`; on PostgreSQL: a
+        session advisory lock on a connection of its own. Either way the OS or the server
+        releases it when the holder dies, even by kill -9.
+        """
+        if self.engine.dialect.name != "sqlite":
+            with session_lock(self.engine, "hazardloop:webhooks-worker") as held:
+                yield held is not None
+            return
+        path = Path(str(self.engine.url.database) + ".webhooks.lock")
+        lock_file = path.open("a+b")
+        try:
+            try:
+                fcntl.flock(lock_file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                yield False
+                return
+            lock_file.seek(0)
+            lock_file.truncate()
+            lock_file.write(f"{os.getpid()}\n".encode())
+            lock_file.flush()
+            yield True
+        finally:
+            lock_file.close()  # closing drops the flock
+
+    def lock_name(self) -> str:
+        """Where the worker lock lives, for messages."""
+        if self.engine.dialect.name == "sqlite":
+            return f"lock {self.engine.url.database}.webhooks.lock"
+        return "an advisory lock in the store's database"
 
 
 # ---------------------------------------------------------------------- worker
@@ -458,8 +528,8 @@ class DeliveryWorker:
     """Delivers every subscriber's pending events, one thread per subscriber.
 
     `run()` returns True when, with `once`, every active subscriber got everything pending
-    (without `once` it returns after `stop()`). Only one worker runs per store: it holds an
-    exclusive lock on `<store>.webhooks.lock` (released by the OS even on kill -9).
+    (without `once` it returns after `stop()`). Only one worker runs per store: it holds the
+    store's worker lock (`SubscriberStore.worker_lock`), released even on kill -9.
     """
 
     def __init__(
@@ -477,7 +547,7 @@ class DeliveryWorker:
         self.log = get_logger("hazardloop.webhooks")
         self._stop = threading.Event()
         self._lanes: dict[int, _Lane] = {}
-        self._lock_file: IO[bytes] | None = None
+        self._held: contextlib.ExitStack | None = None
 
     # -- lifecycle
 
@@ -486,25 +556,18 @@ class DeliveryWorker:
         self._stop.set()
 
     def _acquire(self) -> None:
-        path = self.store.store.with_name(self.store.store.name + ".webhooks.lock")
-        lock_file = path.open("a+b")
-        try:
-            fcntl.flock(lock_file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            lock_file.close()
+        held = contextlib.ExitStack()
+        if not held.enter_context(self.store.worker_lock()):
+            held.close()
             raise WorkerBusy(
-                f"another `webhooks run` already delivers for this store (lock {path})"
-            ) from None
-        lock_file.seek(0)
-        lock_file.truncate()
-        lock_file.write(f"{os.getpid()}\n".encode())
-        lock_file.flush()
-        self._lock_file = lock_file
+                f"another `webhooks run` already delivers for this store ({self.store.lock_name()})"
+            )
+        self._held = held
 
     def _release(self) -> None:
-        if self._lock_file is not None:
-            self._lock_file.close()  # closing drops the flock
-            self._lock_file = None
+        if self._held is not None:
+            self._held.close()
+            self._held = None
 
     def run(self) -> bool:
         self._acquire()

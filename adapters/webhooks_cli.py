@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
 import typer
+from sqlalchemy import Engine
 
-from adapters.bootstrap import Settings, build_engine
+from adapters.bootstrap import Settings, build_engine, views_engine
 from adapters.feed import MAX_LIMIT, feed_head, read_feed
 from adapters.logs import configure_logging
 from adapters.store import parse_db
@@ -34,7 +35,10 @@ webhooks_app = typer.Typer(
 
 DbOption = Annotated[
     str | None,
-    typer.Option("--db", help="Store: a file path or sqlite:/// URL (default $HAZARDLOOP_DB)."),
+    typer.Option(
+        "--db",
+        help="Store: a SQLite file path or URL, or a postgresql:// URL (default $HAZARDLOOP_DB).",
+    ),
 ]
 
 
@@ -55,13 +59,22 @@ def _open(db: str | None) -> tuple[HazardLoop, SubscriberStore]:
 
     settings = Settings(db=db) if db else Settings()
     engine = _engine(db)
+    tables: Engine | None = None
     try:
+        tables = views_engine(engine)
         location = parse_db(settings.db)
-        store = SubscriberStore(location.path, load_master_key(settings.cipher_key, location.path))
+        master = load_master_key(settings.cipher_key, location.file, settings.cipher_key_file)
+        store = SubscriberStore(tables, master)
     except HazardLoopError as exc:
-        engine.close()
+        _close(engine, tables)
         raise _fail(exc) from None
     return engine, store
+
+
+def _close(engine: HazardLoop, tables: Engine | None) -> None:
+    if tables is not None:
+        tables.dispose()
+    engine.close()
 
 
 def _print(obj: Any) -> None:
@@ -105,7 +118,7 @@ def add_cmd(
     except HazardLoopError as exc:
         raise _fail(exc) from None
     finally:
-        engine.close()
+        _close(engine, store.engine)
     _print(sub.to_dict() | {"secret": the_secret})
     sys.stderr.write("keep the secret: it is needed to verify signatures and not shown again\n")
 
@@ -120,7 +133,7 @@ def list_cmd(db: DbOption = None) -> None:
     except HazardLoopError as exc:
         raise _fail(exc) from None
     finally:
-        engine.close()
+        _close(engine, store.engine)
     for sub in subscribers:
         _print(sub.to_dict() | {"behind": max(0, head - sub.position)})
 
@@ -136,6 +149,8 @@ def _by_id(action: Callable[[SubscriberStore, int], bool], name: str) -> Callabl
             found = action(store, subscriber_id)
         except HazardLoopError as exc:
             raise _fail(exc) from None
+        finally:
+            store.engine.dispose()
         if not found:
             sys.stderr.write(f"NotFound: not_found: no webhook subscriber {subscriber_id}\n")
             raise typer.Exit(1)
@@ -210,7 +225,7 @@ def run_cmd(
     except HazardLoopError as exc:
         raise _fail(exc) from None
     finally:
-        engine.close()
+        _close(engine, store.engine)
     if not everything:
         sys.stderr.write("some subscribers still have events pending (see `webhooks list`)\n")
         raise typer.Exit(1)

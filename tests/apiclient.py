@@ -82,18 +82,25 @@ def hazardloop(*args: str, cwd: Path | None = None) -> subprocess.CompletedProce
     """Run the CLI in a subprocess, as an operator would."""
     return subprocess.run(
         [sys.executable, "-m", "adapters.cli", *args],
-        capture_output=True, text=True, check=False, cwd=cwd or ROOT, env=ENV,
+        capture_output=True, text=True, check=False, cwd=cwd or ROOT, env=_env(),
     )  # fmt: skip
 
 
+def _env() -> dict[str, str]:
+    """ENV, plus what a PostgreSQL test store needs (its master key file)."""
+    from tests.conftest import store_env
+
+    return {**ENV, **store_env()}
+
+
 @contextmanager
-def running_server(db: Path, *, cwd: Path | None = None) -> Iterator[str]:
+def running_server(db: Path | str, *, cwd: Path | None = None) -> Iterator[str]:
     """`hazardloop serve` on a free port in a subprocess; yields its base URL once it answers,
     then stops it with SIGTERM and checks it exits cleanly."""
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "adapters.cli", "serve", "--db", str(db), "--port", str(port)],
-        cwd=cwd or ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=cwd or ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:

@@ -4,7 +4,6 @@ issued by `hazardloop tokens create` — as a command centre's system and a patr
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import httpx
 
@@ -13,8 +12,8 @@ from tests.apiclient import hazardloop, running_server
 HAZARD = "JY-2026-0042"
 
 
-def issue(db: Path, actor: str, *args: str) -> str:
-    made = hazardloop("tokens", "create", "--db", str(db), "--actor", actor, *args, "--token-only")
+def issue(db: str, actor: str, *args: str) -> str:
+    made = hazardloop("tokens", "create", "--db", db, "--actor", actor, *args, "--token-only")
     assert made.returncode == 0, made.stderr
     return made.stdout.strip()
 
@@ -22,13 +21,13 @@ def issue(db: Path, actor: str, *args: str) -> str:
 class TestTheLoopOverHTTP:
     """Discover, report, assign, rectify, verify, close: each by whoever's step it is."""
 
-    def test_six_steps_by_six_tokens_against_a_real_server(self, tmp_path: Path) -> None:
-        db = tmp_path / "hazards.db"
+    def test_six_steps_by_six_tokens_against_a_real_server(self, store: str) -> None:
+        db = store
         wang = issue(db, "wang.grid", "--role", "grid_member", "--grid", "D01-*")
         centre = issue(db, "centre.li", "--role", "command_centre", "--grid", "*")
         zhao = issue(db, "zhao", "--role", "unit", "--unit", "fire-brigade")
         auditor = issue(db, "audit.zhou", "--role", "auditor", "--label", "district audit")
-        listed = hazardloop("tokens", "list", "--db", str(db))
+        listed = hazardloop("tokens", "list", "--db", db)
         assert [json.loads(line)["actor"] for line in listed.stdout.splitlines()] == [
             "wang.grid", "centre.li", "zhao", "audit.zhou",
         ]  # fmt: skip
@@ -79,10 +78,10 @@ class TestTheLoopOverHTTP:
                 headers={"Authorization": f"Bearer {zhao}"},
             )
             assert refused.status_code == 403
-            token_id = json.loads(
-                hazardloop("tokens", "list", "--db", str(db)).stdout.splitlines()[2]
-            )["id"]
-            revoked = hazardloop("tokens", "revoke", token_id, "--db", str(db))
+            token_id = json.loads(hazardloop("tokens", "list", "--db", db).stdout.splitlines()[2])[
+                "id"
+            ]
+            revoked = hazardloop("tokens", "revoke", token_id, "--db", db)
             assert revoked.returncode == 0, revoked.stderr
             after = httpx.get(
                 f"{url}/hazards/{HAZARD}", headers={"Authorization": f"Bearer {zhao}"}
@@ -90,17 +89,17 @@ class TestTheLoopOverHTTP:
             assert after.status_code == 401
 
         # The server is stopped: the store verifies, as an auditor would check it.
-        verified = hazardloop("audit", "verify", "--db", str(db), "--json")
+        verified = hazardloop("audit", "verify", "--db", db, "--json")
         assert verified.returncode == 0, verified.stderr
         assert json.loads(verified.stdout)["head"] == head["head"]
 
-    def test_revoking_an_unknown_token_fails_loudly(self, tmp_path: Path) -> None:
-        gone = hazardloop("tokens", "revoke", "tok_nope", "--db", str(tmp_path / "h.db"))
+    def test_revoking_an_unknown_token_fails_loudly(self, store: str) -> None:
+        gone = hazardloop("tokens", "revoke", "tok_nope", "--db", store)
         assert gone.returncode == 1
         assert "tok_nope" in gone.stderr
 
-    def test_a_token_needs_a_known_role_and_a_scope(self, tmp_path: Path) -> None:
-        db = str(tmp_path / "h.db")
+    def test_a_token_needs_a_known_role_and_a_scope(self, store: str) -> None:
+        db = store
         bad = hazardloop("tokens", "create", "--db", db, "--actor", "x", "--role", "root")
         assert bad.returncode == 2
         assert "unknown role 'root'" in bad.stderr

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -19,8 +18,13 @@ from pathlib import Path
 from typing import IO, Any
 
 import pytest
+from sqlalchemy import select
 
+from adapters import webhooks
+from adapters.bootstrap import Settings
 from adapters.feed import MAX_LIMIT, read_feed
+from adapters.store import parse_db
+from adapters.storesql import store_engine
 from adapters.tipsters import load_master_key
 from adapters.webhooks import (
     DeliveryOptions,
@@ -54,11 +58,11 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
 class Worker:
     """`hazardloop webhooks run` as a real process, its logs kept in a file."""
 
-    def __init__(self, db: Path, log: Path, *extra: str) -> None:
+    def __init__(self, db: str, log: Path, *extra: str) -> None:
         self.log_path = log
         self._log: IO[bytes] = log.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "adapters.cli", "webhooks", "run", "--db", str(db), *FAST,
+            [sys.executable, "-m", "adapters.cli", "webhooks", "run", "--db", db, *FAST,
              *extra],
             stdout=subprocess.DEVNULL, stderr=self._log, env=_env(),
         )  # fmt: skip
@@ -102,8 +106,15 @@ def _load(engine: HazardLoop, commands: list[dict[str, Any]]) -> None:
         engine.handle(parse_command(cmd))
 
 
-def _store(db_path: Path) -> SubscriberStore:
-    return SubscriberStore(db_path, load_master_key(None, db_path))
+@pytest.fixture
+def subscribers(store: str) -> Iterator[SubscriberStore]:
+    """The store's subscribers, as the CLI opens them (the same master key)."""
+    settings = Settings(db=store)
+    location = parse_db(store)
+    tables = store_engine(location)
+    master = load_master_key(settings.cipher_key, location.file, settings.cipher_key_file)
+    yield SubscriberStore(tables, master)
+    tables.dispose()
 
 
 def _check_deliveries(
@@ -129,26 +140,26 @@ def _check_deliveries(
 
 
 def test_down_then_up_gets_everything_in_order_and_kill_9_loses_nothing(
-    engine: HazardLoop, db_path: Path, tmp_path: Path, workers: list[Worker],
-    receivers: list[Receiver],
+    engine: HazardLoop, store: str, store_kind: str, subscribers: SubscriberStore,
+    tmp_path: Path, workers: list[Worker], receivers: list[Receiver],
 ) -> None:  # fmt: skip
     receiver = Receiver(secret=SECRET)  # down: nothing listens on its port yet
     receivers.append(receiver)
     added = _cli("webhooks", "add", receiver.url, "--secret", SECRET, "--after", "0",
-                 "--db", str(db_path))  # fmt: skip
+                 "--db", store)  # fmt: skip
     assert added.returncode == 0, added.stderr
     log = tmp_path / "worker.log"
-    workers.append(Worker(db_path, log))
+    workers.append(Worker(store, log))
     _load(engine, case_commands("DN", 10, day=2))  # written while the receiver is down
-    store = _store(db_path)
-    wait_until(lambda: store.list()[0].failures >= 3, what="failed attempts while down")
+    wait_until(lambda: subscribers.list()[0].failures >= 3, what="failed attempts while down")
     assert receiver.positions() == []
     receiver.start()  # up
     total = len(read_feed(engine, 0, MAX_LIMIT))
     wait_until(lambda: len(set(receiver.positions())) == total, what="catch-up after down")
     _check_deliveries(engine, receiver.snapshot(), max_duplicates=0)
-    assert store.list()[0].position == total
-    assert store.list()[0].failures == 0
+    # The receiver has the last event a moment before the worker records the position.
+    wait_until(lambda: subscribers.list()[0].position == total, what="position recorded")
+    assert subscribers.list()[0].failures == 0
 
     # Kill -9 the worker in the middle of a backlog; write more while it is dead; restart.
     receiver.delay = 0.02
@@ -160,7 +171,7 @@ def test_down_then_up_gets_everything_in_order_and_kill_9_loses_nothing(
     assert stopped_at < len(read_feed(engine, 0, MAX_LIMIT)), "killed mid-backlog"
     _load(engine, case_commands("RS", 5, day=4))
     receiver.delay = 0.0
-    workers.append(Worker(db_path, log))
+    workers.append(Worker(store, log))
     total = len(read_feed(engine, 0, MAX_LIMIT))
     wait_until(lambda: len(set(receiver.positions())) == total, what="catch-up after restart")
     assert workers[1].terminate() == 0  # SIGTERM: a clean stop
@@ -171,27 +182,37 @@ def test_down_then_up_gets_everything_in_order_and_kill_9_loses_nothing(
     assert "webhook.delivered" in text
     for secret_bytes in (SECRET, TIPSTER, "sha256="):
         assert secret_bytes not in text  # no secret, no signature, no tipster in the logs
-    raw = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith(db_path.name))
-    assert SECRET.encode() not in raw  # the secret is sealed at rest
+    assert SECRET.encode() not in _sealed(subscribers)  # the secret is sealed at rest
+    if store_kind == "sqlite":  # and appears nowhere in the store's files (WAL included)
+        name = Path(store).name
+        raw = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith(name))
+        assert SECRET.encode() not in raw
+
+
+def _sealed(subscribers: SubscriberStore) -> bytes:
+    """Every subscriber's stored secret column, as read from the store."""
+    with subscribers.engine.connect() as conn:
+        rows = conn.execute(select(webhooks.subscribers.c.secret_sealed)).scalars().all()
+    assert rows
+    return b"".join(bytes(r) for r in rows)
 
 
 def test_a_dead_subscriber_never_holds_up_a_healthy_one_or_the_engine(
-    engine: HazardLoop, db_path: Path, tmp_path: Path, workers: list[Worker],
-    receivers: list[Receiver],
+    engine: HazardLoop, store: str, subscribers: SubscriberStore, tmp_path: Path,
+    workers: list[Worker], receivers: list[Receiver],
 ) -> None:  # fmt: skip
     healthy = Receiver(secret=SECRET).start()
     failing = Receiver(secret=SECRET, status=500).start()
     hanging = Receiver(secret=SECRET).start()
     hanging.delay = 2.0  # accepts, never answers within the worker's 0.5 s timeout
     receivers += [healthy, failing, hanging]
-    store = _store(db_path)
     urls = [f"http://127.0.0.1:{free_port()}/closed", failing.url, hanging.url, healthy.url]
-    subs = [store.add(url, Filters(), after=0, secret=SECRET)[0] for url in urls]
-    workers.append(Worker(db_path, tmp_path / "worker.log"))
+    subs = [subscribers.add(url, Filters(), after=0, secret=SECRET)[0] for url in urls]
+    workers.append(Worker(store, tmp_path / "worker.log"))
     _load(engine, case_commands("A", 6, day=2))
 
     def failures() -> list[int]:
-        return [s.failures for s in store.list()][:3]
+        return [s.failures for s in subscribers.list()][:3]
 
     wait_until(lambda: min(failures()) >= 2, what="every dead subscriber failing")
     # The engine keeps writing at its usual pace, and the healthy one keeps receiving.
@@ -203,20 +224,20 @@ def test_a_dead_subscriber_never_holds_up_a_healthy_one_or_the_engine(
     _check_deliveries(engine, healthy.snapshot(), max_duplicates=0)
     seen = failures()
     wait_until(lambda: all(a > b for a, b in zip(failures(), seen, strict=True)), what="retries")
-    listed = {s.id: s for s in store.list()}
+    listed = {s.id: s for s in subscribers.list()}
     assert [listed[s.id].position for s in subs] == [0, 0, 0, total]
     assert listed[subs[0].id].last_error == "ConnectError"
     assert listed[subs[1].id].last_error == "HTTP 500"
     assert listed[subs[2].id].last_error == "ReadTimeout"
     # Only one worker delivers per store.
-    second = _cli("webhooks", "run", "--once", "--db", str(db_path))
+    second = _cli("webhooks", "run", "--once", "--db", store)
     assert second.returncode == 1
     assert "webhooks_worker_busy" in second.stderr
     stopping = time.perf_counter()
     assert workers[0].terminate() == 0
     assert time.perf_counter() - stopping < 5  # stops promptly, even mid-backoff
     # `--once` delivers what it can and says, by its exit status, that some are left behind.
-    once = _cli("webhooks", "run", "--once", "--db", str(db_path), *FAST, "--attempts", "1")
+    once = _cli("webhooks", "run", "--once", "--db", store, *FAST, "--attempts", "1")
     assert once.returncode == 1
     assert "pending" in once.stderr
 
@@ -226,7 +247,7 @@ def _case_index(item: dict[str, Any]) -> int:
 
 
 def test_filters_choose_the_events_each_subscriber_gets(
-    engine: HazardLoop, db_path: Path, receivers: list[Receiver]
+    engine: HazardLoop, subscribers: SubscriberStore, receivers: list[Receiver]
 ) -> None:
     _load(engine, [
         {"command": "establish_grid", "grid": "D01", "name": "District", "level": "district",
@@ -266,7 +287,7 @@ def test_filters_choose_the_events_each_subscriber_gets(
         "assigned_s1": Filters.parse(["Hazard.Assigned"], ["D01-S01-C01"]),
         "district_grid": Filters.parse(grids=["D01"]),
     }
-    store = _store(db_path)
+    store = subscribers
     by_name: dict[str, Receiver] = {}
     for name, f in [*filters.items(), ("paused", Filters())]:
         by_name[name] = Receiver(secret=SECRET).start()
@@ -310,9 +331,9 @@ def test_bad_filters_are_refused(kwargs: dict[str, list[str]], message: str) -> 
 
 
 def test_the_cli_refuses_clearly_and_never_shows_a_secret_twice(
-    engine: HazardLoop, db_path: Path
+    engine: HazardLoop, store: str, subscribers: SubscriberStore
 ) -> None:
-    db = str(db_path)
+    db = store
     bad_url = _cli("webhooks", "add", "ftp://example.org/x", "--db", db)
     assert bad_url.returncode == 2
     assert "InvalidCommand: invalid_command: bad webhook URL 'ftp://example.org/x'" in (
@@ -325,19 +346,13 @@ def test_the_cli_refuses_clearly_and_never_shows_a_secret_twice(
     gone = _cli("webhooks", "remove", "42", "--db", db)
     assert gone.returncode == 1
     assert "no webhook subscriber 42" in gone.stderr
-    store = _store(db_path)
     with pytest.raises(InvalidCommand, match="16 characters"):
-        store.add("https://example.org/x", Filters(), after=0, secret="short")
-    sub, secret = store.add("https://example.org/x", Filters.parse(["Assigned"]), after=0)
+        subscribers.add("https://example.org/x", Filters(), after=0, secret="short")
+    sub, secret = subscribers.add("https://example.org/x", Filters.parse(["Assigned"]), after=0)
     assert len(secret) >= 32
-    assert store.secret(sub.id) == secret
+    assert subscribers.secret(sub.id) == secret
     listed = _cli("webhooks", "list", "--db", db)
     assert listed.returncode == 0
     assert secret not in listed.stdout
     assert '"events":["Hazard.Assigned"]' in listed.stdout
-    conn = sqlite3.connect(db_path)
-    try:
-        (sealed,) = conn.execute("SELECT secret_sealed FROM webhook_subscribers").fetchone()
-    finally:
-        conn.close()
-    assert secret.encode() not in bytes(sealed)
+    assert secret.encode() not in _sealed(subscribers)

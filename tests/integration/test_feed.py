@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import subprocess
 import sys
-from pathlib import Path
+import threading
 from typing import Any
 
 import pytest
+from sqlalchemy import text
 
-from adapters.bootstrap import Settings, build_engine
+from adapters.bootstrap import Settings, build_engine, views_engine
 from adapters.feed import MAX_LIMIT, feed_head, feed_page, read_feed
 from loop.application import HazardLoop
 from loop.commands import parse_command
 from loop.errors import InvalidCommand
+from tests.conftest import FakeClock
 from tests.e2e.receiver import TIPSTER, case_commands
 
 
@@ -37,20 +38,33 @@ def loaded(engine: HazardLoop) -> HazardLoop:
     return engine
 
 
+def _stored(app: HazardLoop) -> list[Any]:
+    """Position, topic, log hash and version of every stored event, read straight from the
+    store's tables (the position is SQLite's rowid, PostgreSQL's notification_id)."""
+    tables = views_engine(app)
+    position = "e.rowid" if tables.dialect.name == "sqlite" else "e.notification_id"
+    try:
+        with tables.connect() as conn:
+            return list(
+                conn.execute(
+                    text(
+                        f"SELECT {position}, e.topic, c.log_hash, e.originator_version "
+                        f"FROM stored_events e JOIN event_chain c ON c.position = {position} "
+                        f"ORDER BY {position}"
+                    )
+                ).all()
+            )
+    finally:
+        tables.dispose()
+
+
 def test_positions_are_contiguous_in_commit_order_and_paging_resumes(
-    loaded: HazardLoop, db_path: Path
+    loaded: HazardLoop, store: str
 ) -> None:
     head = feed_head(loaded)
     everything = read_feed(loaded, 0, MAX_LIMIT)
     assert [e["position"] for e in everything] == list(range(1, head + 1))
-    conn = sqlite3.connect(db_path)
-    try:
-        stored = conn.execute(
-            "SELECT e.rowid, e.topic, c.log_hash, e.originator_version FROM stored_events e "
-            "JOIN event_chain c ON c.position = e.rowid ORDER BY e.rowid"
-        ).fetchall()
-    finally:
-        conn.close()
+    stored = _stored(loaded)
     assert [(e["position"], e["type"], e["log_hash"], e["version"]) for e in everything] == [
         (rowid, topic.split(":")[1], bytes(h).hex(), version) for rowid, topic, h, version in stored
     ]
@@ -59,7 +73,7 @@ def test_positions_are_contiguous_in_commit_order_and_paging_resumes(
         paged: list[dict[str, Any]] = []
         after = start
         while True:
-            fresh = build_engine(Settings(db=str(db_path)))
+            fresh = build_engine(Settings(db=store))
             try:
                 page = read_feed(fresh, after, 7)
             finally:
@@ -76,7 +90,7 @@ def test_positions_are_contiguous_in_commit_order_and_paging_resumes(
     assert empty == {"events": [], "next_after": head, "head": head}
 
 
-def test_items_carry_every_field_as_recorded(loaded: HazardLoop) -> None:
+def test_items_carry_every_field_as_recorded(loaded: HazardLoop, store: str) -> None:
     items = read_feed(loaded, 0, MAX_LIMIT)
     grid, unit = items[0], items[1]
     assert grid["type"] == "Grid.Established"
@@ -118,7 +132,7 @@ def test_items_carry_every_field_as_recorded(loaded: HazardLoop) -> None:
     ]  # fmt: skip
     assert regraded[-1]["data"]["previous_grade"] == "general"
     # Read from the middle of a case (a fresh reader folds the case's earlier events).
-    fresh = build_engine(Settings(db=loaded.env["SQLITE_DBNAME"]))
+    fresh = build_engine(Settings(db=store))
     try:
         assert read_feed(fresh, regraded[-1]["position"] - 1, 1) == [regraded[-1]]
     finally:
@@ -149,12 +163,71 @@ def test_an_empty_log_has_an_empty_feed(engine: HazardLoop) -> None:
     assert read_feed(engine, 99, 10) == []
 
 
-def test_the_feed_command_prints_the_same_items(loaded: HazardLoop, db_path: Path) -> None:
+def test_the_feed_command_prints_the_same_items(loaded: HazardLoop, store: str) -> None:
     ran = subprocess.run(
-        [sys.executable, "-m", "adapters.cli", "feed", "--db", str(db_path),
+        [sys.executable, "-m", "adapters.cli", "feed", "--db", store,
          "--after", "3", "--limit", "1500"],
         capture_output=True, text=True, check=False,
         env={**os.environ, "HAZARDLOOP_LOG_LEVEL": "warning"},
     )  # fmt: skip
     assert ran.returncode == 0, ran.stderr
     assert [json.loads(line) for line in ran.stdout.splitlines()] == read_feed(loaded, 3, MAX_LIMIT)
+
+
+def test_an_event_whose_transaction_commits_late_is_never_skipped(
+    loaded: HazardLoop, store: str, clock: FakeClock
+) -> None:
+    """Positions are handed out under the writers' lock, held until commit: a reader never sees
+    a later position before an earlier one has committed, so resuming never skips one."""
+    slow = loaded
+    quick = build_engine(Settings(db=store), clock=clock)
+    reader = build_engine(Settings(db=store))
+    head = feed_head(reader)
+    inside, release = threading.Event(), threading.Event()
+    chain = slow.recorder._chain  # type: ignore[attr-defined]
+
+    def chain_then_wait(*args: Any, **kwargs: Any) -> None:
+        chain(*args, **kwargs)  # positions taken and chained, not yet committed
+        inside.set()
+        release.wait(30)
+
+    slow.recorder._chain = chain_then_wait  # type: ignore[attr-defined]
+    done: list[str] = []
+
+    def write(app: HazardLoop, hazard_id: str) -> None:
+        app.handle(parse_command(_discover(hazard_id)))
+        done.append(hazard_id)
+
+    first = threading.Thread(target=write, args=(slow, "LATE-1"))
+    second = threading.Thread(target=write, args=(quick, "LATE-2"))
+    try:
+        first.start()
+        assert inside.wait(30), "the first writer never reached its commit"
+        second.start()
+        second.join(1.0)  # it waits for the first writer's lock
+        assert second.is_alive()
+        assert done == []
+        assert read_feed(reader, head, 10) == []  # nothing visible while the first is open
+        assert feed_head(reader) == head
+        release.set()
+        first.join(30)
+        second.join(30)
+    finally:
+        release.set()
+        slow.recorder._chain = chain  # type: ignore[attr-defined]
+        quick.close()
+    assert done == ["LATE-1", "LATE-2"]
+    after = read_feed(reader, head, 10)
+    reader.close()
+    assert [(e["position"], e["subject"]["id"]) for e in after] == [
+        (head + 1, "LATE-1"),
+        (head + 2, "LATE-2"),
+    ]
+
+
+def _discover(hazard_id: str) -> dict[str, Any]:
+    return {
+        "command": "discover", "hazard_id": hazard_id, "actor": "wang.grid",
+        "at": "2026-11-03T09:00:00+08:00", "grid": "D01-S01-C01", "category": "fire",
+        "grade": "general", "title": "Late commit",
+    }  # fmt: skip

@@ -37,8 +37,8 @@ DAY = [
 class Api:
     """An app on a fresh store, with tokens for the grid member, the centre and an auditor."""
 
-    def __init__(self, db: Path, clock: FakeClock) -> None:
-        self.app = create_app(Settings(db=str(db)), clock=clock)
+    def __init__(self, db: str, clock: FakeClock) -> None:
+        self.app = create_app(Settings(db=db), clock=clock)
         self.engine: EmbeddedEngine = self.app.state.engine
         self.wang = ApiClient(
             self.app, issue(self.engine, "wang.grid", "grid_member", grids=("D01-*",))
@@ -60,8 +60,8 @@ class Api:
 
 
 @pytest.fixture
-def api(db_path: Path, clock: FakeClock) -> Iterator[Api]:
-    found = Api(db_path, clock)
+def api(store: str, clock: FakeClock) -> Iterator[Api]:
+    found = Api(store, clock)
     yield found
     found.engine.close()
 

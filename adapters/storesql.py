@@ -1,0 +1,124 @@
+"""Store-neutral SQL for the adapters: the same reads and tables on SQLite and PostgreSQL.
+
+- `select_rows(app, sql, **params)` reads the event store's own tables (the hash chain) through
+  the recorder's own connections, with `:name` parameters whichever the backend;
+- `store_engine(location)` is a SQLAlchemy engine on the store's database where no engine has
+  been built (the `tokens` commands), and `create_tables` creates our own tables in it (API
+  tokens, webhook subscribers) safely beside other processes doing the same.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from typing import Any
+
+from eventsourcing.sqlite import SQLiteDatastore
+from sqlalchemy import Connection, Engine, MetaData, create_engine, text
+from sqlalchemy.exc import SQLAlchemyError
+
+from adapters.store import StoreLocation
+from loop.application import HazardLoop
+
+__all__ = [
+    "advisory_key",
+    "create_tables",
+    "dialect_of",
+    "select_rows",
+    "session_lock",
+    "store_engine",
+    "to_pyformat",
+]
+
+_NAMED = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
+
+
+def to_pyformat(sql: str) -> str:
+    """`:name` parameters as psycopg's `%(name)s` (a literal `%` doubled)."""
+    return _NAMED.sub(r"%(\1)s", sql.replace("%", "%%"))
+
+
+def dialect_of(app: HazardLoop) -> str:
+    """`sqlite` or `postgresql`: the backend of the application's event store."""
+    return "sqlite" if isinstance(app.recorder.datastore, SQLiteDatastore) else "postgresql"  # type: ignore[attr-defined]
+
+
+def select_rows(app: HazardLoop, sql: str, **params: Any) -> list[tuple[Any, ...]]:
+    """Run one read (`:name` parameters) on the event store's connections; rows as tuples.
+
+    Raises eventsourcing's `PersistenceError` (the caller says what could not be read).
+    """
+    datastore = app.recorder.datastore  # type: ignore[attr-defined]
+    sqlite = isinstance(datastore, SQLiteDatastore)
+    with datastore.transaction(commit=False) as c:
+        c.execute(sql if sqlite else to_pyformat(sql), params)
+        rows = c.fetchall()
+    # sqlite3.Row indexes by position; psycopg's dict rows keep the selected columns in order.
+    return [tuple(r) if sqlite else tuple(r.values()) for r in rows]
+
+
+def store_engine(location: StoreLocation) -> Engine:
+    """A SQLAlchemy engine on the store's database, as `adapters.bootstrap.views_engine` makes
+    for an open engine, for commands that open no engine (the caller disposes of it).
+
+    A SQLite store's folder is created if missing (OSError if it cannot be).
+    """
+    if location.pg is not None:
+        return create_engine(
+            location.sqlalchemy_url(),
+            pool_size=location.pg.pool_size,
+            max_overflow=location.pg.max_overflow,
+            pool_pre_ping=True,
+            connect_args={"connect_timeout": location.pg.connect_timeout},
+        )
+    location.path.parent.mkdir(parents=True, exist_ok=True)
+    return create_engine(location.sqlalchemy_url(), connect_args={"timeout": 30})
+
+
+def advisory_key(name: str) -> int:
+    """A PostgreSQL advisory lock key (signed 64 bits) for a name."""
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+
+
+def create_tables(engine: Engine, metadata: MetaData) -> None:
+    """Create the tables of `metadata` that do not exist yet.
+
+    On PostgreSQL two processes creating the same table at once can collide in the catalogue
+    even with IF NOT EXISTS, so creation holds a transaction-scoped advisory lock; SQLite
+    serialises it by its write lock.
+    """
+    with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(
+                text("SELECT pg_advisory_xact_lock(:key)"),
+                {"key": advisory_key("hazardloop:create-tables")},
+            )
+        metadata.create_all(conn)
+
+
+@contextmanager
+def session_lock(engine: Engine, name: str) -> Iterator[Connection | None]:
+    """Hold PostgreSQL's session advisory lock `name` on a connection of its own while inside.
+
+    Yields the connection holding it, or None if another session holds it. Released when the
+    block ends, or by the server when the connection dies (even if this process is killed).
+    """
+    conn = engine.connect()
+    try:
+        held = conn.execute(
+            text("SELECT pg_try_advisory_lock(:key)"), {"key": advisory_key(name)}
+        ).scalar_one()
+        conn.commit()  # the lock is the session's: no transaction stays open while it is held
+        if not held:
+            yield None
+            return
+        try:
+            yield conn
+        finally:
+            with suppress(SQLAlchemyError):  # a dead connection has released it already
+                conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": advisory_key(name)})
+                conn.commit()
+    finally:
+        conn.close()
