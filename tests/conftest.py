@@ -150,6 +150,15 @@ class StoreFactory:
         self.made.append(db)
         return self.cluster.url(db)
 
+    def drop(self, location: str) -> None:
+        """Drop one store made here now (a PostgreSQL database; a file goes with its folder)."""
+        if self.cluster is None:
+            return
+        name = location.rsplit("/", 1)[-1]
+        if name in self.made:
+            self.made.remove(name)
+            self.cluster.drop(name)
+
     def drop_all(self) -> None:
         """Drop the PostgreSQL databases made so far (SQLite files go with their folder)."""
         while self.made:

@@ -1,10 +1,9 @@
-"""`hazardloop apply` as an operator runs it: a real process, a real file, a real SQLite store."""
+"""`hazardloop apply` as an operator runs it: a real process, a real file, a real store."""
 
 from __future__ import annotations
 
 import json
 import resource
-import sqlite3
 import subprocess
 import sys
 from datetime import datetime, timedelta
@@ -13,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import SHANGHAI
+from tests.conftest import SHANGHAI, store_env
+from tests.stores import event_count
 
 ROOT = Path(__file__).resolve().parents[2]
 T0 = datetime(2026, 9, 1, 9, 0, tzinfo=SHANGHAI)
@@ -28,7 +28,7 @@ def hazardloop(
         capture_output=True,
         text=True,
         cwd=ROOT,
-        env={"PATH": "/usr/bin:/bin", "HAZARDLOOP_LOG_LEVEL": log_level},
+        env={"PATH": "/usr/bin:/bin", "HAZARDLOOP_LOG_LEVEL": log_level, **store_env()},
         timeout=600,
     )
 
@@ -50,16 +50,11 @@ def loop_of(hazard_id: str, start: datetime) -> list[dict[str, Any]]:
     ]
 
 
-def event_count(db: Path) -> int:
-    with sqlite3.connect(db) as conn:
-        return int(conn.execute("SELECT COUNT(*) FROM stored_events").fetchone()[0])
-
-
 class TestMixedFile:
     """A file mixing valid lines with each kind of bad line applies exactly the valid ones."""
 
     def test_every_bad_line_is_reported_by_number_and_the_good_ones_apply(
-        self, tmp_path: Path
+        self, tmp_path: Path, store: str
     ) -> None:
         good = loop_of("H1", T0)
         lines: list[str] = [
@@ -78,8 +73,8 @@ class TestMixedFile:
         ]
         src = tmp_path / "mixed.jsonl"
         src.write_text("\n".join(lines) + "\n", encoding="utf-8")
-        db = tmp_path / "h.db"
-        proc = hazardloop("apply", str(src), "--db", str(db))
+        db = store
+        proc = hazardloop("apply", str(src), "--db", db)
         assert proc.returncode == 1, proc.stderr
         results = [json.loads(x) for x in proc.stdout.splitlines()]
         verdicts = {r["line"]: (r["ok"], r.get("error", {}).get("code")) for r in results}
@@ -107,18 +102,16 @@ class TestMixedFile:
             ("Assigned", 3, "assigned"),
         ]
 
-    def test_a_clean_file_exits_zero_and_reads_from_stdin(self, tmp_path: Path) -> None:
-        db = tmp_path / "h.db"
+    def test_a_clean_file_exits_zero_and_reads_from_stdin(self, store: str) -> None:
         text = "\n".join(json.dumps(c) for c in loop_of("H1", T0)) + "\n"
-        proc = hazardloop("apply", "-", "--db", str(db), stdin=text)
+        proc = hazardloop("apply", "-", "--db", store, stdin=text)
         assert proc.returncode == 0, proc.stderr
         assert [json.loads(x)["status"] for x in proc.stdout.splitlines()][-1] == "closed"
 
-    def test_each_command_logs_one_json_line_on_stderr(self, tmp_path: Path) -> None:
-        db = tmp_path / "h.db"
+    def test_each_command_logs_one_json_line_on_stderr(self, store: str) -> None:
         cmds = [*loop_of("H1", T0)[:2], loop_of("H1", T0)[5]]
         text = "\n".join(json.dumps(c) for c in cmds) + "\n"
-        proc = hazardloop("apply", "-", "--db", str(db), stdin=text, log_level="info")
+        proc = hazardloop("apply", "-", "--db", store, stdin=text, log_level="info")
         logs = [json.loads(x) for x in proc.stderr.splitlines()]
         assert [
             (x["hazard_id"], x["command"], x["actor"], x["outcome"], x["line"]) for x in logs
@@ -144,11 +137,11 @@ class TestMixedFile:
         assert proc.returncode == 2
         assert "store_error" in proc.stderr
 
-    def test_show_and_history_print_json_when_piped(self, tmp_path: Path) -> None:
-        db = tmp_path / "h.db"
+    def test_show_and_history_print_json_when_piped(self, store: str) -> None:
+        db = store
         text = "\n".join(json.dumps(c) for c in loop_of("H1", T0)[:3]) + "\n"
-        assert hazardloop("apply", "-", "--db", str(db), stdin=text).returncode == 0
-        shown = json.loads(hazardloop("show", "H1", "--db", str(db)).stdout)
+        assert hazardloop("apply", "-", "--db", db, stdin=text).returncode == 0
+        shown = json.loads(hazardloop("show", "H1", "--db", db).stdout)
         assert (shown["status"], shown["step"], shown["holder"]) == (
             "assigned",
             "rectify",
@@ -156,11 +149,11 @@ class TestMixedFile:
         )
         assert shown["due"] == "2026-09-15T23:59:59+08:00"  # 10 working days after 1 September
         history = [
-            json.loads(x) for x in hazardloop("history", "H1", "--db", str(db)).stdout.splitlines()
+            json.loads(x) for x in hazardloop("history", "H1", "--db", db).stdout.splitlines()
         ]
         assert [h["event"] for h in history] == ["Discovered", "Reported", "Assigned"]
         assert all(h["recorded_at"] and h["at"] and h["actor"] for h in history)
-        missing = hazardloop("show", "ghost", "--db", str(db))
+        missing = hazardloop("show", "ghost", "--db", db)
         assert missing.returncode == 1
         assert "hazard_not_found" in missing.stderr
 
@@ -170,7 +163,7 @@ class TestLargeFile:
     """A 100,000-line file goes through in one streaming pass."""
 
     def test_one_hundred_thousand_lines_apply_in_one_pass_with_bounded_memory(
-        self, tmp_path: Path
+        self, tmp_path: Path, store: str
     ) -> None:
         src = tmp_path / "big.jsonl"
         hazards = 100_000 // 5
@@ -178,9 +171,9 @@ class TestLargeFile:
             for i in range(hazards):
                 for cmd in loop_of(f"H{i:06d}", T0 + timedelta(minutes=i % 600))[:5]:
                     f.write(json.dumps(cmd) + "\n")
-        db = tmp_path / "big.db"
+        db = store
         before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-        proc = hazardloop("apply", str(src), "--db", str(db))
+        proc = hazardloop("apply", str(src), "--db", db)
         peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
         assert proc.returncode == 0, proc.stderr[-2000:]
         assert proc.stdout.count("\n") == 100_000
