@@ -59,7 +59,7 @@ FORK = multiprocessing.get_context("fork")
 
 def write(
     url: str, prefix: str, count: int, hold: int, channel: Any, release: Any, opening: Any,
-    together: Any,
+    together: Any, unlocked: bool,
 ) -> None:  # fmt: skip
     """A writer process: `count` hazards, each discovered, reported and assigned (one
     transaction per command); puts `{"versions": {hazard: version}}` on `channel`.
@@ -67,6 +67,7 @@ def write(
     With `hold=N` its Nth insert pauses after inserting — the events table's lock held, its
     positions numbered but uncommitted — puts `{"holding": positions}` and commits only once
     `release` is set. It runs the product's own recorder; only that one insert is paused.
+    With `unlocked`, the recorder is made into one without the table lock (the control).
     """
     try:
         from adapters.store import HazardLoopPostgresRecorder
@@ -89,6 +90,8 @@ def write(
         together.wait(120)  # every writer open (opening waits for a held lock), then all write
         if hold:
             engine.recorder.__class__ = Held
+        if unlocked:
+            _unlock(engine.recorder)
         versions = {}
         for step, name in enumerate(("discover", "report", "assign")):
             for i in range(count):
@@ -105,6 +108,21 @@ def write(
         raise
 
 
+def _unlock(recorder: Any) -> None:
+    """The control experiment's recorder: positions from the `bigserial` sequence, as a plain
+    insert takes them, and no `LOCK TABLE` (nor the hash chains, which need the lock)."""
+    from psycopg.sql import SQL, Identifier
+
+    recorder.insert_events_statement = SQL(
+        "INSERT INTO {events} (originator_id, originator_version, topic, state) "
+        "SELECT originator_id, originator_version, topic, state "
+        "FROM unnest(%s::{schema}.{kind}[]) RETURNING notification_id"
+    ).format(events=Identifier("stored_events"), schema=Identifier("public"),
+             kind=Identifier(recorder.stored_event_type_name))  # fmt: skip
+    setattr(recorder, "_lock_table", lambda curs: None)  # noqa: B010
+    setattr(recorder, "_chain", lambda *args, **kwargs: None)  # noqa: B010
+
+
 class Writers:
     """Forked writer processes and what they report."""
 
@@ -114,12 +132,13 @@ class Writers:
         self.opening: Any = FORK.Lock()
         self.procs: list[Any] = []
 
-    def start(self, url: str, *writers: tuple[str, int, int]) -> list[Any]:
+    def start(self, url: str, *writers: tuple[str, int, int], unlocked: bool = False) -> list[Any]:
         """Start writers `(prefix, hazards, hold)`; they open the store, then write together."""
         together = FORK.Barrier(len(writers))
         started = []
         for prefix, count, hold in writers:
-            args = (url, prefix, count, hold, self.channel, self.release, self.opening, together)
+            args = (url, prefix, count, hold, self.channel, self.release, self.opening, together,
+                    unlocked)  # fmt: skip
             proc = FORK.Process(target=write, name=prefix, args=args, daemon=True)
             proc.start()
             started.append(proc)
@@ -374,6 +393,28 @@ class TestEightWritersAndAWorker:
         assert result["events"] == total  # the worker read each position exactly once
         assert len(live["ledger"]) == 64
         assert live == rebuilt(url)
+
+    def test_the_control_without_the_lock_a_reader_skips(
+        self, pg: PostgresServer, procs: Processes, writers: Writers
+    ) -> None:
+        """The same run with writers that take positions from the sequence without the lock:
+        the others commit past the held position and the worker passes it, so the assertion
+        of the test above would fail — it can tell a store that lets readers skip."""
+        url = create_store(pg)
+        worker = procs.worker(url, "--chunk-size", "40")
+        wait_for(lambda: started(procs.tmp / "worker.log"), "the worker to start", worker)
+        _held, *fast = writers.start(url, ("S", 4, 3), *((f"W{n}", 4, 0) for n in range(3)),
+                                    unlocked=True)  # fmt: skip
+        holding: list[int] = writers.receive()["holding"]
+        wait_for(lambda: not any(p.is_alive() for p in fast), "the others to finish", worker)
+        committed = head(url)
+        wait_for(lambda: tracked(url) >= committed, "the worker to catch up", worker)
+        assert tracked(url) > holding[0]  # passed a position whose transaction is still open
+        writers.release.set()
+        writers.finish()
+        found = query(url, "SELECT count(*) FROM stored_events WHERE notification_id = %s",
+                      holding[0])  # fmt: skip
+        assert found == [(1,)]  # committed now, below the worker's position: skipped for good
 
 
 class TestServerRestart:
