@@ -101,6 +101,8 @@ class ProjectionRunner:
         #: The positions our last chunk left, while what the projections hold in memory (cases
         #: folded up to there) is known to match the tables; None when nothing is held.
         self._committed: dict[str, int] | None = None
+        #: Called with the first and last position of each chunk read, before it is projected.
+        self.on_chunk: Callable[[int, int], None] | None = None
         self._reconcile()
         METADATA.create_all(engine)
 
@@ -200,9 +202,11 @@ class ProjectionRunner:
         if not notes:
             self._committed = positions
             return 0
+        last = notes[-1].id
+        if self.on_chunk is not None:
+            self.on_chunk(start, last)
         to_event = self.mapper.to_domain_event
         decoded = [(n.id, to_event(n)) for n in notes]
-        last = notes[-1].id
         try:
             with self.engine.begin() as conn:
                 if conn.dialect.name == "sqlite":
@@ -251,6 +255,7 @@ class ProjectionRunner:
         stop = stop if stop is not None else StopRequest()
         log = log if log is not None else structlog.get_logger("hazardloop.projections")
         waiter = _waiter_for(self.app, interval)
+        self.on_chunk = lambda first, last: log.debug("chunk read", first=first, last=last)
         log.info("projection worker started", chunk_size=self.chunk_size, interval=interval,
                  wake_up=waiter.kind, projections=[p.name for p in self.projections])  # fmt: skip
         seen = failures = 0
@@ -290,6 +295,7 @@ class ProjectionRunner:
             log.info("stopped mid-chunk: the chunk was rolled back")
         finally:
             waiter.close()
+            self.on_chunk = None
         log.info("projection worker stopped", events=seen, positions=self._committed)
         return seen
 

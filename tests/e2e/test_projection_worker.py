@@ -94,9 +94,12 @@ def views(db: Path) -> dict[str, list[tuple[object, ...]]]:
 
 
 def rebuilt(db: Path) -> dict[str, list[tuple[object, ...]]]:
-    done = subprocess.run(cli("projections", "rebuild", "--db", str(db)), cwd=ROOT, env=ENV,
-                          capture_output=True, text=True)  # fmt: skip
-    assert done.returncode == 0, done.stderr
+    """The views after a clean rebuild from the first event (the worker stopped)."""
+    app = build_engine(Settings(db=str(db)))
+    try:
+        build_runner(app).rebuild()
+    finally:
+        app.close()
     return views(db)
 
 
@@ -115,11 +118,12 @@ def worker(tmp_path: Path) -> Iterator[Callable[..., tuple[subprocess.Popen[str]
     """Start `projections run` processes; any still running at the end are killed."""
     started: list[subprocess.Popen[str]] = []
 
-    def start(db: Path, *extra: str) -> tuple[subprocess.Popen[str], Path]:
+    def start(db: Path, *extra: str, level: str = "info") -> tuple[subprocess.Popen[str], Path]:
         log = tmp_path / f"worker-{len(started)}.log"
         args = cli("projections", "run", "--db", str(db), "--interval", "0.05", *extra)
+        env = {**ENV, "HAZARDLOOP_LOG_LEVEL": level}
         with log.open("w") as err:
-            proc = subprocess.Popen(args, cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
+            proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE,
                                     stderr=err, text=True)  # fmt: skip
         started.append(proc)
         return proc, log
@@ -197,3 +201,41 @@ class TestWorkerOnSQLite:
         assert live == rebuilt(db)
         status = list(ledger.c.keys()).index("status")
         assert {row[status] for row in live["ledger"]} == {"assigned"}
+
+    def test_a_second_signal_abandons_the_chunk_in_progress(
+        self, tmp_path: Path, worker: Callable[..., tuple[subprocess.Popen[str], Path]]
+    ) -> None:
+        """SIGINT then SIGTERM while a chunk waits for the write lock: the chunk is rolled back,
+        exit 0, nothing projected; the next worker projects it all, equal to a rebuild."""
+        db = tmp_path / "abandon.db"
+        apply(db, batch(0, range(20)))
+        views(db)  # the read models' tables exist: the worker only needs the lock to project
+        blocker = sqlite3.connect(db, isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")  # the write lock: the worker's chunk will wait for it
+        try:
+            proc, log = worker(db, level="debug")
+
+            def reading() -> bool:
+                return any(e["event"] == "chunk read" for e in log_lines(log))
+
+            wait_for(reading, "the worker to read its first chunk", proc)
+            # Python runs the handlers once SQLite returns, in signal-number order: SIGINT asks
+            # to stop, SIGTERM (a second request) abandons the chunk.
+            proc.send_signal(signal.SIGINT)
+            proc.send_signal(signal.SIGTERM)
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        result = json.loads(proc.communicate(timeout=60)[0].strip().splitlines()[-1])
+        assert proc.returncode == 0
+        assert result == {"events": 0, "positions": None}
+        assert tracked(db) == {}
+        assert "stopped mid-chunk: the chunk was rolled back" in [
+            e["event"] for e in log_lines(log)
+        ]
+        again, _ = worker(db)
+        wait_for(caught_up(db), "the next worker to catch up", again)
+        live = views(db)
+        assert stop(again)["events"] == head(db)
+        assert len(live["ledger"]) == 20
+        assert live == rebuilt(db)
