@@ -7,9 +7,9 @@ state that command needs (`F-…` for the forbidden calls, `OK-…` for the allo
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterator
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,7 +20,7 @@ from adapters.http import create_app
 from loop.authorization import Principal
 from loop.errors import Forbidden
 from tests.apiclient import ApiClient, issue
-from tests.conftest import SHANGHAI, FakeClock
+from tests.conftest import SHANGHAI, FakeClock, StoreFactory
 
 #: Who holds which token: roles, grid scope, unit.
 PEOPLE: dict[str, tuple[tuple[str, ...], tuple[str, ...], str | None]] = {
@@ -135,13 +135,15 @@ FORBIDDEN: list[tuple[str, str, str, dict[str, Any]]] = [
 ]
 
 CLOCK = FakeClock(datetime(2026, 11, 20, 18, 0, tzinfo=SHANGHAI))
+#: The module's master key (a module's store has no test folder's key file).
+MASTER_KEY = base64.b64encode(bytes(range(32))).decode()
 
 
 class World:
     """The module's engine, app, tokens and a client per person."""
 
-    def __init__(self, db: Path) -> None:
-        self.app = create_app(Settings(db=str(db)), clock=CLOCK)
+    def __init__(self, db: str) -> None:
+        self.app = create_app(Settings(db=db, cipher_key=MASTER_KEY), clock=CLOCK)
         self.engine: EmbeddedEngine = self.app.state.engine
         self.tokens = {
             name: issue(self.engine, name, *roles, grids=grids, unit=unit)
@@ -179,8 +181,8 @@ class World:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    w = World(tmp_path_factory.mktemp("authz") / "hazards.db")
+def world(tmp_path_factory: pytest.TempPathFactory, store_factory: StoreFactory) -> Iterator[World]:
+    w = World(store_factory(tmp_path_factory.mktemp("authz"), "authz"))
     for name, (status, _) in HAZARD_COMMANDS.items():
         if status is not None:
             w.case_in(f"F-{name}", status)
