@@ -1293,7 +1293,8 @@ def _specs(rng: random.Random, clock: Clock, hazards: int) -> list[Spec]:
 
 
 def build_district(db: str, hazards: int = 400, seed: int = 2026) -> dict[str, Any]:
-    """Build the demo district in the SQLite file `db`; return what it holds (deterministic)."""
+    """Build the demo district in the store `db` (a SQLite file, or a PostgreSQL database by its
+    URL); return what it holds (deterministic)."""
     rng = random.Random(seed)
     engine = build_engine(Settings(db=db), clock=lambda: AS_OF)
     try:
@@ -1490,8 +1491,8 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
         f"{summary['people']} people",
         f"{summary['organisation']['appointments']} appointments to the grids' chains of "
         f"responsibility, {len(summary['organisation']['changes'])} changes in August",
-        f"{summary['commands']} commands accepted → {summary['events']} events in {summary['db']}"
-        + (f" ({summary['seconds']} s)" if "seconds" in summary else ""),
+        f"{summary['commands']} commands accepted → {summary['events']} events in "
+        f"{_shown(summary['db'])}" + (f" ({summary['seconds']} s)" if "seconds" in summary else ""),
     ]
     console.print(Panel("\n".join(lines), title="hazardloop demo", expand=False))
 
@@ -1560,7 +1561,7 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
         other.add_row(label, str(value), samples.get(sample, ""))
     console.print(other)
 
-    db = summary["db"]
+    db = _shown(summary["db"])
     sample = summary["richest"]["hazard_id"]
     console.print(
         f"[bold]Try next[/bold] (the busiest case, {sample}, has "
@@ -1568,6 +1569,13 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
     )
     for line in _try_next(db, sample, summary["samples"]):
         console.print(f"  {line}", markup=False, highlight=False)
+
+
+def _shown(db: str) -> str:
+    """The store as printed: a PostgreSQL URL without its password."""
+    from adapters.store import parse_db
+
+    return db if "://" not in db else parse_db(db).display
 
 
 def _try_next(db: str, sample: str, by_status: dict[str, str]) -> Iterator[str]:

@@ -142,3 +142,17 @@ class TestDemoCommand:
         assert "Demo district D01" in run.stdout
         assert "hazardloop show D01-2026-" in run.stdout
         assert "已销号" in run.stdout
+
+    def test_a_postgresql_store_is_printed_without_its_password(
+        self, district: dict[str, Any]
+    ) -> None:
+        from rich.console import Console
+
+        from adapters.demo import print_summary
+
+        console = Console(record=True, width=200)
+        print_summary({**district, "db": "postgresql://demo:s3cret@db.example:5432/demo"}, console)
+        shown = console.export_text()
+        assert "s3cret" not in shown
+        assert "hazardloop show D01-2026-" in shown
+        assert "--db postgresql://demo@db.example:5432/demo" in shown
