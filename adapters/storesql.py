@@ -25,7 +25,6 @@ from loop.application import HazardLoop
 __all__ = [
     "advisory_key",
     "create_tables",
-    "dialect_of",
     "select_rows",
     "session_lock",
     "store_engine",
@@ -38,11 +37,6 @@ _NAMED = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
 def to_pyformat(sql: str) -> str:
     """`:name` parameters as psycopg's `%(name)s` (a literal `%` doubled)."""
     return _NAMED.sub(r"%(\1)s", sql.replace("%", "%%"))
-
-
-def dialect_of(app: HazardLoop) -> str:
-    """`sqlite` or `postgresql`: the backend of the application's event store."""
-    return "sqlite" if isinstance(app.recorder.datastore, SQLiteDatastore) else "postgresql"  # type: ignore[attr-defined]
 
 
 def select_rows(app: HazardLoop, sql: str, **params: Any) -> list[tuple[Any, ...]]:
@@ -83,11 +77,10 @@ def advisory_key(name: str) -> int:
 
 
 def create_tables(engine: Engine, metadata: MetaData) -> None:
-    """Create the tables of `metadata` that do not exist yet.
-
-    On PostgreSQL two processes creating the same table at once can collide in the catalogue
-    even with IF NOT EXISTS, so creation holds a transaction-scoped advisory lock; SQLite
-    serialises it by its write lock.
+    """Create the tables of `metadata` that do not exist yet, safely beside other processes
+    doing the same: the check and the creation run under the database's write lock (SQLite's
+    `BEGIN IMMEDIATE`; on PostgreSQL a transaction-scoped advisory lock, as two sessions
+    creating one table at once collide in the catalogue even with IF NOT EXISTS).
     """
     with engine.begin() as conn:
         if conn.dialect.name == "postgresql":
@@ -95,6 +88,8 @@ def create_tables(engine: Engine, metadata: MetaData) -> None:
                 text("SELECT pg_advisory_xact_lock(:key)"),
                 {"key": advisory_key("hazardloop:create-tables")},
             )
+        elif conn.dialect.name == "sqlite":
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
         metadata.create_all(conn)
 
 
