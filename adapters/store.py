@@ -393,6 +393,37 @@ class HazardLoopPostgresRecorder(PostgresApplicationRecorder):
             "SELECT fingerprint, result FROM {idem} WHERE key = %s"
         ).format(idem=t["idem"])
 
+    def create_table(self) -> None:
+        """Create the tables, unless they are all there already.
+
+        `CREATE INDEX IF NOT EXISTS` takes a SHARE lock on the events table before it finds the
+        index exists, so an engine opening while a writer holds the EXCLUSIVE lock would wait
+        for that writer to commit. A store whose schema is complete is not touched at all.
+        """
+        relations = [
+            self.events_table_name,
+            self.notification_id_index_name,
+            IDEMPOTENCY_TABLE,
+            CHAIN_TABLE,
+            f"{CHAIN_TABLE}_case",
+            f"{CHAIN_TABLE}_recorded",
+            HEAD_TABLE,
+        ]
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(
+                "SELECT (SELECT count(*) FROM pg_class c JOIN pg_namespace n "
+                "ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = ANY(%s)) AS found, "
+                "(SELECT count(*) FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace "
+                "WHERE n.nspname = %s AND t.typname = %s) AS types",
+                (self.datastore.schema, relations, self.datastore.schema,
+                 self.stored_event_type_name),
+            )  # fmt: skip
+            row = curs.fetchone()
+        if row is not None and row["found"] == len(relations) and row["types"] == 1:
+            self.datastore.register_type_adapters()
+            return
+        super().create_table()
+
     def _fetch_ids_after_insert_events(
         self,
         curs: Cursor[DictRow],

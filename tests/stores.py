@@ -6,7 +6,9 @@ position column: SQLite's rowid, PostgreSQL's notification_id.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
+from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -28,3 +30,24 @@ def rows(store: str, sql: str, *params: Any) -> list[tuple[Any, ...]]:
 def event_count(store: str) -> int:
     """How many events the store holds."""
     return int(rows(store, "SELECT COUNT(*) FROM stored_events")[0][0])
+
+
+@contextlib.contextmanager
+def write_lock(store: str) -> Iterator[None]:
+    """Hold the store's write lock, as a writer between its insert and its commit does:
+    SQLite's `BEGIN IMMEDIATE`; on PostgreSQL the events table's EXCLUSIVE lock, the one every
+    writer of eventsourcing's recorder takes. Readers carry on; writers wait until the end."""
+    location = parse_db(store)
+    if location.pg is None:
+        lite = sqlite3.connect(location.path, isolation_level=None)
+        try:
+            lite.execute("BEGIN IMMEDIATE")
+            yield
+            lite.execute("ROLLBACK")
+        finally:
+            lite.close()
+        return
+    with psycopg.connect(**location.psycopg_kwargs()) as pg:
+        pg.execute("LOCK TABLE stored_events IN EXCLUSIVE MODE")
+        yield
+        pg.rollback()

@@ -1,13 +1,12 @@
-"""Real processes racing on one hazard in one SQLite file: one wins, the other is told so.
+"""Real processes racing on one hazard in one store: one wins, the other is told so.
 
-The race is made certain, not likely: the test holds the database's write lock while both
+The race is made certain, not likely: the test holds the store's write lock while both
 processes load the case, so both decide on the same version before either can write.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ from pathlib import Path
 from adapters.bootstrap import Settings, build_engine
 from loop.commands import parse_command
 from tests.integration.test_transitions import T0, command
+from tests.stores import write_lock
 
 WORKER = r"""
 import json, sys
@@ -38,9 +38,9 @@ print(json.dumps(outcomes), flush=True)
 """
 
 
-def start_worker(db: Path, payload: dict[str, object], rounds: int = 1) -> subprocess.Popen[str]:
+def start_worker(db: str, payload: dict[str, object], rounds: int = 1) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-c", WORKER, str(db), json.dumps(payload), str(rounds)],
+        [sys.executable, "-c", WORKER, db, json.dumps(payload), str(rounds)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -48,8 +48,8 @@ def start_worker(db: Path, payload: dict[str, object], rounds: int = 1) -> subpr
     )
 
 
-def seed(db: Path) -> int:
-    engine = build_engine(Settings(db=str(db)))
+def seed(db: str) -> int:
+    engine = build_engine(Settings(db=db))
     try:
         engine.handle(parse_command(command("discover", "H", T0)))
         return engine.get_hazard("H").version
@@ -65,27 +65,22 @@ def escalation(note: str) -> dict[str, object]:
 class TestTwoProcesses:
     """Two writers on one case: exactly one wins, and the history stays whole."""
 
-    def test_one_wins_and_the_other_gets_concurrency_conflict(self, tmp_path: Path) -> None:
-        db = tmp_path / "race.db"
+    def test_one_wins_and_the_other_gets_concurrency_conflict(self, store: str) -> None:
+        db = store
         version = seed(db)
-        blocker = sqlite3.connect(db, isolation_level=None)
-        blocker.execute("BEGIN IMMEDIATE")  # hold the write lock: both will load version 1
-        workers = [start_worker(db, escalation(name)) for name in ("a", "b")]
-        try:
+        with write_lock(db):  # hold the write lock: both will load version 1
+            workers = [start_worker(db, escalation(name)) for name in ("a", "b")]
             for w in workers:
                 assert w.stdout is not None
                 assert w.stdout.readline().strip() == "ready"
             time.sleep(1.5)  # both now wait on the lock, each holding the case at `version`
-        finally:
-            blocker.execute("ROLLBACK")
-            blocker.close()
         outcomes = []
         for w in workers:
             out, err = w.communicate(timeout=60)
             assert w.returncode == 0, err
             outcomes.extend(json.loads(out.strip().splitlines()[-1]))
         assert sorted(o.get("code", "ok") for o in outcomes) == ["concurrency_conflict", "ok"]
-        engine = build_engine(Settings(db=str(db)))
+        engine = build_engine(Settings(db=db))
         try:
             history = engine.history("H")
             assert [e.originator_version for e in history] == [1, 2]
@@ -93,8 +88,8 @@ class TestTwoProcesses:
         finally:
             engine.close()
 
-    def test_hammering_writers_lose_and_duplicate_nothing(self, tmp_path: Path) -> None:
-        db = tmp_path / "hammer.db"
+    def test_hammering_writers_lose_and_duplicate_nothing(self, store: str) -> None:
+        db = store
         seed(db)
         workers = [start_worker(db, escalation(name), rounds=60) for name in ("a", "b", "c")]
         outcomes = []
@@ -104,7 +99,7 @@ class TestTwoProcesses:
             outcomes.extend(json.loads(out.strip().splitlines()[-1]))
         accepted = [o for o in outcomes if o["ok"]]
         assert {o.get("code") for o in outcomes if not o["ok"]} <= {"concurrency_conflict"}
-        engine = build_engine(Settings(db=str(db)))
+        engine = build_engine(Settings(db=db))
         try:
             history = engine.history("H")
             versions = [e.originator_version for e in history]

@@ -31,6 +31,7 @@ from loop.application import HazardLoop
 from loop.commands import parse_command
 from loop.errors import StoreError
 from tests.conftest import SHANGHAI, FakeClock, PgCluster
+from tests.stores import write_lock
 
 KEY = "A" * 43 + "="  # base64 of 32 bytes, for stores made outside the `store` fixture
 
@@ -277,3 +278,18 @@ def test_an_unreachable_server_or_missing_database_is_a_store_error(
 def test_a_postgres_store_needs_a_master_key_setting(pg_cluster: PgCluster) -> None:
     with pytest.raises(StoreError, match="HAZARDLOOP_CIPHER_KEY_FILE"):
         build_engine(Settings(db=pg_cluster.url("postgres"), cipher_key=None, cipher_key_file=None))
+
+
+def test_an_engine_opens_while_a_writer_holds_the_lock(store: str) -> None:
+    """Opening a store whose schema is complete takes no lock (CREATE INDEX IF NOT EXISTS would
+    wait for the writer's commit on PostgreSQL)."""
+    build_engine(Settings(db=store, cipher_key=KEY)).close()  # the schema, made once
+    with write_lock(store):
+        done: list[HazardLoop] = []
+        opener = threading.Thread(
+            target=lambda: done.append(build_engine(Settings(db=store, cipher_key=KEY)))
+        )
+        opener.start()
+        opener.join(20)
+        assert done, "opening the engine waited for the writer's lock"
+        done[0].close()
