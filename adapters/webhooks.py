@@ -48,6 +48,7 @@ from sqlalchemy import (
     delete,
     insert,
     select,
+    text,
     update,
 )
 from sqlalchemy.exc import SQLAlchemyError
@@ -70,6 +71,7 @@ __all__ = [
     "Subscriber",
     "SubscriberStore",
     "WorkerBusy",
+    "WorkerLockLost",
     "body_of",
     "create_tables",
     "sign",
@@ -448,17 +450,30 @@ class SubscriberStore:
         return bool(found)
 
     @contextlib.contextmanager
-    def worker_lock(self) -> Iterator[bool]:
-        """Hold the store's one delivery-worker lock while inside; yields False if another
-        process holds it.
+    def worker_lock(self) -> Iterator[Callable[[], bool] | None]:
+        """Hold the store's one delivery-worker lock while inside. Yields None if another
+        process holds it, else a check that says whether it is still held.
 
         On SQLite: an exclusive `flock` of `<store file>.webhooks.lock`; on PostgreSQL: a
-        session advisory lock on a connection of its own. Either way the OS or the server
-        releases it when the holder dies, even by kill -9.
+        session advisory lock on a connection of its own, held as long as that connection
+        lives (a server restart ends it: the check then says False). Either way the OS or the
+        server releases it when the holder dies, even by kill -9.
         """
         if self.engine.dialect.name != "sqlite":
-            with session_lock(self.engine, "hazardloop:webhooks-worker") as held:
-                yield held is not None
+            with session_lock(self.engine, "hazardloop:webhooks-worker") as conn:
+                if conn is None:
+                    yield None
+                    return
+
+                def still_held() -> bool:
+                    try:
+                        conn.execute(text("SELECT 1"))
+                        conn.commit()
+                    except SQLAlchemyError:
+                        return False
+                    return True
+
+                yield still_held
             return
         path = Path(str(self.engine.url.database) + ".webhooks.lock")
         lock_file = path.open("a+b")
@@ -466,13 +481,13 @@ class SubscriberStore:
             try:
                 fcntl.flock(lock_file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
-                yield False
+                yield None
                 return
             lock_file.seek(0)
             lock_file.truncate()
             lock_file.write(f"{os.getpid()}\n".encode())
             lock_file.flush()
-            yield True
+            yield lambda: True  # an flock lasts as long as this process
         finally:
             lock_file.close()  # closing drops the flock
 
@@ -497,6 +512,12 @@ class WorkerBusy(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+
+
+class WorkerLockLost(WorkerBusy):
+    """Raised when a running worker finds it no longer holds the store's worker lock."""
+
+    code = "webhooks_lock_lost"
 
 
 @dataclass(frozen=True)
@@ -548,6 +569,7 @@ class DeliveryWorker:
         self._stop = threading.Event()
         self._lanes: dict[int, _Lane] = {}
         self._held: contextlib.ExitStack | None = None
+        self._still_held: Callable[[], bool] = lambda: True
 
     # -- lifecycle
 
@@ -557,12 +579,14 @@ class DeliveryWorker:
 
     def _acquire(self) -> None:
         held = contextlib.ExitStack()
-        if not held.enter_context(self.store.worker_lock()):
+        check = held.enter_context(self.store.worker_lock())
+        if check is None:
             held.close()
             raise WorkerBusy(
                 f"another `webhooks run` already delivers for this store ({self.store.lock_name()})"
             )
         self._held = held
+        self._still_held = check
 
     def _release(self) -> None:
         if self._held is not None:
@@ -583,6 +607,16 @@ class DeliveryWorker:
                     return all(lane.caught_up for lane in self._lanes.values())
                 if self._stop.wait(self.options.poll):
                     break
+                if not self._still_held():
+                    # Another worker may take the lock now: stop rather than deliver beside it.
+                    self.log.error("webhooks.lock_lost", lock=self.store.lock_name())
+                    self._stop.set()
+                    for lane in self._lanes.values():
+                        lane.thread.join()
+                    raise WorkerLockLost(
+                        "the webhook worker's lock was lost (its database connection ended): "
+                        "stopped; start `webhooks run` again"
+                    )
             for lane in self._lanes.values():
                 lane.thread.join()
             return True

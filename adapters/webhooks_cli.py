@@ -220,7 +220,7 @@ def run_cmd(
     try:
         everything = run_worker(engine, store, options, install_signals=_install_signals)
     except WorkerBusy as exc:
-        sys.stderr.write(f"WorkerBusy: {exc.code}: {exc.message}\n")
+        sys.stderr.write(f"{type(exc).__name__}: {exc.code}: {exc.message}\n")
         raise typer.Exit(1) from None
     except HazardLoopError as exc:
         raise _fail(exc) from None

@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from adapters import webhooks
 from adapters.bootstrap import Settings
@@ -31,6 +32,7 @@ from adapters.webhooks import (
     DeliveryWorker,
     Filters,
     SubscriberStore,
+    WorkerLockLost,
     body_of,
     check_url,
 )
@@ -356,3 +358,55 @@ def test_the_cli_refuses_clearly_and_never_shows_a_secret_twice(
     assert secret not in listed.stdout
     assert '"events":["Hazard.Assigned"]' in listed.stdout
     assert secret.encode() not in _sealed(subscribers)
+
+
+def test_a_worker_that_loses_its_lock_stops(
+    engine: HazardLoop, store_kind: str, subscribers: SubscriberStore, receivers: list[Receiver]
+) -> None:
+    """On PostgreSQL the worker lock lives as long as its connection: if that ends (a server
+    restart, an administrator), another worker could start, so this one stops, saying why."""
+    if store_kind != "postgres":
+        pytest.skip("an flock lasts as long as its process: it cannot be lost")
+    receiver = Receiver(secret=SECRET).start()
+    receivers.append(receiver)
+    subscribers.add(receiver.url, Filters(), after=0, secret=SECRET)
+    _load(engine, case_commands("LL", 2, day=2))
+    worker = DeliveryWorker(engine, subscribers, DeliveryOptions(poll=0.05, backoff_base=0.01))
+    outcome: list[BaseException | bool] = []
+
+    def run() -> None:
+        try:
+            outcome.append(worker.run())
+        except BaseException as exc:  # the outcome is the test's to judge
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    try:
+        total = len(read_feed(engine, 0, MAX_LIMIT))
+        wait_until(lambda: len(receiver.positions()) == total, what="deliveries")
+        here = "SELECT oid FROM pg_database WHERE datname = current_database()"
+        with subscribers.engine.connect() as conn:
+            holders = (
+                conn.execute(
+                    text(
+                        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                        f"AND database = ({here})"
+                    )
+                )
+                .scalars()
+                .all()
+            )
+            assert len(holders) == 1
+            conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": holders[0]})
+        thread.join(10)
+        assert not thread.is_alive()
+    finally:
+        worker.stop()
+        thread.join(10)
+    assert len(outcome) == 1
+    assert isinstance(outcome[0], WorkerLockLost)
+    # The lock is free again: the next worker takes it and has nothing left to deliver.
+    again = DeliveryOptions(once=True, backoff_base=0.01, backoff_max=0.05)
+    assert DeliveryWorker(engine, subscribers, again).run() is True
+    assert len(receiver.positions()) == total
