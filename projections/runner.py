@@ -260,6 +260,7 @@ class ProjectionRunner:
                  wake_up=waiter.kind, projections=[p.name for p in self.projections])  # fmt: skip
         seen = failures = 0
         down_since = 0.0
+        stop.abortable = True
         try:
             while not stop.requested:
                 try:
@@ -270,6 +271,7 @@ class ProjectionRunner:
                     continue
                 except Exception as exc:
                     if not is_connection_error(exc):
+                        log.error("projection failed", error=_one_line(exc))
                         raise
                     if failures == 0:
                         down_since = time.monotonic()
@@ -294,6 +296,7 @@ class ProjectionRunner:
         except StopNow:
             log.info("stopped mid-chunk: the chunk was rolled back")
         finally:
+            stop.abortable = False
             waiter.close()
             self.on_chunk = None
         log.info("projection worker stopped", events=seen, positions=self._committed)
@@ -349,6 +352,8 @@ class StopRequest:
     def __init__(self) -> None:
         self.requested = False
         self.signal: int | None = None
+        #: Whether a second request may abandon work in progress (set while a worker runs).
+        self.abortable = False
 
     def set(self) -> None:
         self.requested = True
@@ -367,7 +372,7 @@ class StopRequest:
         chunk, a second abandons the chunk (rolled back) by raising `StopNow`."""
 
         def handler(signum: int, frame: FrameType | None) -> None:
-            if self.requested:
+            if self.requested and self.abortable:
                 raise StopNow
             self.signal = signum
             self.set()
