@@ -174,28 +174,30 @@ def _factory(request: pytest.FixtureRequest, kind: str) -> StoreFactory:
 
 
 @pytest.fixture(scope="module")
-def store_factory(request: pytest.FixtureRequest, store_kind: str) -> Iterator[StoreFactory]:
-    """Stores for module-scoped fixtures (a district built once); dropped when the module ends."""
+def store_factory(
+    request: pytest.FixtureRequest, store_kind: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[StoreFactory]:
+    """Stores for module-scoped fixtures (a district built once); dropped when the module ends.
+
+    On PostgreSQL the tipsters' master key comes from a key file of the module's
+    (HAZARDLOOP_CIPHER_KEY_FILE, inherited by the CLI processes a test starts): there is no
+    store file to keep one beside.
+    """
     factory = _factory(request, store_kind)
-    yield factory
+    with pytest.MonkeyPatch.context() as mp:
+        if store_kind == "postgres":
+            key = tmp_path_factory.mktemp("master-key") / "master.key"
+            mp.setenv("HAZARDLOOP_CIPHER_KEY_FILE", str(key))
+        yield factory
     factory.drop_all()
 
 
 @pytest.fixture
 def store(
-    request: pytest.FixtureRequest,
-    store_kind: str,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest, store_kind: str, store_factory: StoreFactory, tmp_path: Path
 ) -> Iterator[str]:
-    """A fresh, empty store for this test: the `--db` value (a file path or a URL).
-
-    On PostgreSQL the tipsters' master key comes from a key file in the test's folder
-    (HAZARDLOOP_CIPHER_KEY_FILE, inherited by the CLI processes a test starts); the database
-    is dropped after the test.
-    """
-    if store_kind == "postgres":
-        monkeypatch.setenv("HAZARDLOOP_CIPHER_KEY_FILE", str(tmp_path / "master.key"))
+    """A fresh, empty store for this test: the `--db` value (a file path or a URL); a
+    PostgreSQL database is dropped after the test."""
     factory = _factory(request, store_kind)
     yield factory(tmp_path, "hazards")
     factory.drop_all()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import io
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -24,6 +23,8 @@ from adapters.demo import AS_OF, build_district
 from adapters.nightly import end_of_day
 from projections.model import AccountabilityReport, OverdueReport
 from projections.reports import accountability_report, overdue_report, parse_period
+from tests.conftest import StoreFactory, store_env
+from tests.stores import event_count
 
 ROOT = Path(__file__).resolve().parents[2]
 DAY = "2026-11-20"
@@ -35,22 +36,22 @@ def hazardloop(*args: str) -> subprocess.CompletedProcess[bytes]:
         [sys.executable, "-m", "adapters.cli", *args],
         capture_output=True,
         cwd=ROOT,
-        env={"PATH": "/usr/bin:/bin", "HAZARDLOOP_LOG_LEVEL": "warning"},
+        env={"PATH": "/usr/bin:/bin", "HAZARDLOOP_LOG_LEVEL": "warning", **store_env()},
         timeout=300,
     )
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    db = tmp_path_factory.mktemp("reports") / "district.db"
-    build_district(str(db))
+def district(tmp_path_factory: pytest.TempPathFactory, store_factory: StoreFactory) -> str:
+    db = store_factory(tmp_path_factory.mktemp("reports"), "district")
+    build_district(db)
     return db
 
 
 @pytest.fixture(scope="module")
-def expected(store: Path) -> Iterator[tuple[OverdueReport, AccountabilityReport]]:
+def expected(district: str) -> Iterator[tuple[OverdueReport, AccountabilityReport]]:
     """Both reports computed in this process, as of the end of DAY like `--as-of DAY`."""
-    engine = build_engine(Settings(db=str(store)), clock=lambda: AS_OF)
+    engine = build_engine(Settings(db=district), clock=lambda: AS_OF)
     runner = build_runner(engine)
     runner.catch_up()
     moment = end_of_day(date.fromisoformat(DAY), engine)
@@ -65,12 +66,12 @@ def expected(store: Path) -> Iterator[tuple[OverdueReport, AccountabilityReport]
 
 
 @pytest.fixture(scope="module")
-def files(store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def files(district: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The accountability report of PERIOD written by the command line in every format."""
     out = tmp_path_factory.mktemp("accountability")
     for fmt in ("table", "json", "csv", "xlsx", "html"):
         run = hazardloop(
-            "report", "accountability", "--period", PERIOD, "--db", str(store),
+            "report", "accountability", "--period", PERIOD, "--db", district,
             "--as-of", DAY, "--format", fmt, "--out", str(out),
         )  # fmt: skip
         assert run.returncode == 0, (fmt, run.stderr)
@@ -81,13 +82,11 @@ class TestOverdueCommand:
     """`report overdue` prints or writes the overdue report of the read models."""
 
     def test_json_on_stdout_matches_the_report_computed_in_process(
-        self, store: Path, expected: tuple[OverdueReport, AccountabilityReport]
+        self, district: str, expected: tuple[OverdueReport, AccountabilityReport]
     ) -> None:
         report = expected[0]
         assert report.rows, "the demo has overdue cases"
-        run = hazardloop(
-            "report", "overdue", "--db", str(store), "--as-of", DAY, "--format", "json"
-        )
+        run = hazardloop("report", "overdue", "--db", district, "--as-of", DAY, "--format", "json")
         assert run.returncode == 0, run.stderr
         data = orjson.loads(run.stdout)
         assert datetime.fromisoformat(data["as_of"]) == report.as_of
@@ -102,10 +101,10 @@ class TestOverdueCommand:
         assert got == want
 
     def test_csv_into_a_folder_is_named_by_the_date(
-        self, store: Path, tmp_path: Path, expected: tuple[OverdueReport, AccountabilityReport]
+        self, district: str, tmp_path: Path, expected: tuple[OverdueReport, AccountabilityReport]
     ) -> None:
         out = tmp_path / "out"
-        args = ("report", "overdue", "--db", str(store), "--as-of", DAY, "--format", "csv")
+        args = ("report", "overdue", "--db", district, "--as-of", DAY, "--format", "csv")
         run = hazardloop(*args, "--out", str(out))
         assert run.returncode == 0, run.stderr
         assert run.stdout == b""
@@ -115,8 +114,8 @@ class TestOverdueCommand:
         rows = list(csv.reader(io.StringIO(data.decode("utf-8-sig"), newline="")))
         assert [r[0] for r in rows[1:]] == [r.hazard_id for r in expected[0].rows]
 
-    def test_an_unknown_format_is_a_usage_error_in_one_line(self, store: Path) -> None:
-        run = hazardloop("report", "overdue", "--db", str(store), "--format", "pdf")
+    def test_an_unknown_format_is_a_usage_error_in_one_line(self, district: str) -> None:
+        run = hazardloop("report", "overdue", "--db", district, "--format", "pdf")
         assert run.returncode == 2
         assert run.stdout == b""
         assert len(run.stderr.decode().splitlines()) == 1, run.stderr
@@ -164,22 +163,16 @@ class TestAccountabilityCommand:
         assert PERIOD in text
         assert PERIOD in html
 
-    def test_a_bad_period_is_a_usage_error_in_one_line(self, store: Path) -> None:
-        run = hazardloop("report", "accountability", "--period", "2026-Q5", "--db", str(store))
+    def test_a_bad_period_is_a_usage_error_in_one_line(self, district: str) -> None:
+        run = hazardloop("report", "accountability", "--period", "2026-Q5", "--db", district)
         assert run.returncode == 2
         assert len(run.stderr.decode().splitlines()) == 1, run.stderr
 
 
-def test_the_demo_store_is_not_changed_by_reading_it(store: Path, tmp_path: Path) -> None:
-    """Reports only read: a copy of the store before and after a report holds the same events."""
-    import sqlite3
-
-    copy = tmp_path / "copy.db"
-    shutil.copyfile(store, copy)
-    with sqlite3.connect(copy) as conn:
-        before = conn.execute("SELECT COUNT(*) FROM stored_events").fetchone()
-    run = hazardloop("report", "overdue", "--db", str(copy), "--as-of", DAY, "--format", "table")
+def test_the_demo_store_is_not_changed_by_reading_it(district: str) -> None:
+    """Reports only read: the store holds the same events before and after a report."""
+    before = event_count(district)
+    run = hazardloop("report", "overdue", "--db", district, "--as-of", DAY, "--format", "table")
     assert run.returncode == 0, run.stderr
     assert b"\x1b" not in run.stdout
-    with sqlite3.connect(copy) as conn:
-        assert conn.execute("SELECT COUNT(*) FROM stored_events").fetchone() == before
+    assert event_count(district) == before
