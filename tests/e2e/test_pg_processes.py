@@ -284,9 +284,9 @@ class Processes:
         self.started.append(proc)
         return proc
 
-    def worker(self, url: str, *extra: str) -> subprocess.Popen[str]:
+    def worker(self, url: str, *extra: str, name: str = "worker") -> subprocess.Popen[str]:
         args = cli("projections", "run", "--db", url, "--interval", "0.05", *extra)
-        return self.start(args, "worker")
+        return self.start(args, name)
 
     def close(self) -> None:
         for proc in self.started:
@@ -415,6 +415,31 @@ class TestEightWritersAndAWorker:
         found = query(url, "SELECT count(*) FROM stored_events WHERE notification_id = %s",
                       holding[0])  # fmt: skip
         assert found == [(1,)]  # committed now, below the worker's position: skipped for good
+
+
+class TestTwoWorkers:
+    def test_two_workers_on_one_store_project_each_event_once(
+        self, pg: PostgresServer, procs: Processes, writers: Writers
+    ) -> None:
+        """Two workers race for every chunk while four writers write: each chunk is claimed by
+        moving the tracking position from the value read (compare-and-set), so exactly one
+        commits it; the loser rolls back, and folds its cases again from the store."""
+        url = create_store(pg)
+        workers = [procs.worker(url, "--chunk-size", "7", name=f"worker{n}") for n in range(2)]
+        for n, w in enumerate(workers):
+            log = procs.tmp / f"worker{n}.log"
+            wait_for(lambda log=log: started(log), "the workers to start", w)  # type: ignore[misc]
+        writers.start(url, *((f"W{n}", 10, 0) for n in range(4)))
+        versions = writers.finish()
+        total = sum(versions.values())
+        for w in workers:
+            wait_for(lambda: tracked(url) >= total, "the workers to project every event", w)
+        live = views(url)
+        read = [stop_worker(w, url)["events"] for w in workers]
+        assert sum(read) >= total  # between them they read everything (a loser reads again)
+        assert verify_chains(url) == total
+        assert len(live["ledger"]) == 40
+        assert live == rebuilt(url)
 
 
 class TestServerRestart:
