@@ -11,12 +11,24 @@ import json
 import os
 import re
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from adapters.store import CHAIN_TABLE, GENESIS, HEAD_TABLE, case_link, frame, log_link
+from adapters import audit_scan
+from adapters.store import (
+    CHAIN_TABLE,
+    GENESIS,
+    HEAD_TABLE,
+    StoreLocation,
+    case_link,
+    frame,
+    log_link,
+    parse_db,
+)
 from loop.errors import InvalidCommand, StoreError
 
 __all__ = [
@@ -31,7 +43,12 @@ __all__ = [
     "verify",
 ]
 
-_SEP = b"\x1f"
+#: An event as the careful walk reads it: position, id, version, topic, state, and its frame.
+#: Text and bytes are read as such whatever a column's storage class, and the frame is built
+#: by the database, so this walk and the fast check (adapters/audit_scan.py) read the same bytes.
+_EVENT_COLUMNS = (
+    "{pos}, {eoid}, originator_version, CAST(topic AS TEXT), CAST(state AS {blob}), {frame}"
+)
 
 #: Makes a Break (with the subject looked up) from kind, position, originator id, message.
 _BreakFn = Callable[..., "Break"]
@@ -106,35 +123,180 @@ def parse_head(text: str) -> Head:
         ) from None
 
 
-def _connect(path: Path) -> sqlite3.Connection:
-    if not path.is_file():
-        raise StoreError(f"no event store at {path}")
-    try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        conn.execute(f"SELECT 1 FROM {CHAIN_TABLE} LIMIT 1").fetchall()
-    except sqlite3.Error as exc:
-        raise StoreError(f"cannot read the event store {path}: {exc}") from exc
-    return conn
+#: What the audit functions accept as a store: a SQLite file, a `--db` value, or a location.
+StoreRef = Path | str | StoreLocation
 
 
-def head(path: Path) -> Head:
+class _Reader:
+    """Read-only access to one store's tables, the same SQL on both backends.
+
+    SQL is written with `?` parameters; `{pos}` is the events' log position column (SQLite's
+    rowid, PostgreSQL's notification_id); `{eoid}` is the events' originator id as the chain
+    writes it (32 hex digits for a UUID), `{e_eoid}` the same for the table aliased `e`;
+    `{oid}` is a parameter compared with the events' originator id. Everything is read in one
+    read-only transaction: one snapshot of the store.
+    """
+
+    backend = "sqlite"
+    pos = "rowid"
+    eoid = "CAST({a}originator_id AS TEXT)"  # {a}: a table alias, or nothing
+    oid = "?"
+    blob = "BLOB"
+    #: The frame as the fast check builds it (see adapters/audit_scan.py).
+    frame = audit_scan.FRAME_SQL.format(a="")
+    errors: tuple[type[Exception], ...] = (sqlite3.Error,)
+
+    def __init__(self, display: str) -> None:
+        self.display = display
+
+    def sql(self, text: str) -> str:
+        return text.format(
+            pos=self.pos,
+            eoid=self.eoid.format(a=""),
+            e_eoid=self.eoid.format(a="e."),
+            oid=self.oid,
+            blob=self.blob,
+            frame=self.frame,
+        )
+
+    def one(self, text: str, *params: Any) -> tuple[Any, ...] | None:
+        raise NotImplementedError
+
+    def all(self, text: str, *params: Any) -> list[tuple[Any, ...]]:
+        raise NotImplementedError
+
+    def stream(self, text: str, *params: Any) -> Iterator[tuple[Any, ...]]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def fail(self, exc: Exception) -> StoreError:
+        return StoreError(f"cannot read the event store {self.display}: {exc}")
+
+
+class _SQLiteReader(_Reader):
+    def __init__(self, path: Path) -> None:
+        super().__init__(str(path))
+        self.path = path
+        if not path.is_file():
+            raise StoreError(f"no event store at {path}")
+        try:
+            self.conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+            self.conn.execute("BEGIN")  # one snapshot for every read below
+            self.conn.execute(f"SELECT 1 FROM {CHAIN_TABLE} LIMIT 1").fetchall()
+        except sqlite3.Error as exc:
+            raise self.fail(exc) from exc
+
+    def one(self, text: str, *params: Any) -> tuple[Any, ...] | None:
+        row: tuple[Any, ...] | None = self.conn.execute(self.sql(text), params).fetchone()
+        return row
+
+    def all(self, text: str, *params: Any) -> list[tuple[Any, ...]]:
+        return self.conn.execute(self.sql(text), params).fetchall()
+
+    def stream(self, text: str, *params: Any) -> Iterator[tuple[Any, ...]]:
+        cursor = self.conn.execute(self.sql(text), params)
+        while batch := cursor.fetchmany(4096):
+            yield from batch
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+class _PostgresReader(_Reader):
+    backend = "postgres"
+    pos = "notification_id"
+    eoid = "{a}originator_id"
+    blob = "bytea"
+
+    def __init__(self, location: StoreLocation) -> None:
+        super().__init__(location.display)
+        import psycopg
+
+        self.errors = (psycopg.Error,)
+        self._cursors = 0
+        try:
+            self.conn = psycopg.connect(**location.psycopg_kwargs())
+            self.conn.read_only = True
+            # One snapshot for every read below, however long the walk takes.
+            self.conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+            row = self.conn.execute(
+                "SELECT data_type FROM information_schema.columns WHERE table_schema = "
+                "current_schema() AND table_name = 'stored_events' "
+                "AND column_name = 'originator_id'"
+            ).fetchone()
+            self.conn.execute(f"SELECT 1 FROM {CHAIN_TABLE} LIMIT 1").fetchall()
+        except psycopg.Error as exc:
+            raise self.fail(exc) from exc
+        if row is not None and row[0] == "uuid":
+            self.eoid = "replace({a}originator_id::text, '-', '')"
+            self.oid = "?::uuid"
+        # The frame as adapters.store.frame builds it, from the stored values.
+        self.frame = (
+            f"convert_to({self.eoid.format(a='')} || chr(31) || originator_version::text || "
+            "chr(31) || topic || chr(31), 'UTF8') || state"
+        )
+
+    def sql(self, text: str) -> str:
+        return super().sql(text).replace("?", "%s")
+
+    def one(self, text: str, *params: Any) -> tuple[Any, ...] | None:
+        row: tuple[Any, ...] | None = self.conn.execute(self.sql(text), params).fetchone()
+        return row
+
+    def all(self, text: str, *params: Any) -> list[tuple[Any, ...]]:
+        rows: list[tuple[Any, ...]] = self.conn.execute(self.sql(text), params).fetchall()
+        return rows
+
+    def stream(self, text: str, *params: Any) -> Iterator[tuple[Any, ...]]:
+        self._cursors += 1
+        cursor = self.conn.cursor(name=f"audit_{self._cursors}")  # server-side: rows in batches
+        cursor.itersize = 4096
+        try:
+            cursor.execute(self.sql(text), params)
+            yield from cursor
+        finally:
+            cursor.close()
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def _open(store: StoreRef) -> _Reader:
+    """A reader on a store: a SQLite file (Path), a `--db` value (str) or a parsed location."""
+    if isinstance(store, Path):
+        return _SQLiteReader(store)
+    location = parse_db(store) if isinstance(store, str) else store
+    if location.pg is not None:
+        return _PostgresReader(location)
+    return _SQLiteReader(location.path)
+
+
+def head(store: StoreRef) -> Head:
     """The head the store claims (its head row), without verifying anything."""
-    conn = _connect(path)
+    reader = _open(store)
     try:
-        row = conn.execute(f"SELECT count, log_hash FROM {HEAD_TABLE} WHERE id=1").fetchone()
+        row = reader.one(f"SELECT count, log_hash FROM {HEAD_TABLE} WHERE id=1")
+    except reader.errors as exc:
+        raise reader.fail(exc) from exc
     finally:
-        conn.close()
+        reader.close()
     return Head(0, GENESIS) if row is None else Head(int(row[0]), bytes(row[1]))
 
 
-def _subject(conn: sqlite3.Connection, originator_id: str | None) -> str | None:
+def _subject(reader: _Reader, originator_id: str | None) -> str | None:
     """The client's id of a case (hazard_id, or a grid's code…), read from its first event."""
     if originator_id is None:
         return None
-    row = conn.execute(
-        "SELECT state FROM stored_events WHERE originator_id=? ORDER BY originator_version LIMIT 1",
-        (originator_id,),
-    ).fetchone()
+    try:
+        row = reader.one(
+            "SELECT CAST(state AS {blob}) FROM stored_events WHERE originator_id={oid} "
+            "ORDER BY originator_version LIMIT 1",
+            originator_id,
+        )
+    except reader.errors:
+        return None  # not even an id this store could hold (a damaged chain row)
     if row is None:
         return None
     raw = bytes(row[0])
@@ -153,150 +315,109 @@ def _subject(conn: sqlite3.Connection, originator_id: str | None) -> str | None:
 
 
 #: Below this many events one process verifies; above it, the log is split across processes.
-PARALLEL_FROM = 200_000
+PARALLEL_FROM = 50_000
 
 
-def verify(path: Path, against: Head | None = None, *, workers: int | None = None) -> Verification:
+def verify(
+    store: StoreRef, against: Head | None = None, *, workers: int | None = None
+) -> Verification:
     """Recompute both chains over the whole log; name the first break.
 
-    The fast path checks every link of every event (in position ranges, in parallel on a large
-    log) and only says "intact" or "something at position p"; when anything is off, the careful
-    walk below runs to name the first break and its kind.
+    On SQLite the fast path checks every link of every event (in position ranges, in parallel
+    processes on a large log) and only says "intact" or "something is off"; when anything is
+    off, the careful walk runs to name the first break and its kind. On PostgreSQL the careful
+    walk runs directly, in one read-only snapshot.
     """
-    conn = _connect(path)
+    reader = _open(store)
     try:
-        fast = _fast_verify(path, conn, against, workers)
-        if fast is not None:
-            return fast
-        return _verify(conn, against)
-    except sqlite3.Error as exc:
-        raise StoreError(f"cannot read the event store {path}: {exc}") from exc
+        if isinstance(reader, _SQLiteReader):
+            fast = _fast_verify(reader, against, workers)
+            if fast is not None:
+                return fast
+        return _verify(reader, against)
+    except reader.errors as exc:
+        raise reader.fail(exc) from exc
     finally:
-        conn.close()
+        reader.close()
+
+
+def _cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def _fast_verify(
-    path: Path, conn: sqlite3.Connection, against: Head | None, workers: int | None
+    reader: _SQLiteReader, against: Head | None, workers: int | None
 ) -> Verification | None:
     """Every link checked in a tight loop; None whenever the careful walk must take over."""
-    events, top = conn.execute("SELECT COUNT(*), MAX(rowid) FROM stored_events").fetchone()
-    links, last = conn.execute(f"SELECT COUNT(*), MAX(position) FROM {CHAIN_TABLE}").fetchone()
-    head_row = conn.execute(f"SELECT count, log_hash FROM {HEAD_TABLE} WHERE id=1").fetchone()
-    count = int(events)
-    if count == 0 or not (count == int(top) == int(links) == int(last)):
-        return None  # empty, or a gap, an insertion or a deletion: the careful walk names it
-    if head_row is None or int(head_row[0]) != count:
-        return None
+    # Both tables must span exactly 1..count (MIN and MAX come from the b-trees' ends, where a
+    # COUNT would read every page); that nothing inside is missing, the ranges' checks prove.
+    events = reader.one("SELECT MIN(rowid), MAX(rowid) FROM stored_events")
+    links = reader.one(f"SELECT MIN(position), MAX(position) FROM {CHAIN_TABLE}")
+    head_row = reader.one(f"SELECT count, log_hash FROM {HEAD_TABLE} WHERE id=1")
+    if head_row is None or not isinstance(head_row[0], int) or head_row[0] < 1:
+        return None  # empty, or no head: the careful walk says which
+    count = head_row[0]
+    if events != (1, count) or links != (1, count):
+        return None  # a deletion, an insertion, a truncation: the careful walk names it
     if workers is None:
-        workers = min(os.cpu_count() or 1, 4) if count >= PARALLEL_FROM else 1
-    size = -(-count // workers)
+        workers = min(_cpus(), 4) if count >= PARALLEL_FROM else 1
+    size = -(-count // max(1, workers))
     ranges = [(lo, min(count, lo + size - 1)) for lo in range(1, count + 1, size)]
-    if len(ranges) == 1:
-        outcomes = [_check_range(str(path), *ranges[0])]
-    else:
-        import multiprocessing
-
-        with multiprocessing.get_context("spawn").Pool(len(ranges)) as pool:
-            outcomes = pool.starmap(_check_range, [(str(path), lo, hi) for lo, hi in ranges])
-    if not all(outcomes):
+    if not _check_ranges(reader.path, ranges):
         return None
-    (last_hash,) = conn.execute(
-        f"SELECT log_hash FROM {CHAIN_TABLE} WHERE position=?", (count,)
-    ).fetchone()
-    if bytes(head_row[1]) != bytes(last_hash):
+    last = reader.one(f"SELECT log_hash FROM {CHAIN_TABLE} WHERE position=?", count)
+    assert last is not None
+    if head_row[1] != last[0]:
         return None
     if against is not None and against.count > 0:
         if against.count > count:
             return None
-        (pinned,) = conn.execute(
-            f"SELECT log_hash FROM {CHAIN_TABLE} WHERE position=?", (against.count,)
-        ).fetchone()
-        if bytes(pinned) != against.log_hash:
+        pinned = reader.one(f"SELECT log_hash FROM {CHAIN_TABLE} WHERE position=?", against.count)
+        if pinned is None or pinned[0] != against.log_hash:
             return None
-    return Verification(Head(count, bytes(last_hash)), count, [], against)
+    return Verification(Head(count, bytes(last[0])), count, [], against)
 
 
-def _check_range(path: str, lo: int, hi: int) -> bool:
-    """Whether every event in positions lo..hi gives its stored log and case hashes.
+def _check_ranges(path: Path, ranges: list[tuple[int, int]]) -> bool:
+    """Check the first range here and each other one in a fresh interpreter, all at once.
 
-    Seeds come from the stored hashes just before the range (the log hash at lo - 1, each case's
-    hash at its previous version); those are themselves checked by the range that holds them.
+    The other interpreters run `adapters/audit_scan.py` as a script in isolated mode (standard
+    library only): they start in milliseconds, where a multiprocessing child would import this
+    program again. Each range seeds itself from the stored hashes just before it, which the
+    range holding them checks.
     """
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    from adapters import audit_scan
+
+    script = audit_scan.__file__
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-I", script, str(path), str(lo), str(hi)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )
+        for lo, hi in ranges[1:]
+    ]
+    ok = False
     try:
-        sha256 = hashlib.sha256
-        events = conn.execute(
-            "SELECT rowid, originator_id || char(31) || originator_version || char(31) || "
-            "topic || char(31), state FROM stored_events WHERE rowid BETWEEN ? AND ? "
-            "ORDER BY rowid",
-            (lo, hi),
-        )
-        chain = conn.cursor()
-        chain.execute(
-            f"SELECT position, originator_id, originator_version, log_hash, case_hash "
-            f"FROM {CHAIN_TABLE} WHERE position BETWEEN ? AND ? ORDER BY position",
-            (lo, hi),
-        )
-        seed = conn.execute(
-            f"SELECT log_hash FROM {CHAIN_TABLE} WHERE position=?", (lo - 1,)
-        ).fetchone()
-        previous = bytes(seed[0]) if seed else GENESIS
-        lookup = conn.cursor()
-        cases: dict[str, bytes] = {}
-        expected = lo
-        while True:
-            batch = events.fetchmany(4096)
-            links = chain.fetchmany(4096)
-            if len(batch) != len(links):
-                return False
-            if not batch:
-                return expected == hi + 1
-            for (position, header, state), (at, oid, version, log_hash, case_hash) in zip(
-                batch, links, strict=True
-            ):
-                if position != expected or at != position:
-                    return False
-                computed = sha256(
-                    previous + position.to_bytes(8, "big") + header.encode() + state
-                ).digest()
-                if computed != log_hash or not header.startswith(f"{oid}\x1f{version}\x1f"):
-                    return False
-                before = cases.get(oid)
-                if before is None:
-                    # The case's previous event lies before this range (or there is none):
-                    # its stored hash, checked by the range that holds it.
-                    row = lookup.execute(
-                        f"SELECT case_hash FROM {CHAIN_TABLE} WHERE originator_id=? AND "
-                        "originator_version<? ORDER BY originator_version DESC LIMIT 1",
-                        (oid, version),
-                    ).fetchone()
-                    before = bytes(row[0]) if row is not None else GENESIS
-                linked = sha256(before + computed).digest()
-                if linked != case_hash:
-                    return False
-                cases[oid] = linked
-                previous = computed
-                expected += 1
+        ok = audit_scan.check_range(str(path), *ranges[0])
     finally:
-        conn.close()
+        for child in children:
+            if not ok:
+                child.kill()  # the careful walk will run anyway: stop the others' work
+            out, _ = child.communicate()
+            ok = ok and child.returncode == 0 and out.strip() == b"ok"
+    return ok
 
 
-def _rows(conn: sqlite3.Connection, sql: str) -> Iterator[tuple[Any, ...]]:
-    cursor = conn.execute(sql)
-    while batch := cursor.fetchmany(4096):
-        yield from batch
-
-
-def _verify(conn: sqlite3.Connection, against: Head | None) -> Verification:
-    events = _rows(
-        conn,
-        "SELECT rowid, originator_id, originator_version, topic, state "
-        "FROM stored_events ORDER BY rowid",
-    )
-    chain = _rows(
-        conn,
-        f"SELECT position, originator_id, originator_version, log_hash, case_hash "
-        f"FROM {CHAIN_TABLE} ORDER BY position",
+def _verify(reader: _Reader, against: Head | None) -> Verification:
+    events = reader.stream(f"SELECT {_EVENT_COLUMNS} FROM stored_events ORDER BY {{pos}}")
+    chain = reader.stream(
+        "SELECT position, CAST(originator_id AS TEXT), originator_version, "
+        "CAST(log_hash AS {blob}), CAST(case_hash AS {blob}) "
+        f"FROM {CHAIN_TABLE} ORDER BY position"
     )
     sha256 = hashlib.sha256
     genesis = GENESIS
@@ -309,20 +430,19 @@ def _verify(conn: sqlite3.Connection, against: Head | None) -> Verification:
     ch = next(chain, None)
 
     def brk(kind: str, position: int, oid: str | None, message: str, **details: Any) -> Break:
-        return Break(kind, position, oid, _subject(conn, oid), message, details)
+        return Break(kind, position, oid, _subject(reader, oid), message, details)
 
     while e is not None and ch is not None:
         position = e[0]
         if position != ch[0] or position != count + 1:
-            found = _misaligned(conn, e, ch, count, brk)
+            found = _misaligned(reader, e, ch, count, brk)
             break
         oid = e[1]
         version = e[2]
-        state = e[4]
-        framed = _SEP.join((oid.encode(), str(version).encode(), e[3].encode(), state))
+        framed = e[5]
         log_hash = sha256(previous + position.to_bytes(8, "big") + framed).digest()
         if log_hash != ch[3] or oid != ch[1] or version != ch[2]:
-            found = _mismatch(conn, e, ch, previous, log_hash, brk)
+            found = _mismatch(reader, e, ch, previous, log_hash, brk)
             break
         last = cases.get(oid)
         before = genesis if last is None else last[1]
@@ -359,14 +479,14 @@ def _verify(conn: sqlite3.Connection, against: Head | None) -> Verification:
             missing=remaining,
         )
     if found is None:
-        found = _check_head(conn, count, previous, brk)
+        found = _check_head(reader, count, previous, brk)
     if found is None and against is not None:
         found = _check_against(against, count, pinned, brk)
     return Verification(Head(count, previous), count, [found] if found else [], against)
 
 
 def _misaligned(
-    conn: sqlite3.Connection, e: tuple[Any, ...], ch: tuple[Any, ...], count: int, brk: _BreakFn
+    reader: _Reader, e: tuple[Any, ...], ch: tuple[Any, ...], count: int, brk: _BreakFn
 ) -> Break:
     """Positions disagree: an event without its chain row, or a chain row without its event."""
     expected = count + 1
@@ -389,7 +509,7 @@ def _misaligned(
 
 
 def _mismatch(
-    conn: sqlite3.Connection,
+    reader: _Reader,
     e: tuple[Any, ...],
     ch: tuple[Any, ...],
     previous: bytes,
@@ -398,16 +518,16 @@ def _mismatch(
 ) -> Break:
     """An event whose bytes do not give its stored hash: changed, moved, or the chain edited."""
     position, oid = e[0], e[1]
-    framed = frame(oid, e[2], e[3], e[4])
+    framed = e[5]
     # Is this event another position's event (rows swapped)? Look for the chain row it fits.
-    for q, _oid, q_version, q_hash in conn.execute(
+    for q, _oid, q_version, q_hash in reader.all(
         f"SELECT position, originator_id, originator_version, log_hash FROM {CHAIN_TABLE} "
         "WHERE originator_id=? AND originator_version=? AND position<>?",
-        (oid, e[2], position),
+        oid,
+        e[2],
+        position,
     ):
-        prior = conn.execute(
-            f"SELECT log_hash FROM {CHAIN_TABLE} WHERE position=?", (q - 1,)
-        ).fetchone()
+        prior = reader.one(f"SELECT log_hash FROM {CHAIN_TABLE} WHERE position=?", q - 1)
         if log_link(bytes(prior[0]) if prior else GENESIS, q, framed) == bytes(q_hash):
             return brk(
                 "reordered",
@@ -419,16 +539,14 @@ def _mismatch(
             )
     if (oid, e[2]) == (ch[1], ch[2]):
         # Intact event, edited chain row? Then the next link still fits what we computed.
-        nxt = conn.execute(
-            "SELECT rowid, originator_id, originator_version, topic, state FROM stored_events "
-            "WHERE rowid=?",
-            (position + 1,),
-        ).fetchone()
-        stored_next = conn.execute(
-            f"SELECT log_hash FROM {CHAIN_TABLE} WHERE position=?", (position + 1,)
-        ).fetchone()
+        nxt = reader.one(
+            f"SELECT {_EVENT_COLUMNS} FROM stored_events WHERE {{pos}}=?", position + 1
+        )
+        stored_next = reader.one(
+            f"SELECT log_hash FROM {CHAIN_TABLE} WHERE position=?", position + 1
+        )
         if nxt is not None and stored_next is not None:
-            fits = log_link(computed, position + 1, frame(nxt[1], nxt[2], nxt[3], nxt[4]))
+            fits = log_link(computed, position + 1, nxt[5])
             if fits == bytes(stored_next[0]):
                 return brk(
                     "chain_altered",
@@ -437,7 +555,7 @@ def _mismatch(
                     "the event is intact but its stored log hash was changed",
                 )
         elif nxt is None:
-            head_row = conn.execute(f"SELECT log_hash FROM {HEAD_TABLE} WHERE id=1").fetchone()
+            head_row = reader.one(f"SELECT log_hash FROM {HEAD_TABLE} WHERE id=1")
             if head_row is not None and bytes(head_row[0]) == computed:
                 return brk(
                     "chain_altered",
@@ -455,8 +573,8 @@ def _mismatch(
     )
 
 
-def _check_head(conn: sqlite3.Connection, count: int, last: bytes, brk: _BreakFn) -> Break | None:
-    row = conn.execute(f"SELECT count, log_hash FROM {HEAD_TABLE} WHERE id=1").fetchone()
+def _check_head(reader: _Reader, count: int, last: bytes, brk: _BreakFn) -> Break | None:
+    row = reader.one(f"SELECT count, log_hash FROM {HEAD_TABLE} WHERE id=1")
     if row is None:
         if count == 0:
             return None
@@ -522,22 +640,24 @@ class ProofLink:
         return dict(self.__dict__)
 
 
-def case_proof(path: Path, originator_id: str, up_to_version: int | None = None) -> list[ProofLink]:
+def case_proof(
+    store: StoreRef, originator_id: str, up_to_version: int | None = None
+) -> list[ProofLink]:
     """Recompute a case's links from its stored bytes: what a dossier carries as its proof."""
-    conn = _connect(path)
+    reader = _open(store)
     try:
-        rows = conn.execute(
-            f"SELECT e.rowid, e.originator_id, e.originator_version, e.topic, e.state, "
+        rows = reader.all(
+            f"SELECT e.{{pos}}, {{e_eoid}}, e.originator_version, e.topic, e.state, "
             f"c.log_hash, c.case_hash, p.log_hash FROM stored_events e "
-            f"JOIN {CHAIN_TABLE} c ON c.position = e.rowid "
-            f"LEFT JOIN {CHAIN_TABLE} p ON p.position = e.rowid - 1 "
-            "WHERE e.originator_id=? ORDER BY e.originator_version",
-            (originator_id,),
-        ).fetchall()
-    except sqlite3.Error as exc:
-        raise StoreError(f"cannot read the event store {path}: {exc}") from exc
+            f"JOIN {CHAIN_TABLE} c ON c.position = e.{{pos}} "
+            f"LEFT JOIN {CHAIN_TABLE} p ON p.position = e.{{pos}} - 1 "
+            "WHERE e.originator_id={oid} ORDER BY e.originator_version",
+            originator_id,
+        )
+    except reader.errors as exc:
+        raise reader.fail(exc) from exc
     finally:
-        conn.close()
+        reader.close()
     links: list[ProofLink] = []
     case = GENESIS
     for position, oid, version, topic, state, log_hash, case_hash, prior in rows:
@@ -564,17 +684,17 @@ def case_proof(path: Path, originator_id: str, up_to_version: int | None = None)
     return links
 
 
-def head_at(path: Path, position: int) -> Head:
+def head_at(store: StoreRef, position: int) -> Head:
     """The log's head after `position` events, as stored (verify it with `verify`)."""
     if position == 0:
         return Head(0, GENESIS)
-    conn = _connect(path)
+    reader = _open(store)
     try:
-        row = conn.execute(
-            f"SELECT log_hash FROM {CHAIN_TABLE} WHERE position=?", (position,)
-        ).fetchone()
+        row = reader.one(f"SELECT log_hash FROM {CHAIN_TABLE} WHERE position=?", position)
+    except reader.errors as exc:
+        raise reader.fail(exc) from exc
     finally:
-        conn.close()
+        reader.close()
     if row is None:
         raise StoreError(f"the hash chain has no position {position}")
     return Head(position, bytes(row[0]))

@@ -26,7 +26,9 @@ audit_app = typer.Typer(
 
 DbOption = Annotated[
     str | None,
-    typer.Option("--db", help="Store: a file path or sqlite:/// URL (default $HAZARDLOOP_DB)."),
+    typer.Option(
+        "--db", help="Store: a file path, sqlite:/// or postgresql:// URL (default $HAZARDLOOP_DB)."
+    ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 
@@ -42,7 +44,7 @@ def head_cmd(db: DbOption = None, as_json: JsonOption = False) -> None:
     from adapters.audit import head
 
     try:
-        found = head(parse_db(db).path)
+        found = head(parse_db(db))
     except HazardLoopError as exc:
         raise _fail(exc) from None
     if as_json:
@@ -66,7 +68,7 @@ def verify_cmd(
     started = time.perf_counter()
     try:
         pinned = parse_head(against) if against else None
-        result = verify(parse_db(db).path, pinned)
+        result = verify(parse_db(db), pinned)
     except HazardLoopError as exc:
         raise _fail(exc) from None
     seconds = time.perf_counter() - started

@@ -1,26 +1,35 @@
-"""Tamper evidence on a real SQLite file: every kind of edit behind the engine's back is caught.
+"""Tamper evidence on real stores: every kind of edit behind the engine's back is caught.
 
-Each test copies one pristine store, changes the database file directly with sqlite3 (as a
-tamperer with file access would), and runs the verifier; an untouched store verifies clean.
+Each test copies one pristine store, changes it directly (the SQLite file with sqlite3, a
+PostgreSQL database with psycopg, as a tamperer with access to it would), and runs the verifier;
+an untouched store verifies clean. The full catalogue of tamperings runs on SQLite, where the
+fast check and the careful walk differ; PostgreSQL runs the careful walk, tested on the clean
+store, a changed row, a deleted row and an edited chain row.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import psycopg
 import pytest
 
-from adapters.audit import Head, parse_head, verify
+from adapters import audit_scan
+from adapters.audit import Head, case_proof, head, head_at, parse_head, verify
 from adapters.bootstrap import Settings, build_engine
 from adapters.store import GENESIS, case_link, frame, log_link
 from loop.commands import parse_command
 from loop.errors import InvalidCommand
-from tests.conftest import SHANGHAI, FakeClock
+from tests.conftest import SHANGHAI, FakeClock, PgCluster, selected_stores
+
+KEY = "A" * 43 + "="  # the tipsters' master key for the PostgreSQL store (base64 of 32 bytes)
 
 START = datetime(2026, 9, 1, 9, 0, tzinfo=SHANGHAI)
 
@@ -42,12 +51,10 @@ def _commands(i: int, at: datetime) -> list[dict[str, object]]:
     ]
 
 
-@pytest.fixture(scope="module")
-def pristine(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A store with 12 cases, written in several transactions (several batches)."""
-    path = tmp_path_factory.mktemp("pristine") / "hazards.db"
+def _build(location: str, cipher_key: str | None = None) -> None:
+    """12 cases written in several transactions (several batches)."""
     clock = FakeClock(START + timedelta(days=30))
-    app = build_engine(Settings(db=str(path)), clock=clock)
+    app = build_engine(Settings(db=location, cipher_key=cipher_key), clock=clock)
     try:
         for batch in range(3):
             commands = [
@@ -60,6 +67,13 @@ def pristine(tmp_path_factory: pytest.TempPathFactory) -> Path:
             clock.advance(days=1)
     finally:
         app.close()
+
+
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite store with 12 cases."""
+    path = tmp_path_factory.mktemp("pristine") / "hazards.db"
+    _build(str(path))
     return path
 
 
@@ -319,3 +333,163 @@ def test_parallel_verification_agrees_with_one_process(store: Path) -> None:
     _sql(store, ("UPDATE stored_events SET state=? WHERE rowid=?", (state + b" ", 9)))
     (b,) = verify(store, workers=3).breaks
     assert (b.kind, b.position) == ("changed", 9)
+
+
+def test_a_case_spanning_the_ranges_is_checked_across_them(store: Path, clock: FakeClock) -> None:
+    # H-000's first event is at position 1, its last (appended now) at the end of the log: the
+    # later range seeds the case from the earlier range's stored case hash.
+    app = build_engine(Settings(db=str(store)), clock=clock)
+    try:
+        result = app.handle(
+            parse_command({"command": "report", "hazard_id": "H-000", "actor": "wang"})
+        )
+        assert result.ok, result.to_dict()
+    finally:
+        app.close()
+    n = _count(store)
+    assert _event(store, n)[0] == _event(store, 1)[0]
+    for workers in (1, 2, 3):
+        assert verify(store, workers=workers).ok
+    _sql(store, ("UPDATE event_chain SET case_hash=? WHERE position=?", (bytes(32), 1)))
+    for workers in (1, 3):
+        (b,) = verify(store, workers=workers).breaks
+        assert (b.kind, b.position) == ("chain_altered", 1)
+
+
+def test_the_range_check_runs_alone_as_a_script(store: Path) -> None:
+    n = _count(store)
+    script = [sys.executable, "-I", audit_scan.__file__, str(store)]
+    run = subprocess.run([*script, "3", str(n)], capture_output=True, text=True, check=True)
+    assert run.stdout == "ok\n"
+    _sql(store, ("UPDATE event_chain SET log_hash=? WHERE position=?", (bytes(32), n - 1)))
+    run = subprocess.run([*script, "3", str(n)], capture_output=True, text=True, check=True)
+    assert run.stdout == "broken\n"
+    assert audit_scan.check_range(str(store), 1, n - 2)  # the range before it is intact
+
+
+def test_a_storage_class_changed_with_the_bytes_kept_reads_the_same_on_both_walks(
+    store: Path,
+) -> None:
+    # Both walks hash the bytes the database holds, whatever the column's storage class: the
+    # fast check (which passes) and the careful walk (run when the fast check is told to fail)
+    # agree. A version stored as a blob in the events only is a change (the chain row differs).
+    _sql(store, ("UPDATE stored_events SET state=CAST(state AS TEXT) WHERE rowid=?", (4,)))
+    assert verify(store).ok
+    from adapters import audit
+
+    careful = audit._open(store)
+    try:
+        assert audit._verify(careful, None).ok
+    finally:
+        careful.close()
+    _sql(
+        store,
+        ("UPDATE stored_events SET originator_version=CAST(originator_version AS BLOB) "
+         "WHERE rowid=?", (6,)),
+    )  # fmt: skip
+    (b,) = verify(store).breaks
+    assert (b.kind, b.position) == ("changed", 6)
+
+
+# ------------------------------------------------------------------------------- PostgreSQL
+
+postgres = pytest.mark.skipif(
+    "postgres" not in selected_stores(), reason="HAZARDLOOP_TEST_STORES leaves PostgreSQL out"
+)
+_copies = itertools.count(1)
+
+
+@pytest.fixture(scope="module")
+def pg_pristine(pg_cluster: PgCluster) -> Iterator[str]:
+    """A PostgreSQL database with the same 12 cases: its name."""
+    name = pg_cluster.create("audit_pristine")
+    _build(pg_cluster.url(name), cipher_key=KEY)
+    yield name
+    pg_cluster.drop(name)
+
+
+@pytest.fixture
+def pg_store(pg_cluster: PgCluster, pg_pristine: str) -> Iterator[str]:
+    """A copy of the pristine PostgreSQL store: its URL."""
+    name = f"audit_copy_{next(_copies)}"
+    with psycopg.connect(pg_cluster.admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{pg_pristine}"')  # type: ignore[arg-type]
+    yield pg_cluster.url(name)
+    pg_cluster.drop(name)
+
+
+def _pg(url: str, sql: str, *params: object) -> list[tuple[object, ...]]:
+    """Run one statement as a tamperer with a database login would; its rows, if any."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        cursor = conn.execute(sql, params)  # type: ignore[arg-type]
+        return cursor.fetchall() if cursor.description else []
+
+
+@postgres
+def test_pg_untouched_store_verifies_clean_with_its_head_and_proofs(pg_store: str) -> None:
+    result = verify(pg_store)
+    assert result.ok, result.to_dict()
+    ((n,),) = _pg(pg_store, "SELECT COUNT(*) FROM stored_events")
+    assert result.events == n > 12
+    assert head(pg_store) == result.head == head_at(pg_store, n)
+    # The head recomputed independently, from the rows as stored.
+    rows = _pg(
+        pg_store,
+        "SELECT notification_id, originator_id, originator_version, topic, state "
+        "FROM stored_events ORDER BY notification_id",
+    )
+    previous = GENESIS
+    for pos, oid, version, topic, state in rows:
+        previous = log_link(previous, pos, frame(oid.hex, version, topic, state))  # type: ignore[attr-defined,arg-type]
+    assert result.head == Head(n, previous)
+    oid = rows[0][1].hex  # type: ignore[attr-defined]
+    proof = case_proof(pg_store, oid)
+    assert proof
+    assert all(link.ok for link in proof)
+
+
+@postgres
+def test_pg_changed_row_is_named_by_case_and_position(pg_store: str) -> None:
+    ((oid, state),) = _pg(
+        pg_store, "SELECT originator_id, state FROM stored_events WHERE notification_id = 7"
+    )
+    flipped = bytearray(state)  # type: ignore[arg-type]
+    flipped[len(flipped) // 2] ^= 0x01
+    _pg(pg_store, "UPDATE stored_events SET state = %s WHERE notification_id = 7", bytes(flipped))
+    (b,) = verify(pg_store).breaks
+    assert (b.kind, b.position, b.originator_id) == ("changed", 7, oid.hex)  # type: ignore[attr-defined]
+    assert b.subject is not None
+    assert b.subject.startswith("H-")
+    assert not all(link.ok for link in case_proof(pg_store, oid.hex))  # type: ignore[attr-defined]
+
+
+@postgres
+def test_pg_deleted_row_is_named(pg_store: str) -> None:
+    _pg(pg_store, "DELETE FROM stored_events WHERE notification_id = 5")
+    (b,) = verify(pg_store).breaks
+    assert (b.kind, b.position) == ("deleted", 5)
+
+
+@postgres
+def test_pg_edited_chain_row_is_chain_altered(pg_store: str) -> None:
+    _pg(pg_store, "UPDATE event_chain SET log_hash = %s WHERE position = 4", bytes(32))
+    (b,) = verify(pg_store).breaks
+    assert (b.kind, b.position) == ("chain_altered", 4)
+
+
+@postgres
+def test_pg_cli_verify_and_head(pg_store: str) -> None:
+    cli = [sys.executable, "-m", "adapters.cli", "audit"]
+    clean = subprocess.run([*cli, "verify", "--db", pg_store],
+                           capture_output=True, text=True, check=False)  # fmt: skip
+    assert clean.returncode == 0, clean.stderr
+    published = clean.stdout.strip()
+    claimed = subprocess.run([*cli, "head", "--db", pg_store],
+                             capture_output=True, text=True, check=True)  # fmt: skip
+    assert claimed.stdout.strip() == published == str(verify(pg_store).head)
+    _pg(pg_store, "DELETE FROM stored_events WHERE notification_id = 6")
+    broken = subprocess.run([*cli, "verify", "--db", pg_store, "--against", published],
+                            capture_output=True, text=True, check=False)  # fmt: skip
+    assert broken.returncode == 1
+    assert "deleted at position 6" in broken.stderr
+    assert "case H-" in broken.stderr
