@@ -183,11 +183,13 @@ def overdue_report(
     """Every open, unparked step past the deadline in force at `as_of`."""
     s = step_segments.c
     open_at = and_(s.started_at <= as_of, or_(s.ended_at.is_(None), s.ended_at > as_of))
-    rows = conn.execute(
-        select(step_segments)
-        .where(open_at, s.due < as_of)
-        .order_by(s.grid, s.unit, s.step, s.hazard_id)
-    ).all()
+    # Ordered here, not by the database: SQLite sorts NULL units first and PostgreSQL last,
+    # and a PostgreSQL server's collation may not compare text byte by byte as SQLite does.
+    # Python's code-point order is the byte order of UTF-8, SQLite's BINARY collation.
+    rows = sorted(
+        conn.execute(select(step_segments).where(open_at, s.due < as_of)).all(),
+        key=lambda r: (r.grid, r.unit is not None, r.unit or "", r.step, r.hazard_id),
+    )
     open_cases = conn.execute(
         select(func.count(func.distinct(s.hazard_id))).where(open_at)
     ).scalar_one()
