@@ -455,7 +455,9 @@ class _Listener(_Sleeper):
             except Exception:
                 self.reset()
                 stop.wait(self.interval)
-                return
+            # Listening now (or not at all): poll once more before waiting, for whatever
+            # committed between the last poll and the LISTEN, whose notification never came.
+            return
         end = time.monotonic() + self.interval
         try:
             while not stop.requested:

@@ -284,8 +284,10 @@ class Processes:
         self.started.append(proc)
         return proc
 
-    def worker(self, url: str, *extra: str, name: str = "worker") -> subprocess.Popen[str]:
-        args = cli("projections", "run", "--db", url, "--interval", "0.05", *extra)
+    def worker(
+        self, url: str, *extra: str, name: str = "worker", interval: str = "0.05"
+    ) -> subprocess.Popen[str]:
+        args = cli("projections", "run", "--db", url, "--interval", interval, *extra)
         return self.start(args, name)
 
     def close(self) -> None:
@@ -440,6 +442,28 @@ class TestTwoWorkers:
         assert verify_chains(url) == total
         assert len(live["ledger"]) == 40
         assert live == rebuilt(url)
+
+
+class TestWokenByNotify:
+    def test_each_commit_wakes_an_idle_worker(
+        self, pg: PostgresServer, procs: Processes, writers: Writers
+    ) -> None:
+        """With an hour between polls, only the NOTIFY the recorder sends in every insert
+        transaction (delivered at commit) can bring the worker to new events: batch after
+        batch, it does (the hang guard is far shorter than the hour)."""
+        url = create_store(pg)
+        worker = procs.worker(url, interval="3600")
+        wait_for(lambda: started(procs.tmp / "worker.log"), "the worker to start", worker)
+        for n in range(3):
+            writers.start(url, (f"N{n}", 3, 0))
+            writers.finish()
+            total = head(url)
+
+            def projected(total: int = total) -> bool:
+                return tracked(url) >= total
+
+            wait_for(projected, f"batch {n} to be projected", worker)
+        assert stop_worker(worker, url)["events"] == head(url) == 27
 
 
 class TestServerRestart:
