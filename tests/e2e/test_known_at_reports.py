@@ -11,7 +11,6 @@ import json
 import subprocess
 import sys
 from datetime import datetime, timedelta
-from pathlib import Path
 
 from adapters.bootstrap import Settings, build_engine
 from loop.commands import parse_command
@@ -21,16 +20,16 @@ D = datetime(2026, 9, 1, 9, 0, tzinfo=SHANGHAI)
 AS_OF = "2026-09-30T18:00:00+08:00"
 
 
-def _cli(db: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
+def _cli(db: str, *args: str) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(
-        [sys.executable, "-m", "adapters.cli", *args, "--db", str(db)],
+        [sys.executable, "-m", "adapters.cli", *args, "--db", db],
         capture_output=True,
         check=False,
     )
 
 
-def _write(db: Path, clock: FakeClock, commands: list[dict[str, object]]) -> None:
-    app = build_engine(Settings(db=str(db)), clock=clock)
+def _write(db: str, clock: FakeClock, commands: list[dict[str, object]]) -> None:
+    app = build_engine(Settings(db=db), clock=clock)
     try:
         for result in app.handle_many([parse_command(c) for c in commands]):
             assert result.ok, result.to_dict()
@@ -38,8 +37,8 @@ def _write(db: Path, clock: FakeClock, commands: list[dict[str, object]]) -> Non
         app.close()
 
 
-def test_known_at_reproduces_the_report_and_diff_names_the_late_upload(tmp_path: Path) -> None:
-    db = tmp_path / "hazards.db"
+def test_known_at_reproduces_the_report_and_diff_names_the_late_upload(store: str) -> None:
+    db = store
     clock = FakeClock(D + timedelta(days=20))  # everything below recorded on 21 September
     commands: list[dict[str, object]] = []
     for i in range(3):
