@@ -8,9 +8,10 @@ appointed is registered, `duplicate_of` names a known case) are checked here.
 
 from __future__ import annotations
 
+import os
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
@@ -20,6 +21,7 @@ import orjson
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError, PersistenceError
+from eventsourcing.utils import Environment
 
 from loop import commands as c
 from loop.authorization import Directory, Principal, authorize, check_actor
@@ -239,6 +241,23 @@ class HazardLoop(Application):  # type: ignore[type-arg]
         self.clock: Clock = clock or utc_now
         #: Seals a public tip's reporter (adapters.tipsters); None stores it in clear.
         self.vault = vault
+
+    def construct_env(self, name: str, env: Mapping[str, str] | None = None) -> Environment:
+        """The library's settings: as eventsourcing builds them, minus our own HAZARDLOOP_* ones.
+
+        eventsourcing reads each setting first under the application's name (`HAZARDLOOP_` +
+        key), so the operator's HAZARDLOOP_CIPHER_KEY (the tipsters' master key, read by our
+        Settings) would turn on the library's AES for every stored event, readable only by
+        processes given the same variable. The process environment's HAZARDLOOP_* variables are
+        ours; the library gets its settings from `env` (adapters.store.StoreLocation.env).
+        """
+        base = super().construct_env(name, None)
+        ours = f"{name.upper()}_"
+        for key in [k for k in os.environ if k.startswith(ours)]:
+            base.pop(key, None)
+        if env is not None:
+            base.update(env)
+        return base
 
     # ------------------------------------------------------------------ reads
 
