@@ -16,6 +16,7 @@ from adapters.demo import AS_OF, build_district
 from loop.application import HazardLoop
 from loop.hazard import Hazard
 from loop.lifecycle import Status
+from tests.conftest import StoreFactory
 
 ROOT = Path(__file__).resolve().parents[2]
 HAZARDS = 400
@@ -35,22 +36,24 @@ SIDE_PATH_EVENTS = {
 
 
 @pytest.fixture(scope="module")
-def district(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    db = tmp_path_factory.mktemp("demo") / "district.db"
-    return build_district(str(db), hazards=HAZARDS)
+def district(
+    tmp_path_factory: pytest.TempPathFactory, store_factory: StoreFactory
+) -> dict[str, Any]:
+    db = store_factory(tmp_path_factory.mktemp("demo"), "district")
+    return build_district(db, hazards=HAZARDS)
 
 
 @pytest.fixture(scope="module")
-def store(district: dict[str, Any]) -> Iterator[HazardLoop]:
+def demo(district: dict[str, Any]) -> Iterator[HazardLoop]:
     engine = build_engine(Settings(db=district["db"]), clock=lambda: AS_OF)
     yield engine
     engine.close()
 
 
 @pytest.fixture(scope="module")
-def histories(store: HazardLoop) -> dict[str, list[Hazard.Event]]:
+def histories(demo: HazardLoop) -> dict[str, list[Hazard.Event]]:
     ids = [f"D01-2026-{i:05d}" for i in range(1, HAZARDS + 1)]
-    return {hazard_id: store.history(hazard_id) for hazard_id in ids}
+    return {hazard_id: demo.history(hazard_id) for hazard_id in ids}
 
 
 class TestDemoDistrict:
@@ -62,10 +65,12 @@ class TestDemoDistrict:
         assert district["events"] == district["commands"] > 5 * HAZARDS
         assert sum(district["by_status"].values()) == HAZARDS
 
-    def test_the_same_seed_builds_the_same_district(self, tmp_path: Path) -> None:
-        first = build_district(str(tmp_path / "a.db"), hazards=150, seed=7)
-        second = build_district(str(tmp_path / "b.db"), hazards=150, seed=7)
-        other = build_district(str(tmp_path / "c.db"), hazards=150, seed=8)
+    def test_the_same_seed_builds_the_same_district(
+        self, tmp_path: Path, store_factory: StoreFactory
+    ) -> None:
+        first = build_district(store_factory(tmp_path, "a"), hazards=150, seed=7)
+        second = build_district(store_factory(tmp_path, "b"), hazards=150, seed=7)
+        other = build_district(store_factory(tmp_path, "c"), hazards=150, seed=8)
         for summary in (first, second, other):
             summary.pop("db")
         assert first == second
@@ -82,15 +87,15 @@ class TestDemoDistrict:
         assert {k for k in SIDE_PATH_EVENTS if kinds[k] >= 2} == SIDE_PATH_EVENTS, kinds
 
     def test_the_sample_ids_show_their_status(
-        self, district: dict[str, Any], store: HazardLoop
+        self, district: dict[str, Any], demo: HazardLoop
     ) -> None:
         for status, hazard_id in district["samples"].items():
-            assert store.get_hazard(hazard_id).status.value == status
+            assert demo.get_hazard(hazard_id).status.value == status
 
     def test_some_hazards_were_fixed_on_the_spot_and_verified_by_someone_else(
-        self, store: HazardLoop, histories: dict[str, list[Hazard.Event]]
+        self, demo: HazardLoop, histories: dict[str, list[Hazard.Event]]
     ) -> None:
-        fixed = [h for h in histories if store.get_hazard(h).fixed_on_spot]
+        fixed = [h for h in histories if demo.get_hazard(h).fixed_on_spot]
         assert len(fixed) >= 2
         for hazard_id in fixed:
             events = histories[hazard_id]
@@ -98,12 +103,12 @@ class TestDemoDistrict:
             assert all(e.actor != events[0].actor for e in verified)
 
     def test_rejections_include_duplicates_of_known_hazards(
-        self, district: dict[str, Any], store: HazardLoop
+        self, district: dict[str, Any], demo: HazardLoop
     ) -> None:
         assert district["duplicates"] >= 2
-        duplicate = store.get_hazard(district["side_path_samples"]["duplicate"])
+        duplicate = demo.get_hazard(district["side_path_samples"]["duplicate"])
         assert duplicate.duplicate_of is not None
-        assert store.exists(duplicate.duplicate_of)
+        assert demo.exists(duplicate.duplicate_of)
 
     def test_business_times_lie_in_the_past_and_never_go_backwards(
         self, histories: dict[str, list[Hazard.Event]]
