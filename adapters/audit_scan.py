@@ -12,7 +12,7 @@ What is checked for positions LO..HI, against the stored rows:
   bytes, is its stored `log_hash`; the first previous is the stored log hash at LO - 1;
 - each event's case hash, SHA-256(the case's previous case hash ‖ log hash), is its stored
   `case_hash`, the case's previous being its last event before it in the log (before LO: that
-  event's stored case hash, checked by the range that holds it).
+  event's stored case hash, checked by the range that holds it) — see `_check`.
 The frame is built by SQLite from the stored values, exactly as the careful walk builds it, so
 the two read the same bytes whatever a column's storage class.
 """
@@ -35,14 +35,15 @@ FRAME_SQL = (
 )
 # The unary + keeps SQLite on the position's primary key for the join (not the case index).
 _ROWS = (
-    "SELECT " + FRAME_SQL.format(a="e.") + ", c.log_hash, c.case_hash, c.originator_id "
-    "FROM stored_events e JOIN event_chain c ON c.position = e.rowid "
+    "SELECT " + FRAME_SQL.format(a="e.") + ", c.log_hash, c.case_hash, c.originator_id, "
+    "c.originator_version FROM stored_events e JOIN event_chain c ON c.position = e.rowid "
     "AND +c.originator_id = e.originator_id AND +c.originator_version = e.originator_version "
     "WHERE e.rowid BETWEEN ? AND ? ORDER BY e.rowid"
 )
-_SEEDS = (
-    "SELECT originator_id, case_hash FROM event_chain WHERE position < ? AND originator_id IN "
-    "(SELECT originator_id FROM event_chain WHERE position BETWEEN ? AND ?) ORDER BY position"
+# The id comes back as bytes (text_factory); CAST compares it as the text it was read from.
+_BEFORE = (
+    "SELECT position, case_hash FROM event_chain "
+    "WHERE originator_id = CAST(? AS TEXT) AND originator_version = ?"
 )
 
 
@@ -54,6 +55,8 @@ def check_range(path: str, lo: int, hi: int) -> bool:
     gc.disable()  # nothing cyclic is made here; the collector's passes only cost time
     try:
         return _check(conn, lo, hi)
+    except TypeError:
+        return False  # a version that is not a number: the careful walk says what it is
     finally:
         if collecting:
             gc.enable()
@@ -61,30 +64,50 @@ def check_range(path: str, lo: int, hi: int) -> bool:
 
 
 def _check(conn: sqlite3.Connection, lo: int, hi: int) -> bool:
+    """The loop. A case's previous event is found by version: version - 1, earlier in the log.
+
+    The careful walk takes a case's previous event in log order instead; the two agree because
+    this loop also requires, of every event, that its version is 1 or that version - 1 lies
+    earlier in the log (a case's versions then run 1, 2, 3… in log order, nothing between).
+    Within the range the previous event is the one remembered; for a case's first event in the
+    range with version > 1 it is looked up (its stored case hash, which the range holding it
+    checks) and must lie before the range.
+    """
     if lo > 1:
         row = conn.execute("SELECT log_hash FROM event_chain WHERE position = ?", (lo - 1,))
         seed = row.fetchone()
         if seed is None:
             return False
         previous: bytes = seed[0]
-        # Each case's last stored case hash before lo (later rows overwrite earlier ones).
-        cases: dict[bytes, bytes] = dict(conn.execute(_SEEDS, (lo, lo, hi)).fetchall())
     else:
         previous = GENESIS
-        cases = {}
+    cases: dict[bytes, tuple[int, bytes]] = {}
     sha256 = hashlib.sha256
     get = cases.get
     genesis = GENESIS
+    before: bytes
     position = lo
     # Iterating the cursor itself: no list per batch, the rows stream from SQLite.
-    for framed, log_hash, case_hash, oid in conn.execute(_ROWS, (lo, hi)):
+    for framed, log_hash, case_hash, oid, version in conn.execute(_ROWS, (lo, hi)):
         previous = sha256(previous + position.to_bytes(8, "big") + framed).digest()
         if previous != log_hash:
             return False
-        linked = sha256(get(oid, genesis) + previous).digest()
+        last = get(oid)
+        if last is not None:
+            if last[0] != version - 1:
+                return False
+            before = last[1]
+        elif version == 1:
+            before = genesis
+        else:
+            found = conn.execute(_BEFORE, (oid, version - 1)).fetchone()
+            if found is None or not found[0] < lo:
+                return False
+            before = found[1]
+        linked = sha256(before + previous).digest()
         if linked != case_hash:
             return False
-        cases[oid] = linked
+        cases[oid] = (version, linked)
         position += 1
     # Every position lo..hi seen once, in order (rowids are unique; the join drops a row that
     # lacks its partner or disagrees with it, and then the count falls short).

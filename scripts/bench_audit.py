@@ -9,6 +9,8 @@ times, back to back:
   4. the same verification in one process (`workers=1`).
 Rates are medians over the rounds; each ratio is the median of the rounds' own ratios (raw and
 verify timed seconds apart, under the same load). Target (issue 4): verify ≥ 40 % of raw.
+CPU seconds per event (this process and the verifier's worker processes) are printed beside
+the rates: what the work costs, whatever else the machine was running.
 
     .venv/bin/python scripts/bench_audit.py --hazards 150000 --db /tmp/audit150k.db
     .venv/bin/python scripts/bench_audit.py --db existing.db --repeat 5
@@ -20,6 +22,7 @@ import argparse
 import hashlib
 import json
 import os
+import resource
 import sqlite3
 import statistics
 import sys
@@ -88,10 +91,16 @@ def raw_sha256(frames: list[bytes]) -> None:
         sha256(f).digest()
 
 
-def seconds(fn: Callable[[], object]) -> float:
-    started = time.perf_counter()
+def measured(fn: Callable[[], object]) -> tuple[float, float]:
+    """Wall seconds, and CPU seconds of this process and of the processes it waited for."""
+
+    def cpu() -> float:
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return time.process_time() + children.ru_utime + children.ru_stime
+
+    started, used = time.perf_counter(), cpu()
     fn()
-    return time.perf_counter() - started
+    return time.perf_counter() - started, cpu() - used
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -115,14 +124,17 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"the store does not verify: {outcome.to_dict()}")
     load_before = os.getloadavg()
     rounds: list[dict[str, float]] = []
+    cpu_rounds: list[dict[str, float]] = []
     for _ in range(args.repeat):
-        t = {
-            "read": seconds(lambda: read_frames(path)),
-            "raw": seconds(lambda: raw_sha256(frames)),
-            "verify": seconds(lambda: verify(path, workers=args.workers)),
-            "verify_1": seconds(lambda: verify(path, workers=1)),
+        m = {
+            "read": measured(lambda: read_frames(path)),
+            "raw": measured(lambda: raw_sha256(frames)),
+            "verify": measured(lambda: verify(path, workers=args.workers)),
+            "verify_1": measured(lambda: verify(path, workers=1)),
         }
+        t = {k: wall for k, (wall, _) in m.items()}
         rounds.append(t)
+        cpu_rounds.append({k: used for k, (_, used) in m.items()})
         if not args.json:
             print(
                 "  round: "
@@ -136,6 +148,10 @@ def main(argv: list[str] | None = None) -> int:
 
     def ratio(key: str) -> float:
         return round(statistics.median(r["raw"] / r[key] for r in rounds), 3)
+
+    def cpu_us(key: str) -> float:
+        """CPU microseconds per event (all processes), median over the rounds."""
+        return round(statistics.median(r[key] for r in cpu_rounds) / events * 1e6, 2)
 
     figures = {
         "events": events,
@@ -151,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         "read_vs_raw_sha256": ratio("read"),
         "verify_vs_raw_sha256": ratio("verify"),
         "verify_one_process_vs_raw_sha256": ratio("verify_1"),
+        "cpu_us_per_event": {k: cpu_us(k) for k in ("read", "raw", "verify", "verify_1")},
         "head": str(outcome.head),
     }
     if args.json:
@@ -169,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{f['verify_one_process_events_per_s']:>12,} events/s  ",
             "verify_one_process_vs",
         ),
+        ("CPU per event (µs)", "  ".join(f"{k} {v}" for k, v in f["cpu_us_per_event"].items())),
         ("head", str(outcome.head)),
     ]
     for label, text, *share in lines:
