@@ -23,6 +23,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from adapters.bootstrap import Settings, build_engine, build_runner, views_engine
 from adapters.logs import get_logger
 from adapters.store import location_of
+from adapters.storesql import audit_ref
 from adapters.tokens import TokenStore
 from loop import commands as c
 from loop.application import Authority, Clock, HazardLoop, Result
@@ -428,7 +429,7 @@ class EmbeddedEngine:
         from adapters.audit import head_at
 
         try:
-            return str(head_at(self.location.path, position))
+            return str(head_at(audit_ref(self.location), position))
         except HazardLoopError:
             return None  # a store from before the hash chains
 
@@ -484,7 +485,7 @@ class EmbeddedEngine:
         """The head the store records, `COUNT:HASH` (verify it with `hazardloop audit verify`)."""
         from adapters.audit import head
 
-        found = head(self.location.path)
+        found = head(audit_ref(self.location))
         return {"head": str(found), "count": found.count}
 
     # ------------------------------------------------------------------ feed

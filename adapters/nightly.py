@@ -23,6 +23,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from adapters.bootstrap import build_runner
 from adapters.reports import render_overdue
 from adapters.store import location_of
+from adapters.storesql import audit_ref
 from loop.application import HazardLoop
 from loop.commands import Escalate
 from loop.errors import HazardLoopError, InvalidCommand, StoreError
@@ -100,6 +101,7 @@ def run_nightly(
     """Write overdue-DAY.{csv,xlsx,html,json} into `out`; with `escalate`, record escalations."""
     tell: Progress = progress or (lambda stage, done, total: None)
     as_of = end_of_day(day, app)
+    runner = None
     try:
         runner = build_runner(app)
         lag = max((r.lag for r in runner.status()), default=0)
@@ -118,6 +120,9 @@ def run_nightly(
         # The read models share the store's database: a SQLite file that is not a database (read
         # through the driver on the fast path) or a server that went away fails here.
         raise StoreError(f"cannot read the store: {type(exc).__name__}: {exc}") from exc
+    finally:
+        if runner is not None:
+            runner.engine.dispose()  # its connections (a pool, on PostgreSQL) are not kept
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -152,7 +157,7 @@ def _chain_head(app: HazardLoop) -> str:
     """The event log's head COUNT:HASH (see docs/audit.md)."""
     from adapters.audit import head
 
-    return str(head(location_of(app).path))
+    return str(head(audit_ref(location_of(app))))
 
 
 def escalate_overdue(app: HazardLoop, report: OverdueReport, *, actor: str) -> list[dict[str, Any]]:
@@ -222,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(json=True)
     log = get_logger("nightly")
     bar = _ProgressBar() if sys.stderr.isatty() else None
+    app = None
     try:
         app = build_engine(Settings(db=args.db) if args.db else Settings())
         day = parse_day(args.as_of, app)
@@ -246,6 +252,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if bar is not None:
             bar.stop()
+        if app is not None:
+            app.close()
     if result.chain_head:
         sys.stdout.write(f"chain head {result.chain_head}\n")
         sys.stdout.flush()

@@ -13,6 +13,7 @@ import hashlib
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from pathlib import Path
 from typing import Any
 
 from eventsourcing.sqlite import SQLiteDatastore
@@ -24,6 +25,7 @@ from loop.application import HazardLoop
 
 __all__ = [
     "advisory_key",
+    "audit_ref",
     "create_tables",
     "select_rows",
     "session_lock",
@@ -69,6 +71,12 @@ def store_engine(location: StoreLocation) -> Engine:
         )
     location.path.parent.mkdir(parents=True, exist_ok=True)
     return create_engine(location.sqlalchemy_url(), connect_args={"timeout": 30})
+
+
+def audit_ref(location: StoreLocation) -> Path | StoreLocation:
+    """How `adapters.audit` is told which store to read: a SQLite store by its file, a
+    PostgreSQL store by its location."""
+    return location if location.pg is not None else location.path
 
 
 def advisory_key(name: str) -> int:

@@ -20,6 +20,8 @@ import structlog
 from adapters import logs
 from adapters.demo import build_district
 from adapters.nightly import NIGHTLY_FORMATS, main
+from tests.conftest import StoreFactory
+from tests.stores import event_count
 
 ROOT = Path(__file__).resolve().parents[2]
 DAY = "2026-11-20"  # the demo district's own date
@@ -187,3 +189,46 @@ class TestFailsLoudly:
         assert f"overdue-{DAY}.html" in err
         assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
         assert log_position(store) == before, "no escalation when the report was not written"
+
+
+class TestEitherStore:
+    """The same district gives the same report on SQLite and on PostgreSQL, byte for byte but
+    for the chain head (a sealed tipster's ciphertext differs from one build to the next)."""
+
+    def test_the_report_and_its_escalations_do_not_depend_on_the_store(
+        self,
+        store_factory: StoreFactory,
+        tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        monkeypatch.setenv("HAZARDLOOP_CIPHER_KEY_FILE", str(tmp_path / "master.key"))
+        reference = str(tmp_path / "reference.db")  # the same district in a SQLite file
+        tested = store_factory(tmp_path, "nightly")
+        written, heads = {}, {}
+        for name, db in (("reference", reference), ("tested", tested)):
+            build_district(db, hazards=60)
+            out = tmp_path / name
+            assert main(["--db", db, "--as-of", DAY, "--out", str(out)]) == 0, capsys.readouterr()
+            files = contents(out)
+            heads[name] = json.loads(files[f"overdue-{DAY}.json"])["chain_head"]
+            written[name] = {
+                n: data.replace(heads[name].encode(), b"HEAD")
+                for n, data in files.items()
+                if not n.endswith(".xlsx")  # zipped: the head is inside, compressed
+            }
+        assert written["tested"] == written["reference"]
+        assert b"HEAD" in written["tested"][f"overdue-{DAY}.html"]
+        assert json.loads(written["tested"][f"overdue-{DAY}.json"])["rows"]
+        from adapters.audit import verify
+
+        assert heads["tested"] == str(verify(tested).head)
+        assert heads["tested"].split(":")[0] == heads["reference"].split(":")[0]
+        # Escalations go to the store it reads: recorded once, whichever the store.
+        args = ["--db", tested, "--as-of", DAY, "--out", str(tmp_path / "esc"), "--escalate"]
+        before = event_count(tested)
+        assert main(args) == 0, capsys.readouterr().err
+        escalated = event_count(tested)
+        assert escalated > before
+        assert main(args) == 0, capsys.readouterr().err
+        assert event_count(tested) == escalated

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 from datetime import datetime, timedelta
 from html.parser import HTMLParser
-from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 
 from adapters.audit import verify
+from adapters.bootstrap import views_engine
 from adapters.dossier import build_dossier, render_dossier
 from loop.application import HazardLoop
 from loop.commands import parse_command
@@ -44,7 +44,7 @@ def case(engine: HazardLoop, clock: FakeClock) -> HazardLoop:
     return engine
 
 
-def test_steps_extensions_evidence_and_proof(case: HazardLoop) -> None:
+def test_steps_extensions_evidence_and_proof(case: HazardLoop, store: str) -> None:
     d = build_dossier(case, "DS-1")
     outcomes = [(s["step"], s["outcome"]) for s in d["steps"]]
     assert outcomes == [("report", "late"), ("assign", "on_time"), ("rectify", "late"),
@@ -65,7 +65,7 @@ def test_steps_extensions_evidence_and_proof(case: HazardLoop) -> None:
     ]  # fmt: skip
     assert d["proof"]["intact"]
     assert [p["version"] for p in d["proof"]["links"]] == [1, 2, 3, 4, 5]
-    assert d["proof"]["log_head"] == str(verify(Path(case.env["SQLITE_DBNAME"])).head)
+    assert d["proof"]["log_head"] == str(verify(store).head)
 
 
 def test_tipster_identity_is_not_in_the_dossier(case: HazardLoop) -> None:
@@ -107,14 +107,20 @@ def test_json_is_deterministic_and_html_is_a_document(case: HazardLoop) -> None:
 
 
 def test_a_tampered_case_fails_its_proof(case: HazardLoop) -> None:
-    path = case.env["SQLITE_DBNAME"]
-    conn = sqlite3.connect(path)
-    with conn:
-        (state,) = conn.execute("SELECT state FROM stored_events WHERE rowid=4").fetchone()
-        conn.execute(
-            "UPDATE stored_events SET state=? WHERE rowid=4", (state.replace(b"chief", b"chef!"),)
-        )
-    conn.close()
+    # Changed behind the engine's back, straight in the store's table (rowid / notification_id).
+    tables = views_engine(case)
+    position = "rowid" if tables.dialect.name == "sqlite" else "notification_id"
+    try:
+        with tables.begin() as conn:
+            state = conn.execute(
+                text(f"SELECT state FROM stored_events WHERE {position}=4")
+            ).scalar_one()
+            conn.execute(
+                text(f"UPDATE stored_events SET state=:state WHERE {position}=4"),
+                {"state": bytes(state).replace(b"chief", b"chef!")},
+            )
+    finally:
+        tables.dispose()
     d = build_dossier(case, "DS-1")
     assert not d["proof"]["intact"]
     assert [p["ok"] for p in d["proof"]["links"]] == [True, True, True, False, True]
