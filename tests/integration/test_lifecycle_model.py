@@ -1,16 +1,19 @@
 """A hypothesis state machine drives random command sequences against a small reference model.
 
-The engine (on a real SQLite file) must accept exactly what the model accepts, end in the same
-state, and a case reloaded from its stored events must equal the same case built in memory.
+The engine (on a real SQLite file, and in a shorter run on a PostgreSQL database) must accept
+exactly what the model accepts, end in the same state, and a case reloaded from its stored events
+must equal the same case built in memory.
 """
 
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
@@ -20,7 +23,7 @@ from loop.application import HazardLoop
 from loop.commands import parse_command
 from loop.errors import HazardLoopError
 from loop.hazard import Context, Hazard
-from tests.conftest import SHANGHAI, FakeClock
+from tests.conftest import SHANGHAI, FakeClock, PgCluster, StoreFactory, selected_stores
 
 IDS = ("A", "B", "C")
 REACHED: set[str] = set()  # statuses the machine has reached, across all examples
@@ -45,12 +48,17 @@ MODEL_TABLE: dict[str, dict[str, str]] = {
 class LoopMachine(RuleBasedStateMachine):
     """Random commands on three cases; the engine and the model must never disagree."""
 
+    #: Makes the store of one run (a PostgreSQL database); None: a SQLite file.
+    stores: StoreFactory | None = None
+
     def __init__(self) -> None:
         super().__init__()
         self.tmp = tempfile.TemporaryDirectory()
         self.clock = FakeClock(datetime(2026, 11, 20, 18, 0, tzinfo=SHANGHAI))
+        made = type(self).stores
+        self.db = made(Path(self.tmp.name), "m") if made else str(Path(self.tmp.name) / "m.db")
         self.engine: HazardLoop = build_engine(
-            Settings(db=str(Path(self.tmp.name) / "m.db")), clock=self.clock
+            Settings(db=self.db, cipher_key="A" * 43 + "="), clock=self.clock
         )
         self.at = datetime(2026, 3, 2, 9, 0, tzinfo=SHANGHAI)
         self.model: dict[str, dict[str, Any]] = {}
@@ -58,6 +66,8 @@ class LoopMachine(RuleBasedStateMachine):
 
     def teardown(self) -> None:
         self.engine.close()
+        if type(self).stores is not None:
+            type(self).stores.drop(self.db)  # type: ignore[union-attr]
         self.tmp.cleanup()
 
     @initialize()
@@ -234,3 +244,27 @@ class TestLoopMachine(LoopMachine.TestCase):  # type: ignore[name-defined,misc]
     def runTest(self) -> None:  # noqa: N802 (unittest's name)
         super().runTest()
         assert {"closed", "rejected", "parked", "verified"} <= REACHED, REACHED
+
+
+class LoopMachineOnPostgres(LoopMachine):
+    """The same machine with each run on a fresh PostgreSQL database."""
+
+
+LoopMachineOnPostgres.TestCase.settings = settings(
+    max_examples=12,
+    stateful_step_count=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+
+
+@pytest.mark.skipif("postgres" not in selected_stores(), reason="HAZARDLOOP_TEST_STORES")
+class TestLoopMachineOnPostgres(LoopMachineOnPostgres.TestCase):  # type: ignore[name-defined,misc]
+    """A shorter run on PostgreSQL: the store must not change what the engine decides."""
+
+    @pytest.fixture(autouse=True)
+    def _stores(self, pg_cluster: PgCluster) -> Iterator[None]:
+        LoopMachineOnPostgres.stores = StoreFactory("postgres", pg_cluster)
+        yield
+        LoopMachineOnPostgres.stores.drop_all()
+        LoopMachineOnPostgres.stores = None
