@@ -109,11 +109,15 @@ class PgCluster:
         self._admin(f'ALTER DATABASE "{TEMPLATE}" WITH IS_TEMPLATE true')
         self._template_ready = True
 
-    def create(self, hint: str = "t") -> str:
-        """A fresh database with the schema; its name."""
+    def create(self, hint: str = "t", *, empty: bool = False) -> str:
+        """A fresh database with the schema (`empty`: without, as an operator creates one);
+        its name."""
+        name = f"{hint}_{os.getpid()}_{next(self._names)}"
+        if empty:
+            self._admin(f"CREATE DATABASE \"{name}\" TEMPLATE template0 ENCODING 'UTF8'")
+            return name
         if not self._template_ready:
             self._build_template()
-        name = f"{hint}_{os.getpid()}_{next(self._names)}"
         self._admin(f'CREATE DATABASE "{name}" TEMPLATE "{TEMPLATE}"')
         return name
 
@@ -143,10 +147,10 @@ class StoreFactory:
         self.cluster = cluster
         self.made: list[str] = []
 
-    def __call__(self, folder: Path, name: str = "hazards") -> str:
+    def __call__(self, folder: Path, name: str = "hazards", *, empty: bool = False) -> str:
         if self.cluster is None:
             return str(folder / f"{name}.db")
-        db = self.cluster.create(name.replace("-", "_").replace(".", "_")[:30])
+        db = self.cluster.create(name.replace("-", "_").replace(".", "_")[:30], empty=empty)
         self.made.append(db)
         return self.cluster.url(db)
 

@@ -20,11 +20,16 @@ def rows(store: str, sql: str, *params: Any) -> list[tuple[Any, ...]]:
     """Rows of one query (`?` placeholders; `{position}` is the log position column)."""
     location = parse_db(store)
     if location.pg is None:
-        with sqlite3.connect(location.path) as conn:
-            return [tuple(r) for r in conn.execute(sql.format(position="rowid"), params)]
+        conn = sqlite3.connect(location.path)
+        try:
+            with conn:
+                return [tuple(r) for r in conn.execute(sql.format(position="rowid"), params)]
+        finally:
+            conn.close()
     query = sql.format(position="notification_id").replace("?", "%s")
     with psycopg.connect(**location.psycopg_kwargs()) as conn:
-        return [tuple(r) for r in conn.execute(query, params)]  # type: ignore[call-overload]
+        cur = conn.execute(query, params)  # type: ignore[call-overload]
+        return [tuple(r) for r in cur] if cur.description else []
 
 
 def event_count(store: str) -> int:
