@@ -23,7 +23,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from adapters.bootstrap import Settings, build_engine, build_runner, views_engine
 from adapters.logs import get_logger
 from adapters.store import location_of
-from adapters.storesql import audit_ref
+from adapters.storesql import audit_ref, db_error
 from adapters.tokens import TokenStore
 from loop import commands as c
 from loop.application import Authority, Clock, HazardLoop, Result
@@ -345,7 +345,7 @@ class EmbeddedEngine:
             try:
                 self._runner.catch_up()
             except SQLAlchemyError as exc:
-                raise StoreError(f"cannot catch the read models up: {exc}") from exc
+                raise StoreError(f"cannot catch the read models up: {db_error(exc)}") from exc
             engine: Engine = self._runner.engine
             return engine
 
@@ -402,7 +402,7 @@ class EmbeddedEngine:
                 ).all()
                 count = int(total.scalar_one())
         except SQLAlchemyError as exc:
-            raise StoreError(f"cannot read the ledger: {exc}") from exc
+            raise StoreError(f"cannot read the ledger: {db_error(exc)}") from exc
         items = []
         for row in rows:
             item = dict(zip(LEDGER_FIELDS, row, strict=True))

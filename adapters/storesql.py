@@ -27,6 +27,7 @@ __all__ = [
     "advisory_key",
     "audit_ref",
     "create_tables",
+    "db_error",
     "select_rows",
     "session_lock",
     "store_engine",
@@ -77,6 +78,13 @@ def audit_ref(location: StoreLocation) -> Path | StoreLocation:
     """How `adapters.audit` is told which store to read: a SQLite store by its file, a
     PostgreSQL store by its location."""
     return location if location.pg is not None else location.path
+
+
+def db_error(exc: BaseException) -> str:
+    """A database error as a person reads it: the driver's own message, without SQLAlchemy's
+    statement and link (the same shape on SQLite and PostgreSQL)."""
+    orig = getattr(exc, "orig", None)
+    return str(orig if isinstance(orig, Exception) else exc).strip()
 
 
 def advisory_key(name: str) -> int:

@@ -32,6 +32,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import SQLAlchemyError
 
 from adapters.storesql import create_tables as create_tables_of
+from adapters.storesql import db_error
 from loop.authorization import GRID_SCOPED_ROLES, ROLES, Principal
 from loop.errors import InvalidCommand, StoreError, Unauthorized
 
@@ -147,14 +148,16 @@ class TokenStore:
         try:
             create_tables(engine)
         except SQLAlchemyError as exc:
-            raise StoreError(f"cannot open the API tokens in {_where(engine)}: {exc}") from exc
+            raise StoreError(
+                f"cannot open the API tokens in {_where(engine)}: {db_error(exc)}"
+            ) from exc
 
     def _query(self, statement: Executable, what: str) -> list[Row[Any]]:
         try:
             with self.engine.begin() as conn:
                 return list(conn.execute(statement).all())
         except SQLAlchemyError as exc:
-            raise StoreError(f"cannot {what}: {exc}") from exc
+            raise StoreError(f"cannot {what}: {db_error(exc)}") from exc
 
     def create(
         self,
@@ -196,7 +199,7 @@ class TokenStore:
                     )
                 )
         except SQLAlchemyError as exc:
-            raise StoreError(f"cannot read the API tokens: {exc}") from exc
+            raise StoreError(f"cannot read the API tokens: {db_error(exc)}") from exc
         return info, token
 
     def list(self, *, include_revoked: bool = False) -> list[TokenInfo]:
@@ -217,7 +220,7 @@ class TokenStore:
                     .values(revoked_at=moment)
                 ).rowcount
         except SQLAlchemyError as exc:
-            raise StoreError(f"cannot revoke the API token {token_id!r}: {exc}") from exc
+            raise StoreError(f"cannot revoke the API token {token_id!r}: {db_error(exc)}") from exc
         return bool(changed)
 
     def authenticate(self, token: str | None) -> Principal:

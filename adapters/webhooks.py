@@ -56,7 +56,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from adapters.feed import known_event_types, read_feed
 from adapters.logs import get_logger
 from adapters.storesql import create_tables as create_tables_of
-from adapters.storesql import session_lock
+from adapters.storesql import db_error, session_lock
 from loop.application import HazardLoop
 from loop.errors import HazardLoopError, InvalidCommand, StoreError
 
@@ -319,7 +319,7 @@ class SubscriberStore:
         try:
             create_tables(engine)
         except SQLAlchemyError as exc:
-            raise StoreError(f"cannot open the webhook subscribers: {exc}") from exc
+            raise StoreError(f"cannot open the webhook subscribers: {db_error(exc)}") from exc
 
     @contextlib.contextmanager
     def _begin(self) -> Iterator[Connection]:
@@ -327,7 +327,7 @@ class SubscriberStore:
             with self.engine.begin() as conn:
                 yield conn
         except SQLAlchemyError as exc:
-            raise StoreError(f"cannot use the webhook subscribers: {exc}") from exc
+            raise StoreError(f"cannot use the webhook subscribers: {db_error(exc)}") from exc
 
     def add(
         self, url: str, filters: Filters, *, after: int, secret: str | None = None

@@ -15,6 +15,7 @@ import pytest
 from adapters.bootstrap import Settings
 from adapters.embed import EmbeddedEngine
 from adapters.http import STATUS, create_app, status_of
+from adapters.store import parse_db
 from loop.errors import HazardLoopError, all_error_classes
 from tests.apiclient import ApiClient, issue
 from tests.conftest import FakeClock
@@ -184,6 +185,31 @@ class TestCommands:
 
 class TestErrors:
     """One error shape, one status per branch of the error tree, never a 500 for bad input."""
+
+    def test_a_store_that_went_away_is_503_on_every_endpoint(
+        self, api: Api, store: str, store_kind: str, request: pytest.FixtureRequest
+    ) -> None:
+        if store_kind != "postgres":
+            pytest.skip("an open SQLite file cannot go away under its readers")
+        assert api.auditor.get("/healthz").status_code == 200
+        location = parse_db(store)
+        assert location.pg is not None
+        request.getfixturevalue("pg_cluster").drop(location.pg.dbname)  # sessions cut too
+        for client, method, path in [
+            (api.auditor, "GET", "/healthz"),
+            (api.auditor, "GET", "/events"),
+            (api.auditor, "GET", "/hazards"),
+            (api.auditor, "GET", "/audit/head"),
+            (api.wang, "POST", "/commands"),
+        ]:
+            body = discover("GONE-1") if method == "POST" else None
+            response = client.request(method, path, json=body)
+            assert response.status_code == 503, (path, response.text)
+            error = response.json()["error"]
+            assert error["code"] == "store_error"
+            assert "does not exist" in error["message"]
+            assert "[SQL:" not in error["message"]  # the driver's words, not our statements
+            assert "sqlalche.me" not in error["message"]
 
     def test_every_error_code_has_a_status(self) -> None:
         for cls in all_error_classes():
