@@ -47,7 +47,8 @@ __all__ = [
 #: Text and bytes are read as such whatever a column's storage class, and the frame is built
 #: by the database, so this walk and the fast check (adapters/audit_scan.py) read the same bytes.
 _EVENT_COLUMNS = (
-    "{pos}, {eoid}, originator_version, CAST(topic AS TEXT), CAST(state AS {blob}), {frame}"
+    "{pos}, {eoid}, originator_version, CAST(topic AS TEXT), CAST(state AS {blob}), "
+    "COALESCE({frame}, CAST('' AS {blob}))"  # a NULL column: an empty frame, a changed event
 )
 
 #: Makes a Break (with the subject looked up) from kind, position, originator id, message.

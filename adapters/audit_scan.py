@@ -13,8 +13,8 @@ What is checked for positions LO..HI, against the stored rows:
 - each event's case hash, SHA-256(the case's previous case hash ‖ log hash), is its stored
   `case_hash`, the case's previous being its last event before it in the log (before LO: that
   event's stored case hash, checked by the range that holds it) — see `_check`.
-The frame is built by SQLite from the stored values, exactly as the careful walk builds it, so
-the two read the same bytes whatever a column's storage class.
+The frame is the stored bytes of id, version (an integer, in decimal), topic and state joined
+by 0x1F, byte for byte what SQLite builds for the careful walk whatever a column's storage class.
 """
 
 from __future__ import annotations
@@ -34,12 +34,26 @@ FRAME_SQL = (
     "{a}state AS BLOB)"
 )
 # The unary + keeps SQLite on the position's primary key for the join (not the case index).
+# The frame is put together here from the event's state and topic and the chain row's id and
+# version, which the join makes the event's own (SQLite's `=`: same storage class, same bytes).
 _ROWS = (
-    "SELECT " + FRAME_SQL.format(a="e.") + ", c.log_hash, c.case_hash, c.originator_id, "
-    "c.originator_version FROM stored_events e JOIN event_chain c ON c.position = e.rowid "
+    "SELECT e.state, e.topic, c.log_hash, c.case_hash, c.originator_id, c.originator_version "
+    "FROM stored_events e JOIN event_chain c ON c.position = e.rowid "
     "AND +c.originator_id = e.originator_id AND +c.originator_version = e.originator_version "
     "WHERE e.rowid BETWEEN ? AND ? ORDER BY e.rowid"
 )
+
+
+class _Versions(dict[int, bytes]):
+    """0x1F, the version in decimal (as SQLite writes an integer as text), 0x1F: made once."""
+
+    def __missing__(self, version: int) -> bytes:
+        if type(version) is not int:
+            raise TypeError(version)  # a real or a blob: the careful walk says what it is
+        self[version] = piece = b"\x1f%d\x1f" % version
+        return piece
+
+
 # The id comes back as bytes (text_factory); CAST compares it as the text it was read from.
 _BEFORE = (
     "SELECT position, case_hash FROM event_chain "
@@ -56,7 +70,7 @@ def check_range(path: str, lo: int, hi: int) -> bool:
     try:
         return _check(conn, lo, hi)
     except TypeError:
-        return False  # a version that is not a number: the careful walk says what it is
+        return False  # a value that is not what the engine writes (a NULL, a real version…)
     finally:
         if collecting:
             gc.enable()
@@ -85,11 +99,15 @@ def _check(conn: sqlite3.Connection, lo: int, hi: int) -> bool:
     sha256 = hashlib.sha256
     get = cases.get
     genesis = GENESIS
+    versions = _Versions()
+    sep = b"\x1f"
     before: bytes
     position = lo
     # Iterating the cursor itself: no list per batch, the rows stream from SQLite.
-    for framed, log_hash, case_hash, oid, version in conn.execute(_ROWS, (lo, hi)):
-        previous = sha256(previous + position.to_bytes(8, "big") + framed).digest()
+    for state, topic, log_hash, case_hash, oid, version in conn.execute(_ROWS, (lo, hi)):
+        # previous ‖ position ‖ frame, in one left-to-right run: the state is copied once.
+        here = position.to_bytes(8, "big")
+        previous = sha256(previous + here + oid + versions[version] + topic + sep + state).digest()
         if previous != log_hash:
             return False
         last = get(oid)
