@@ -65,14 +65,29 @@ def sqlite_utc_text(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(" ", "microseconds")[:26]
 
 
-_SQL: dict[tuple[str, frozenset[str]], str] = {}
+_SQL: dict[tuple[str, str, frozenset[str]], str] = {}
 
 
-def _same_text_as_sqlalchemy(dialect: Dialect) -> bool:
-    """Whether `sqlite_utc_text` still writes exactly what `UTCDateTime` would."""
+def pg_utc_naive(moment: datetime) -> datetime:
+    """An aware date-time as `UTCDateTime` stores it on PostgreSQL: naive UTC `timestamp`."""
+    if moment.tzinfo is None:
+        raise ValueError("read models store aware date-times only")
+    return moment.astimezone(UTC).replace(tzinfo=None)
+
+
+#: How each dialect the fast writer knows stores a date-time, and its driver's placeholder.
+_STORED: dict[str, tuple[Callable[[datetime], Any], str]] = {
+    "sqlite": (sqlite_utc_text, "?"),
+    "postgresql": (pg_utc_naive, "%s"),
+}
+
+
+def _same_as_sqlalchemy(dialect: Dialect) -> bool:
+    """Whether the fast writer still stores date-times exactly as `UTCDateTime` would."""
+    stored = _STORED[dialect.name][0]
     samples = (datetime(2026, 7, 1, 8, 42, tzinfo=UTC), datetime.now(UTC),
                datetime.fromisoformat("2026-12-31T23:59:59.5+08:00"))  # fmt: skip
-    return all(sqlite_utc_text(s) == stored_moment(s, dialect) for s in samples)
+    return all(stored(s) == stored_moment(s, dialect) for s in samples)
 
 
 def _as_given(moment: datetime | None) -> Any:
@@ -80,21 +95,26 @@ def _as_given(moment: datetime | None) -> Any:
 
 
 class _Writer:
-    """Writes collapsed rows: plain sequences through the driver on SQLite, Core elsewhere."""
+    """Writes collapsed rows: plain sequences through the driver (SQLite's sqlite3, PostgreSQL's
+    psycopg), inside the transaction SQLAlchemy began; SQLAlchemy Core for any other dialect."""
 
-    checked = False
+    checked: set[str] = set()  # noqa: RUF012 (one check per dialect and process)
 
     def __init__(self, conn: Connection) -> None:
-        self.fast = conn.dialect.name == "sqlite"
+        self.dialect = conn.dialect.name
+        self.fast = self.dialect in _STORED
         self.time: Callable[[datetime | None], Any] = _as_given
         if not self.fast:
             return
-        if not _Writer.checked:
-            if not _same_text_as_sqlalchemy(conn.dialect):
-                raise RuntimeError("SQLAlchemy stores date-times differently: fix sqlite_utc_text")
-            _Writer.checked = True
-        # id -> (the object, its text): holding the object keeps its id from being reused.
-        memo: dict[int, tuple[datetime, str]] = {}
+        if self.dialect not in _Writer.checked:
+            if not _same_as_sqlalchemy(conn.dialect):
+                raise RuntimeError(
+                    f"SQLAlchemy stores date-times differently on {self.dialect}: fix _STORED"
+                )
+            _Writer.checked.add(self.dialect)
+        stored, self.mark = _STORED[self.dialect]
+        # id -> (the object, its stored form): holding the object keeps its id from being reused.
+        memo: dict[int, tuple[datetime, Any]] = {}
 
         def time(moment: datetime | None) -> Any:
             """A date-time as stored (memoised: a chunk's rows share their moments)."""
@@ -103,9 +123,9 @@ class _Writer:
             hit = memo.get(id(moment))
             if hit is not None and hit[0] is moment:
                 return hit[1]
-            text = sqlite_utc_text(moment)
-            memo[id(moment)] = (moment, text)
-            return text
+            value = stored(moment)
+            memo[id(moment)] = (moment, value)
+            return value
 
         self.time = time
 
@@ -127,21 +147,25 @@ class _Writer:
             names = [c.name for c in table.columns]
             upsert(conn, table, [dict(zip(names, row, strict=True)) for row in rows])
             return
-        sql = _SQL.get((table.name, fixed))
+        sql = _SQL.get((self.dialect, table.name, fixed))
         if sql is None:
             names = [c.name for c in table.columns]
             keys = [c.name for c in table.primary_key.columns]
-            sql = _SQL[(table.name, fixed)] = (
+            sql = _SQL[(self.dialect, table.name, fixed)] = (
                 f"INSERT INTO {table.name} ({', '.join(names)}) "
-                f"VALUES ({', '.join('?' * len(names))}) "
+                f"VALUES ({', '.join([self.mark] * len(names))}) "
                 f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET "
                 + ", ".join(f"{n}=excluded.{n}" for n in names if n not in keys and n not in fixed)
             )
         # The driver's own connection, inside the transaction SQLAlchemy began: rows go as they
         # are (lists), without SQLAlchemy's per-row parameter handling.
-        driver = conn.connection.driver_connection
+        driver: Any = conn.connection.driver_connection
         assert driver is not None
-        driver.executemany(sql, rows)
+        if self.dialect == "sqlite":
+            driver.executemany(sql, rows)
+        else:
+            with driver.cursor() as cur:
+                cur.executemany(sql, rows)
 
 
 class EventSource(Protocol):
