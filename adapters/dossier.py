@@ -17,7 +17,6 @@ import orjson
 from adapters.audit import case_proof, head_at
 from adapters.reports import CATEGORY_NAMES, GRADE_NAMES, HOLDER_NAMES, STEP_NAMES
 from adapters.store import location_of
-from adapters.storesql import audit_ref
 from adapters.timetravel import case_chain, known_positions
 from loop.application import HazardLoop
 from loop.errors import HazardNotFound, InvalidCommand
@@ -142,7 +141,7 @@ def build_dossier(
     state = hazard.to_state()
     if hazard.source == "public_tip":
         state["reporter"] = _CONFIDENTIAL
-    db = audit_ref(location_of(app))
+    db = location_of(app)
     version = events[-1].originator_version
     proof = case_proof(db, hazard_uuid(hazard_id).hex, version)
     position = known_positions(app, known_at) if known_at else _last_position(app)

@@ -23,7 +23,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from adapters.bootstrap import Settings, build_engine, build_runner, views_engine
 from adapters.logs import get_logger
 from adapters.store import location_of
-from adapters.storesql import audit_ref, db_error
+from adapters.storesql import db_error
 from adapters.tokens import TokenStore
 from loop import commands as c
 from loop.application import Authority, Clock, HazardLoop, Result
@@ -429,7 +429,7 @@ class EmbeddedEngine:
         from adapters.audit import head_at
 
         try:
-            return str(head_at(audit_ref(self.location), position))
+            return str(head_at(self.location, position))
         except HazardLoopError:
             return None  # a store from before the hash chains
 
@@ -485,7 +485,7 @@ class EmbeddedEngine:
         """The head the store records, `COUNT:HASH` (verify it with `hazardloop audit verify`)."""
         from adapters.audit import head
 
-        found = head(audit_ref(self.location))
+        found = head(self.location)
         return {"head": str(found), "count": found.count}
 
     # ------------------------------------------------------------------ feed

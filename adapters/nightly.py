@@ -23,7 +23,6 @@ from sqlalchemy.exc import SQLAlchemyError
 from adapters.bootstrap import build_runner
 from adapters.reports import render_overdue
 from adapters.store import location_of
-from adapters.storesql import audit_ref
 from loop.application import HazardLoop
 from loop.commands import Escalate
 from loop.errors import HazardLoopError, InvalidCommand, StoreError
@@ -157,7 +156,7 @@ def _chain_head(app: HazardLoop) -> str:
     """The event log's head COUNT:HASH (see docs/audit.md)."""
     from adapters.audit import head
 
-    return str(head(audit_ref(location_of(app))))
+    return str(head(location_of(app)))
 
 
 def escalate_overdue(app: HazardLoop, report: OverdueReport, *, actor: str) -> list[dict[str, Any]]:

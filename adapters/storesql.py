@@ -13,7 +13,6 @@ import hashlib
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from pathlib import Path
 from typing import Any
 
 from eventsourcing.sqlite import SQLiteDatastore
@@ -25,7 +24,6 @@ from loop.application import HazardLoop
 
 __all__ = [
     "advisory_key",
-    "audit_ref",
     "create_tables",
     "db_error",
     "select_rows",
@@ -72,12 +70,6 @@ def store_engine(location: StoreLocation) -> Engine:
         )
     location.path.parent.mkdir(parents=True, exist_ok=True)
     return create_engine(location.sqlalchemy_url(), connect_args={"timeout": 30})
-
-
-def audit_ref(location: StoreLocation) -> Path | StoreLocation:
-    """How `adapters.audit` is told which store to read: a SQLite store by its file, a
-    PostgreSQL store by its location."""
-    return location if location.pg is not None else location.path
 
 
 def db_error(exc: BaseException) -> str:
