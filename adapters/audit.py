@@ -143,8 +143,8 @@ class _Reader:
     eoid = "CAST({a}originator_id AS TEXT)"  # {a}: a table alias, or nothing
     oid = "?"
     blob = "BLOB"
-    #: The frame as the fast check builds it (see adapters/audit_scan.py).
-    frame = audit_scan.FRAME_SQL.format(a="")
+    #: The frame as the fast check builds it (see adapters/audit_scan.py); {a}: an alias.
+    frame = audit_scan.FRAME_SQL
     errors: tuple[type[Exception], ...] = (sqlite3.Error,)
 
     def __init__(self, display: str) -> None:
@@ -157,7 +157,8 @@ class _Reader:
             e_eoid=self.eoid.format(a="e."),
             oid=self.oid,
             blob=self.blob,
-            frame=self.frame,
+            frame=self.frame.format(a=""),
+            frame_e=self.frame.format(a="e."),
         )
 
     def one(self, text: str, *params: Any) -> tuple[Any, ...] | None:
@@ -233,10 +234,10 @@ class _PostgresReader(_Reader):
         if row is not None and row[0] == "uuid":
             self.eoid = "replace({a}originator_id::text, '-', '')"
             self.oid = "?::uuid"
-        # The frame as adapters.store.frame builds it, from the stored values.
+        # The frame as adapters.store.frame builds it, from the stored values; {a}: an alias.
         self.frame = (
-            f"convert_to({self.eoid.format(a='')} || chr(31) || originator_version::text || "
-            "chr(31) || topic || chr(31), 'UTF8') || state"
+            f"(convert_to({self.eoid} || chr(31) || {{a}}originator_version::text || "
+            "chr(31) || {a}topic || chr(31), 'UTF8') || {a}state)"
         )
 
     def sql(self, text: str) -> str:
@@ -324,17 +325,16 @@ def verify(
 ) -> Verification:
     """Recompute both chains over the whole log; name the first break.
 
-    On SQLite the fast path checks every link of every event (in position ranges, in parallel
-    processes on a large log) and only says "intact" or "something is off"; when anything is
-    off, the careful walk runs to name the first break and its kind. On PostgreSQL the careful
-    walk runs directly, in one read-only snapshot.
+    The fast path checks every link of every event (on SQLite in position ranges, in parallel
+    processes on a large log; on PostgreSQL in one pass over a join) and only says "intact" or
+    "something is off"; when anything is off, the careful walk runs to name the first break and
+    its kind. Everything is read in one read-only snapshot.
     """
     reader = _open(store)
     try:
-        if isinstance(reader, _SQLiteReader):
-            fast = _fast_verify(reader, against, workers)
-            if fast is not None:
-                return fast
+        fast = _fast_verify(reader, against, workers)
+        if fast is not None:
+            return fast
         return _verify(reader, against)
     except reader.errors as exc:
         raise reader.fail(exc) from exc
@@ -349,13 +349,11 @@ def _cpus() -> int:
         return os.cpu_count() or 1
 
 
-def _fast_verify(
-    reader: _SQLiteReader, against: Head | None, workers: int | None
-) -> Verification | None:
+def _fast_verify(reader: _Reader, against: Head | None, workers: int | None) -> Verification | None:
     """Every link checked in a tight loop; None whenever the careful walk must take over."""
-    # Both tables must span exactly 1..count (MIN and MAX come from the b-trees' ends, where a
-    # COUNT would read every page); that nothing inside is missing, the ranges' checks prove.
-    events = reader.one("SELECT MIN(rowid), MAX(rowid) FROM stored_events")
+    # Both tables must span exactly 1..count (MIN and MAX come from the indexes' ends, where a
+    # COUNT would read every page); that nothing inside is missing, the checks prove.
+    events = reader.one("SELECT MIN({pos}), MAX({pos}) FROM stored_events")
     links = reader.one(f"SELECT MIN(position), MAX(position) FROM {CHAIN_TABLE}")
     head_row = reader.one(f"SELECT count, log_hash FROM {HEAD_TABLE} WHERE id=1")
     if head_row is None or not isinstance(head_row[0], int) or head_row[0] < 1:
@@ -363,11 +361,14 @@ def _fast_verify(
     count = head_row[0]
     if events != (1, count) or links != (1, count):
         return None  # a deletion, an insertion, a truncation: the careful walk names it
-    if workers is None:
-        workers = min(_cpus(), 4) if count >= PARALLEL_FROM else 1
-    size = -(-count // max(1, workers))
-    ranges = [(lo, min(count, lo + size - 1)) for lo in range(1, count + 1, size)]
-    if not _check_ranges(reader.path, ranges):
+    if isinstance(reader, _SQLiteReader):
+        if workers is None:
+            workers = min(_cpus(), 4) if count >= PARALLEL_FROM else 1
+        size = -(-count // max(1, workers))
+        ranges = [(lo, min(count, lo + size - 1)) for lo in range(1, count + 1, size)]
+        if not _check_ranges(reader.path, ranges):
+            return None
+    elif not _check_log(reader, count):
         return None
     last = reader.one(f"SELECT log_hash FROM {CHAIN_TABLE} WHERE position=?", count)
     assert last is not None
@@ -380,6 +381,46 @@ def _fast_verify(
         if pinned is None or pinned[0] != against.log_hash:
             return None
     return Verification(Head(count, bytes(last[0])), count, [], against)
+
+
+def _check_log(reader: _Reader, count: int) -> bool:
+    """PostgreSQL's fast check: the whole log in one pass, as `audit_scan` checks a range.
+
+    The database joins each event to its chain row (by position, id and version: its types are
+    strict, so `=` is byte equality) and builds the frame exactly as the careful walk's; a
+    case's previous event is found by version, with the same rule as `audit_scan._check`.
+    """
+    rows = reader.stream(
+        "SELECT {frame_e}, c.log_hash, c.case_hash, c.originator_id, c.originator_version "
+        f"FROM stored_events e JOIN {CHAIN_TABLE} c ON c.position = e.{{pos}} "
+        "AND c.originator_id = {e_eoid} AND c.originator_version = e.originator_version "
+        "ORDER BY e.{pos}"
+    )
+    sha256 = hashlib.sha256
+    genesis = GENESIS
+    previous = genesis
+    cases: dict[str, tuple[int, bytes]] = {}
+    get = cases.get
+    position = 1
+    for framed, log_hash, case_hash, oid, version in rows:
+        previous = sha256(previous + position.to_bytes(8, "big") + framed).digest()
+        if previous != log_hash:
+            return False
+        last = get(oid)
+        if last is not None:
+            if last[0] != version - 1:
+                return False
+            before = last[1]
+        elif version == 1:
+            before = genesis
+        else:
+            return False  # no earlier version of the case in the log
+        linked = sha256(before + previous).digest()
+        if linked != case_hash:
+            return False
+        cases[oid] = (version, linked)
+        position += 1
+    return position == count + 1
 
 
 def _check_ranges(path: Path, ranges: list[tuple[int, int]]) -> bool:
