@@ -204,7 +204,12 @@ class TokenStore:
 
     def list(self, *, include_revoked: bool = False) -> list[TokenInfo]:
         """The tokens issued (the revoked ones too, if asked), oldest first."""
-        query = select(*_COLUMNS).order_by(tokens.c.created_at, tokens.c.id)
+        created, ident = tokens.c.created_at, tokens.c.id
+        if self.engine.dialect.name == "postgresql":
+            # By code point, as SQLite compares text: a locale's collation may skip punctuation
+            # and put 08:00:00.000001 before 08:00:00 (ICU en-US does).
+            created, ident = created.collate("C"), ident.collate("C")  # type: ignore[assignment]
+        query = select(*_COLUMNS).order_by(created, ident)
         if not include_revoked:
             query = query.where(tokens.c.revoked_at.is_(None))
         return [_info(row) for row in self._query(query, "read the API tokens")]

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import threading
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import psycopg
 import pytest
 from sqlalchemy import inspect
 
@@ -85,3 +88,37 @@ class TestOwnTables:
 )  # fmt: skip
 def test_named_parameters_become_psycopgs(named: str, pyformat: str) -> None:
     assert to_pyformat(named) == pyformat
+
+
+def test_tokens_are_listed_oldest_first_whatever_the_databases_collation(
+    store: str, store_kind: str, request: pytest.FixtureRequest
+) -> None:
+    db = store
+    cluster = None
+    if store_kind == "postgres":  # a database whose text collation is ICU's en-US, not C
+        cluster = request.getfixturevalue("pg_cluster")
+        name = f"icu_{os.getpid()}"
+        with psycopg.connect(cluster.admin_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # type: ignore[arg-type]
+            conn.execute(
+                f'CREATE DATABASE "{name}" TEMPLATE template0 LOCALE_PROVIDER icu '  # type: ignore[arg-type]
+                "ICU_LOCALE 'en-US' LOCALE 'C'"
+            )
+        db = cluster.url(name)
+    engine = store_engine(parse_db(db))
+    try:
+        issued = TokenStore(engine)
+        noon = datetime(2026, 11, 28, 8, 0, tzinfo=UTC)
+        for actor, moment in [
+            ("on-the-second", noon),
+            ("a-microsecond-after", noon + timedelta(microseconds=1)),
+            ("a-microsecond-before", noon - timedelta(microseconds=1)),
+        ]:
+            issued.create(actor, ["auditor"], now=moment)
+        assert [t.actor for t in issued.list()] == [
+            "a-microsecond-before", "on-the-second", "a-microsecond-after",
+        ]  # fmt: skip
+    finally:
+        engine.dispose()
+        if cluster is not None:
+            cluster.drop(name)
