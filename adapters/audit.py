@@ -253,7 +253,8 @@ class _PostgresReader(_Reader):
 
     def stream(self, text: str, *params: Any) -> Iterator[tuple[Any, ...]]:
         self._cursors += 1
-        cursor = self.conn.cursor(name=f"audit_{self._cursors}")  # server-side: rows in batches
+        # Server-side, rows in batches; binary: bytea arrives as bytes, not as hex to decode.
+        cursor = self.conn.cursor(name=f"audit_{self._cursors}", binary=True)
         cursor.itersize = 4096
         try:
             cursor.execute(self.sql(text), params)

@@ -14,6 +14,9 @@ the rates: what the work costs, whatever else the machine was running.
 
     .venv/bin/python scripts/bench_audit.py --hazards 150000 --db /tmp/audit150k.db
     .venv/bin/python scripts/bench_audit.py --db existing.db --repeat 5
+    .venv/bin/python scripts/bench_audit.py --hazards 20000 --db postgresql://USER@HOST:PORT/DB
+(a throwaway PostgreSQL server for the last: `python -m tests.pgserver`; on PostgreSQL one
+process verifies, and the database server shares the machine.)
 """
 
 from __future__ import annotations
@@ -34,15 +37,21 @@ from pathlib import Path
 
 from adapters.audit import verify
 from adapters.bootstrap import Settings, build_engine
-from adapters.store import frame
+from adapters.store import frame, parse_db
 from loop.commands import CommandBase, parse_command
 
 START = datetime(2026, 9, 1, 1, 0, tzinfo=UTC)
 
 
-def build(path: Path, hazards: int) -> float:
+#: The tipsters' master key for a PostgreSQL store built here (a SQLite store keeps a key file).
+PG_KEY = "A" * 43 + "="
+
+
+def build(store: str, hazards: int) -> float:
     """Write `hazards` cases (1–6 steps each) through the engine; return seconds taken."""
-    app = build_engine(Settings(db=str(path)), clock=lambda: START + timedelta(days=400))
+    key = PG_KEY if parse_db(store).pg is not None else None
+    settings = Settings(db=store, cipher_key=key)
+    app = build_engine(settings, clock=lambda: START + timedelta(days=400))
     started = time.perf_counter()
     batch: list[CommandBase] = []
 
@@ -76,13 +85,31 @@ def build(path: Path, hazards: int) -> float:
     return time.perf_counter() - started
 
 
-def read_frames(path: Path) -> list[bytes]:
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    rows = conn.execute(
-        "SELECT originator_id, originator_version, topic, state FROM stored_events ORDER BY rowid"
-    ).fetchall()
-    conn.close()
-    return [frame(o, v, t, s) for o, v, t, s in rows]
+def read_frames(store: str) -> list[bytes]:
+    """Every event's frame, in log order: the exact stored bytes the chains hash."""
+    location = parse_db(store)
+    sql = "SELECT originator_id, originator_version, topic, state FROM stored_events ORDER BY {}"
+    if location.pg is None:
+        conn = sqlite3.connect(f"file:{location.path}?mode=ro", uri=True)
+        rows = conn.execute(sql.format("rowid")).fetchall()
+        conn.close()
+        return [frame(o, v, t, s) for o, v, t, s in rows]
+    import psycopg
+
+    with psycopg.connect(**location.psycopg_kwargs()) as pg:
+        rows = pg.execute(sql.format("notification_id")).fetchall()  # type: ignore[arg-type]
+    return [frame(o.hex, v, t, s) for o, v, t, s in rows]  # a UUID id: its 32 hex digits
+
+
+def holds_events(store: str) -> bool:
+    location = parse_db(store)
+    if location.pg is None:
+        return location.path.exists()
+    import psycopg
+
+    with psycopg.connect(**location.psycopg_kwargs()) as pg:
+        found = pg.execute("SELECT to_regclass('stored_events') IS NOT NULL").fetchone()
+        return bool(found and found[0] and read_frames(store))
 
 
 def raw_sha256(frames: list[bytes]) -> None:
@@ -106,14 +133,16 @@ def measured(fn: Callable[[], object]) -> tuple[float, float]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
     parser.add_argument("--hazards", type=int, default=50_000, help="cases to build")
-    parser.add_argument("--db", type=Path, help="reuse (or keep) this store")
+    parser.add_argument(
+        "--db", help="reuse (or keep) this store: a SQLite file or a postgresql:// URL"
+    )
     parser.add_argument("--repeat", type=int, default=5, help="rounds (medians are reported)")
     parser.add_argument("--workers", type=int, help="processes for verify (default: as shipped)")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args(argv)
-    path = args.db or Path(tempfile.mkdtemp(prefix="bench-audit-")) / "bench.db"
+    path = args.db or str(Path(tempfile.mkdtemp(prefix="bench-audit-")) / "bench.db")
     build_seconds = None
-    if not path.exists():
+    if not holds_events(path):
         print(f"building {args.hazards} cases in {path} …", file=sys.stderr)
         build_seconds = build(path, args.hazards)
     frames = read_frames(path)
