@@ -513,7 +513,10 @@ def _ledger_scope(principal: Principal) -> ColumnElement[bool]:
             if pattern == "*":
                 return true()
             if pattern.endswith("*"):
-                allowed.append(t.grid.startswith(pattern[:-1], autoescape=True))
+                # A prefix compared exactly, as grid_in_scope does (LIKE ignores ASCII case on
+                # SQLite, not on PostgreSQL: never LIKE here).
+                prefix = pattern[:-1]
+                allowed.append(func.substr(t.grid, 1, len(prefix)) == prefix)
             else:
                 allowed.append(t.grid == pattern)
     if principal.has("unit") and principal.unit is not None:

@@ -345,6 +345,21 @@ class TestReads:
         assert {i["hazard_id"] for i in overdue["items"]} == {"L-1", "L-2", "L-3", "L-4"}
         assert all(i["overdue"] for i in overdue["items"])
 
+    def test_the_ledger_shows_a_grid_scope_exactly_what_its_rules_let_it_read(
+        self, api: Api
+    ) -> None:
+        # Grid codes are compared as the rules compare them: case and all (SQLite's LIKE
+        # ignores ASCII case, so a prefix test there would let `D01-*` see `d01-…`).
+        for hazard_id, grid in [("S-1", "D01-S01"), ("S-2", "d01-s01"), ("S-3", "D01_S01"),
+                                ("S-4", "D02-S01")]:  # fmt: skip
+            sent = api.centre.post("/commands", json=discover(hazard_id, grid=grid))
+            assert sent.status_code == 200, sent.text
+        listed = api.wang.get("/hazards").json()
+        assert [i["hazard_id"] for i in listed["items"]] == ["S-1"]
+        for hazard_id in ("S-2", "S-3", "S-4"):
+            assert api.wang.get(f"/hazards/{hazard_id}").status_code == 403
+        assert api.wang.get("/hazards/S-1").status_code == 200
+
     def test_reports_in_every_format(self, api: Api, clock: FakeClock) -> None:
         api.wang.post("/commands", json=discover("O-1", grade="major"))
         clock.advance(days=1)
