@@ -29,7 +29,8 @@ from tests.pgserver import PostgresServer, pg_available
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 STORES = ("sqlite", "postgres")
-TEMPLATE = "hazardloop_template"
+#: The schema template, one per test session (sessions may share a server of their own).
+TEMPLATE = f"hazardloop_template_{os.getpid()}"
 
 
 def selected_stores() -> list[str]:
@@ -106,8 +107,13 @@ class PgCluster:
             METADATA.create_all(engine)
         finally:
             engine.dispose()
-        self._admin(f'ALTER DATABASE "{TEMPLATE}" WITH IS_TEMPLATE true')
         self._template_ready = True
+
+    def close(self) -> None:
+        """Drop the session's template (the throwaway server goes anyway; a given one stays)."""
+        if self._template_ready:
+            with contextlib.suppress(Exception):
+                self._admin(f'DROP DATABASE IF EXISTS "{TEMPLATE}" WITH (FORCE)')
 
     def create(self, hint: str = "t", *, empty: bool = False) -> str:
         """A fresh database with the schema (`empty`: without, as an operator creates one);
@@ -129,7 +135,9 @@ class PgCluster:
 def pg_cluster() -> Iterator[PgCluster]:
     given = os.environ.get("HAZARDLOOP_TEST_PG_URL")
     if given:
-        yield PgCluster(given)
+        cluster = PgCluster(given)
+        yield cluster
+        cluster.close()
         return
     if not pg_available():
         pytest.fail(
