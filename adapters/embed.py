@@ -396,7 +396,7 @@ class EmbeddedEngine:
                 rows = conn.execute(
                     select(*columns)
                     .where(*where)
-                    .order_by(t.discovered_at, t.hazard_id)
+                    .order_by(t.discovered_at, _by_code_point(t.hazard_id, views))
                     .limit(page_size)
                     .offset((page - 1) * page_size)
                 ).all()
@@ -500,6 +500,12 @@ class EmbeddedEngine:
         if principal is not None:
             _check(decide_feed(principal))
         return feed_page(self.app, after, limit).to_dict()
+
+
+def _by_code_point(column: ColumnElement[str], engine: Engine) -> ColumnElement[str]:
+    """`column` ordered as SQLite orders text, by code point, on PostgreSQL too (whose
+    database collation may be a locale's: ICU en-US puts `a-1` before `B-1`)."""
+    return column.collate("C") if engine.dialect.name == "postgresql" else column
 
 
 def _ledger_scope(principal: Principal) -> ColumnElement[bool]:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import os
 import threading
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -11,6 +14,8 @@ import psycopg
 import pytest
 from sqlalchemy import inspect
 
+from adapters.bootstrap import Settings
+from adapters.embed import open_engine
 from adapters.store import parse_db
 from adapters.storesql import store_engine, to_pyformat
 from adapters.tokens import TokenStore
@@ -90,35 +95,58 @@ def test_named_parameters_become_psycopgs(named: str, pyformat: str) -> None:
     assert to_pyformat(named) == pyformat
 
 
+@contextlib.contextmanager
+def _collated_store(store: str, store_kind: str, request: pytest.FixtureRequest) -> Iterator[str]:
+    """The test's store; on PostgreSQL, instead, a database whose text collation is ICU's
+    en-US (a locale's order: punctuation and case weigh less than letters), not C."""
+    if store_kind != "postgres":
+        yield store
+        return
+    cluster = request.getfixturevalue("pg_cluster")
+    name = f"icu_{os.getpid()}"
+    with psycopg.connect(cluster.admin_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # type: ignore[arg-type]
+        conn.execute(
+            f'CREATE DATABASE "{name}" TEMPLATE template0 LOCALE_PROVIDER icu '  # type: ignore[arg-type]
+            "ICU_LOCALE 'en-US' LOCALE 'C'"
+        )
+    try:
+        yield cluster.url(name)
+    finally:
+        cluster.drop(name)
+
+
 def test_tokens_are_listed_oldest_first_whatever_the_databases_collation(
     store: str, store_kind: str, request: pytest.FixtureRequest
 ) -> None:
-    db = store
-    cluster = None
-    if store_kind == "postgres":  # a database whose text collation is ICU's en-US, not C
-        cluster = request.getfixturevalue("pg_cluster")
-        name = f"icu_{os.getpid()}"
-        with psycopg.connect(cluster.admin_url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # type: ignore[arg-type]
-            conn.execute(
-                f'CREATE DATABASE "{name}" TEMPLATE template0 LOCALE_PROVIDER icu '  # type: ignore[arg-type]
-                "ICU_LOCALE 'en-US' LOCALE 'C'"
-            )
-        db = cluster.url(name)
-    engine = store_engine(parse_db(db))
-    try:
-        issued = TokenStore(engine)
-        noon = datetime(2026, 11, 28, 8, 0, tzinfo=UTC)
-        for actor, moment in [
-            ("on-the-second", noon),
-            ("a-microsecond-after", noon + timedelta(microseconds=1)),
-            ("a-microsecond-before", noon - timedelta(microseconds=1)),
-        ]:
-            issued.create(actor, ["auditor"], now=moment)
-        assert [t.actor for t in issued.list()] == [
-            "a-microsecond-before", "on-the-second", "a-microsecond-after",
-        ]  # fmt: skip
-    finally:
-        engine.dispose()
-        if cluster is not None:
-            cluster.drop(name)
+    with _collated_store(store, store_kind, request) as db:
+        engine = store_engine(parse_db(db))
+        try:
+            issued = TokenStore(engine)
+            noon = datetime(2026, 11, 28, 8, 0, tzinfo=UTC)
+            for actor, moment in [
+                ("on-the-second", noon),
+                ("a-microsecond-after", noon + timedelta(microseconds=1)),
+                ("a-microsecond-before", noon - timedelta(microseconds=1)),
+            ]:
+                issued.create(actor, ["auditor"], now=moment)
+            assert [t.actor for t in issued.list()] == [
+                "a-microsecond-before", "on-the-second", "a-microsecond-after",
+            ]  # fmt: skip
+        finally:
+            engine.dispose()
+
+
+def test_the_ledger_orders_hazard_ids_as_sqlite_does_whatever_the_collation(
+    store: str, store_kind: str, request: pytest.FixtureRequest
+) -> None:
+    with (
+        _collated_store(store, store_kind, request) as db,
+        open_engine(Settings(db=db, cipher_key=base64.b64encode(bytes(32)).decode())) as engine,
+    ):
+        for hazard_id in ("a-1", "B-1", "b-0", "A-2"):  # discovered at the same moment
+            engine.handle({"command": "discover", "hazard_id": hazard_id, "actor": "wang",
+                           "at": "2026-11-02T09:00:00+08:00", "grid": "G1", "category": "fire",
+                           "grade": "general", "title": "same minute"})  # fmt: skip
+        ids = [i["hazard_id"] for i in engine.ledger().items]
+    assert ids == ["A-2", "B-1", "a-1", "b-0"]  # by code point: capitals first
