@@ -16,7 +16,7 @@ from contextlib import contextmanager, suppress
 from typing import Any
 
 from eventsourcing.sqlite import SQLiteDatastore
-from sqlalchemy import Connection, Engine, MetaData, create_engine, text
+from sqlalchemy import Connection, Engine, MetaData, create_engine, inspect, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from adapters.store import StoreLocation
@@ -86,10 +86,15 @@ def advisory_key(name: str) -> int:
 
 def create_tables(engine: Engine, metadata: MetaData) -> None:
     """Create the tables of `metadata` that do not exist yet, safely beside other processes
-    doing the same: the check and the creation run under the database's write lock (SQLite's
-    `BEGIN IMMEDIATE`; on PostgreSQL a transaction-scoped advisory lock, as two sessions
-    creating one table at once collide in the catalogue even with IF NOT EXISTS).
+    doing the same: if one is missing, the check and the creation run again under the
+    database's write lock (SQLite's `BEGIN IMMEDIATE`; on PostgreSQL a transaction-scoped
+    advisory lock, as two sessions creating one table at once collide in the catalogue even
+    with IF NOT EXISTS). When all are there, nothing is locked.
     """
+    with engine.connect() as probe:
+        present = set(inspect(probe).get_table_names())
+    if all(table.name in present for table in metadata.sorted_tables):
+        return  # the usual case: no write lock needed
     with engine.begin() as conn:
         if conn.dialect.name == "postgresql":
             conn.execute(

@@ -6,6 +6,7 @@ import base64
 import contextlib
 import os
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,7 +21,9 @@ from adapters.store import parse_db
 from adapters.storesql import store_engine, to_pyformat
 from adapters.tokens import TokenStore
 from adapters.webhooks import Filters, SubscriberStore
+from loop.application import HazardLoop
 from tests.conftest import StoreFactory
+from tests.stores import write_lock
 
 
 class TestOwnTables:
@@ -93,6 +96,22 @@ class TestOwnTables:
 )  # fmt: skip
 def test_named_parameters_become_psycopgs(named: str, pyformat: str) -> None:
     assert to_pyformat(named) == pyformat
+
+
+def test_opening_the_tables_waits_for_no_writer(engine: HazardLoop, store: str) -> None:
+    """Once the tables exist, opening them takes no write lock: an API server starts while a
+    long batch is being written."""
+    tables = store_engine(parse_db(store))
+    try:
+        TokenStore(tables)
+        SubscriberStore(tables, bytes(32))
+        with write_lock(store):
+            started = time.perf_counter()
+            TokenStore(tables).list()
+            SubscriberStore(tables, bytes(32)).list()
+            assert time.perf_counter() - started < 5  # SQLite's busy timeout is 30 s
+    finally:
+        tables.dispose()
 
 
 @contextlib.contextmanager
