@@ -1,7 +1,10 @@
 """Tamper evidence: recompute both hash chains from the exact stored bytes, name the first break.
 
-Reads the SQLite file read-only with the standard library's sqlite3, so a verification can run
-beside a live engine and can never change what it checks. See docs/audit.md.
+Reads the store read-only, in one snapshot: a SQLite file with the standard library's sqlite3
+(`mode=ro`, one read transaction), a PostgreSQL database with psycopg (`REPEATABLE READ, READ
+ONLY`), so a verification can run beside a live engine and can never change what it checks.
+A fast check runs first (`adapters.audit_scan` on SQLite, in parallel ranges); the careful walk
+runs when it finds anything off, to name the first break. See docs/audit.md.
 """
 
 from __future__ import annotations
@@ -432,19 +435,18 @@ def _check_ranges(path: Path, ranges: list[tuple[int, int]]) -> bool:
     program again. Each range seeds itself from the stored hashes just before it, which the
     range holding them checks.
     """
-    from adapters import audit_scan
-
     script = audit_scan.__file__
-    children = [
-        subprocess.Popen(
-            [sys.executable, "-I", script, str(path), str(lo), str(hi)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-        )
-        for lo, hi in ranges[1:]
-    ]
+    children: list[subprocess.Popen[bytes]] = []
     ok = False
     try:
+        for lo, hi in ranges[1:]:
+            children.append(
+                subprocess.Popen(
+                    [sys.executable, "-I", script, str(path), str(lo), str(hi)],
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
         ok = audit_scan.check_range(str(path), *ranges[0])
     finally:
         for child in children:
