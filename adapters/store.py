@@ -25,6 +25,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
 from uuid import UUID
 
+import psycopg
 from eventsourcing.persistence import ApplicationRecorder, StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore, PostgresFactory
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor, SQLiteFactory
@@ -64,6 +65,8 @@ EVENTS_TABLE = "stored_events"
 #: The hash before the first event of the log, and of each case.
 GENESIS = bytes(32)
 _SEP = b"\x1f"
+#: The advisory lock under which a PostgreSQL store's tables are created (any fixed 64-bit key).
+SCHEMA_LOCK = int.from_bytes(hashlib.sha256(b"hazardloop:schema").digest()[:8], "big", signed=True)
 #: The key under which the application's environment keeps the store's URL (see `location_of`).
 STORE_URL_KEY = "STORE_URL"
 
@@ -396,10 +399,30 @@ class HazardLoopPostgresRecorder(PostgresApplicationRecorder):
     def create_table(self) -> None:
         """Create the tables, unless they are all there already.
 
-        `CREATE INDEX IF NOT EXISTS` takes a SHARE lock on the events table before it finds the
-        index exists, so an engine opening while a writer holds the EXCLUSIVE lock would wait
-        for that writer to commit. A store whose schema is complete is not touched at all.
+        - `CREATE INDEX IF NOT EXISTS` takes a SHARE lock on the events table before it finds
+          the index exists, so an engine opening while a writer holds the EXCLUSIVE lock would
+          wait for that writer to commit: a store whose schema is complete is not touched.
+        - PostgreSQL does not serialise `CREATE TYPE` / `CREATE TABLE IF NOT EXISTS` among
+          themselves (two at once: a unique violation in the catalogue), so the creation runs
+          under an advisory lock, on a connection of its own (not one of the pool's, which may
+          hold a single connection), and checks again once it holds it.
         """
+        if self._schema_complete():
+            return
+        given = self.datastore.pool.kwargs
+        assert isinstance(given, dict)
+        kwargs = {k: v for k, v in given.items() if k != "row_factory"}
+        with psycopg.connect(**kwargs, autocommit=True) as lock:
+            lock.execute("SELECT pg_advisory_lock(%s)", (SCHEMA_LOCK,))
+            try:
+                if not self._schema_complete():
+                    super().create_table()
+            finally:
+                lock.execute("SELECT pg_advisory_unlock(%s)", (SCHEMA_LOCK,))
+
+    def _schema_complete(self) -> bool:
+        """Whether every table, index and type of the event store exists (type adapters are
+        registered if so)."""
         relations = [
             self.events_table_name,
             self.notification_id_index_name,
@@ -421,8 +444,8 @@ class HazardLoopPostgresRecorder(PostgresApplicationRecorder):
             row = curs.fetchone()
         if row is not None and row["found"] == len(relations) and row["types"] == 1:
             self.datastore.register_type_adapters()
-            return
-        super().create_table()
+            return True
+        return False
 
     def _fetch_ids_after_insert_events(
         self,

@@ -35,6 +35,8 @@ __all__ = ["SEALED_PREFIX", "TipsterVault", "load_master_key"]
 #: Every sealed value starts with this, so readers can tell a token from a name.
 SEALED_PREFIX = "sealed:v1:"
 KEYS_TABLE = "tipster_keys"
+#: The advisory lock under which a PostgreSQL store's key table is created.
+_KEYS_LOCK = 0x68_6C_6B_65_79_73  # "hlkeys"
 
 
 def load_master_key(setting: str | None, store: Path | None, key_file: Path | None = None) -> bytes:
@@ -99,7 +101,10 @@ class TipsterVault:
         self._pg = pg_connect
         self._master = AESGCM(master_key)
         if self._pg is not None:
-            with self._pg_cursor("open the tipster keys") as cur:
+            # Engines opening a fresh store at once: PostgreSQL does not serialise
+            # CREATE TABLE IF NOT EXISTS among themselves, so one at a time.
+            with self._pg_cursor("open the tipster keys") as cur, cur.connection.transaction():
+                cur.execute("SELECT pg_advisory_xact_lock(%s)", (_KEYS_LOCK,))
                 cur.execute(
                     f"CREATE TABLE IF NOT EXISTS {KEYS_TABLE} ("
                     "hazard_id text PRIMARY KEY, wrapped bytea NOT NULL)"

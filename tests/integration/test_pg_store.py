@@ -345,3 +345,31 @@ def test_the_read_models_and_reports_are_the_same_on_both_stores(
         assert lite_rows[name] == pg_rows[name], name
     assert any(r.rows for r in lite_reports)
     assert lite_reports == pg_reports
+
+
+def test_engines_opening_a_fresh_store_at_once_all_succeed(pg_cluster: PgCluster) -> None:
+    """The first opening creates the schema; others opening at the same moment wait for it (the
+    server does not serialise CREATE TYPE / CREATE TABLE IF NOT EXISTS among themselves)."""
+    name = pg_cluster.create("fresh", empty=True)
+    location = pg_cluster.url(name)
+    go = threading.Event()
+    outcomes: list[str] = []
+
+    def open_it() -> None:
+        go.wait(10)
+        try:
+            build_engine(Settings(db=location, cipher_key=KEY)).close()
+            outcomes.append("ok")
+        except Exception as exc:
+            outcomes.append(f"{type(exc).__name__}: {exc}")
+
+    threads = [threading.Thread(target=open_it) for _ in range(6)]
+    for t in threads:
+        t.start()
+    go.set()
+    for t in threads:
+        t.join(60)
+    try:
+        assert outcomes == ["ok"] * 6, outcomes
+    finally:
+        pg_cluster.drop(name)
