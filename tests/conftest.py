@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import signal
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -143,8 +144,15 @@ def pg_cluster() -> Iterator[PgCluster]:
         pytest.fail(
             "PostgreSQL is not installed (initdb, pg_ctl): set HAZARDLOOP_TEST_STORES=sqlite"
         )
+    # A run stopped by SIGTERM (`timeout`, CI) tears down like Ctrl-C, so the server goes too.
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _interrupt)
     with PostgresServer() as server:
         yield PgCluster(server.url())
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 class StoreFactory:
