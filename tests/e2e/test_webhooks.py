@@ -164,7 +164,7 @@ def test_down_then_up_gets_everything_in_order_and_kill_9_loses_nothing(
     assert subscribers.list()[0].failures == 0
 
     # Kill -9 the worker in the middle of a backlog; write more while it is dead; restart.
-    receiver.delay = 0.02
+    receiver.delay = 0.05  # slow enough that the kill lands mid-backlog, even on a busy machine
     before = len(receiver.positions())
     _load(engine, case_commands("KL", 20, day=3))
     wait_until(lambda: len(receiver.positions()) >= before + 10, what="deliveries under way")
