@@ -634,9 +634,10 @@ def _check_diff(diff: bool, known: datetime | None) -> None:
 
 def _head(engine: HazardLoop, position: int) -> str | None:
     from adapters.audit import head_at
+    from adapters.store import location_of
 
     try:
-        return str(head_at(Path(engine.env.get("SQLITE_DBNAME", "")), position))
+        return str(head_at(location_of(engine), position))
     except HazardLoopError:
         return None  # a store from before the hash chains
 
