@@ -436,26 +436,29 @@ def engine_for(db: str) -> HazardLoop:
     return build_engine(Settings(db=db, cipher_key=key), clock=lambda: CLOCK)
 
 
-def bulk_apply(db: str, jsonl: Path, batch: int) -> tuple[float, int, int]:
-    """`hazardloop apply` without its output: read, parse, handle_many. (seconds, cmds, events)"""
+def bulk_apply(db: str, jsonl: Path, batch: int) -> tuple[float, int, int, float]:
+    """`hazardloop apply` without its output: read, parse, handle_many.
+
+    (seconds, commands, events, CPU seconds of this process)
+    """
     app = engine_for(db)
     try:
         lines: deque[int] = deque()
         gc.collect()
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         n = refused = 0
         with jsonl.open("rb") as stream:
             for result in app.handle_many(_read_commands(stream, lines, None), batch_size=batch):
                 lines.popleft()
                 n += 1
                 refused += not result.ok
-        seconds = time.perf_counter() - started
+        seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
         events = int(app.recorder.max_notification_id() or 0)
     finally:
         app.close()
     if refused:
         raise SystemExit(f"the engine refused {refused} command(s) of the benchmark")
-    return seconds, n, events
+    return seconds, n, events, cpu
 
 
 def single_apply(db: str, commands: list[dict[str, Any]], latencies: list[float]) -> float:
@@ -486,15 +489,19 @@ def run_size(store: Store, hazards: int, args: argparse.Namespace, work: Path) -
     say = lambda text: print(f"  [{store.name} {hazards:,}] {text}", file=sys.stderr, flush=True)  # noqa: E731
 
     # Bulk apply, plain eventsourcing, raw inserts: interleaved in each repeat.
-    bulk, plain, raw, ratios_raw, ratios_plain = [], [], [], [], []
+    bulk, plain, raw, ratios_raw, ratios_plain, cpu_us = [], [], [], [], [], []
     db = ""
     rows: list[tuple[str, int, str, bytes]] = []
     events = 0
     for i in range(repeat):
         db = store.fresh("engine")
-        seconds, n, events = bulk_apply(db, jsonl, args.batch)
+        seconds, n, events, cpu = bulk_apply(db, jsonl, args.batch)
         bulk.append(events / seconds)
-        say(f"bulk apply {i + 1}/{repeat}: {n:,} commands, {events:,} events in {seconds:.1f} s")
+        cpu_us.append(cpu / events * 1e6)
+        say(
+            f"bulk apply {i + 1}/{repeat}: {n:,} commands, {events:,} events in {seconds:.1f} s "
+            f"({cpu_us[-1]:.0f} µs of CPU per event)"
+        )
         rows = store.engine_rows(db)
         seconds = store.raw_insert(rows, args.batch)
         raw.append(len(rows) / seconds)
@@ -509,7 +516,8 @@ def run_size(store: Store, hazards: int, args: argparse.Namespace, work: Path) -
             "ev/s",
             f"raw executemany, batches of {args.batch}",
             med(raw),
-            extra={"ratio_median": med(ratios_raw), "events": events},
+            note=f"engine: {med(cpu_us):.0f} µs of CPU per event",
+            extra={"ratio_median": med(ratios_raw), "events": events, "cpu_us": med(cpu_us)},
         )
     )
     figures.append(
@@ -755,7 +763,7 @@ def main(argv: list[str] | None = None) -> int:
         "--plain-max",
         type=int,
         default=20_000,
-        help="events written by the plain eventsourcing baseline (its rate is flat in size)",
+        help="events written by the plain eventsourcing baseline (one commit each: a sample)",
     )
     parser.add_argument("--workdir", help="where stores go (default: a temporary folder)")
     parser.add_argument("--json", help="also write the results to this file")
