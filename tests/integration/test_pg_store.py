@@ -373,3 +373,9 @@ def test_engines_opening_a_fresh_store_at_once_all_succeed(pg_cluster: PgCluster
         assert outcomes == ["ok"] * 6, outcomes
     finally:
         pg_cluster.drop(name)
+
+
+@pytest.mark.sqlite_only("checks the marker itself: the test's store is a file")
+def test_a_sqlite_only_test_runs_on_a_file_only(store: str, store_kind: str) -> None:
+    assert store_kind == "sqlite"
+    assert Path(store).suffix == ".db"
