@@ -721,7 +721,8 @@ def print_table(results: dict[str, Any]) -> None:
     m = results["machine"]
     print(
         f"\nmachine: {m['nproc']} cores, {m['cpu']}, {m['ram_gib']} GiB, Python {m['python']}, "
-        f"SQLite {m['sqlite']}, load {m['load_avg']} at start; repeats {results['repeat']}"
+        f"SQLite {m['sqlite']}, load {m['load_avg']} at start; repeats {results['repeat']} "
+        f"({results['repeat_large']} at 100k hazards and over)"
     )
     for run in results["runs"]:
         print(f"\n== {run['store']}, {run['hazards']:,} hazards ({run['events']:,} events) ==")
@@ -773,7 +774,12 @@ def main(argv: list[str] | None = None) -> int:
         sizes, args.repeat, args.singles_hazards, args.loads = [2000], 2, 200, 100
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench-"))
     work.mkdir(parents=True, exist_ok=True)
-    results: dict[str, Any] = {"machine": machine(), "repeat": args.repeat, "runs": []}
+    results: dict[str, Any] = {
+        "machine": machine(),
+        "repeat": args.repeat,
+        "repeat_large": max(1, args.repeat_large),
+        "runs": [],
+    }
     stores: list[Callable[[], Store]] = []
     if not args.no_sqlite:
         stores.append(lambda: SQLiteStore(work))
