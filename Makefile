@@ -26,8 +26,11 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy loop projections adapters
 
+# Every core: each pytest-xdist worker starts its own throwaway PostgreSQL server.
+# PYTEST_WORKERS=0 runs in one process (e.g. to debug with -x -s).
+PYTEST_WORKERS ?= auto
 pytest: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 test: lint typecheck pytest
 
