@@ -21,9 +21,9 @@ from rich.console import Console
 from rich.table import Table
 
 from adapters.bootstrap import Settings, build_engine
-from adapters.logs import configure_logging, get_logger
+from adapters.logs import configure_logging, get_logger, log_result
 from loop import commands as c
-from loop.application import HazardLoop, Result
+from loop.application import HazardLoop
 from loop.errors import HazardLoopError, StoreError
 
 __all__ = ["app", "main"]
@@ -144,7 +144,7 @@ def apply_cmd(
         for result in engine.handle_many(commands, batch_size=batch_size):
             line = lines.popleft()
             out.write(_dumps(result.to_dict(line=line)) + "\n")
-            _log_result(log, result, line)
+            log_result(log, result, line)
             if not result.ok:
                 refused += 1
                 if isinstance(result.error, StoreError):
@@ -157,27 +157,6 @@ def apply_cmd(
             stream.close()
         out.flush()
     raise typer.Exit(EXIT_REFUSED if refused else EXIT_OK)
-
-
-def _log_result(log: Any, result: Result, line: int | None = None) -> None:
-    subject = result.subject
-    fields: dict[str, Any] = {
-        "hazard_id" if subject is None or subject.kind == "hazard" else subject.kind: (
-            subject.id if subject is not None else None
-        ),
-        "command": result.extra.get("command"),
-        "actor": result.extra.get("actor"),
-        "outcome": result.event if result.ok else result.error.code if result.error else None,
-        "duration_ms": result.extra.get("duration_ms"),
-    }
-    if line is not None:
-        fields["line"] = line
-    if result.replayed:
-        fields["replayed"] = True
-    if result.ok:
-        log.info("command", **fields)
-    else:
-        log.warning("command refused", **fields)
 
 
 # ------------------------------------------------------------- show, history

@@ -26,7 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from adapters.bootstrap import Settings
 from adapters.embed import EmbeddedEngine, open_engine
-from adapters.logs import get_logger
+from adapters.logs import get_logger, log_result
 from loop import commands as c
 from loop.application import Clock, Result
 from loop.authorization import Principal
@@ -482,7 +482,7 @@ def create_app(
                 )
             results = hl.handle_many(items, principal=caller)
             for n, result in enumerate(results, start=1):
-                _log_result(log, result, n)
+                log_result(log, result, n)
             body = {
                 "results": [_result(r, line=n) for n, r in enumerate(results, start=1)],
                 "refused": sum(not r.ok for r in results),
@@ -496,7 +496,7 @@ def create_app(
         ):
             raise InvalidCommand("If-Match applies to hazard commands only")
         (result,) = hl.handle_many([item], principal=caller, expected_version=expected)
-        _log_result(log, result)
+        log_result(log, result)
         if result.error is not None:
             status = status_of(result.error)
             return _json(_result(result), status)
@@ -804,22 +804,3 @@ def _prepare(item: Any, caller: Principal, key: str | None) -> c.CommandBase | H
         if isinstance(data.get("hazard_id"), str):
             exc.details.setdefault("hazard_id", data["hazard_id"])
         return exc
-
-
-def _log_result(log: Any, result: Result, line: int | None = None) -> None:
-    subject = result.subject
-    fields: dict[str, Any] = {
-        "subject": subject.to_dict() if subject is not None else None,
-        "command": result.extra.get("command"),
-        "actor": result.extra.get("actor"),
-        "outcome": result.event if result.ok else result.error.code if result.error else None,
-        "duration_ms": result.extra.get("duration_ms"),
-    }
-    if line is not None:
-        fields["line"] = line
-    if result.replayed:
-        fields["replayed"] = True
-    if result.ok:
-        log.info("command", **fields)
-    else:
-        log.warning("command refused", **fields)

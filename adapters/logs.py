@@ -8,11 +8,14 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
-__all__ = ["configure_logging", "get_logger"]
+if TYPE_CHECKING:
+    from loop.application import Result
+
+__all__ = ["configure_logging", "get_logger", "log_result"]
 
 _configured = False
 
@@ -49,3 +52,27 @@ def get_logger(name: str = "hazardloop") -> Any:
     if not _configured:
         configure_logging()
     return structlog.get_logger(name)
+
+
+def log_result(log: Any, result: Result, line: int | None = None) -> None:
+    """One line per command, the same from the CLI and the HTTP API (docs/operations.md, Logs):
+    the case (`hazard_id`, or the organisation subject's kind), command, actor, outcome (the
+    event recorded or the error code), duration, and the input line or batch index if any."""
+    subject = result.subject
+    fields: dict[str, Any] = {
+        "hazard_id" if subject is None or subject.kind == "hazard" else subject.kind: (
+            subject.id if subject is not None else None
+        ),
+        "command": result.extra.get("command"),
+        "actor": result.extra.get("actor"),
+        "outcome": result.event if result.ok else result.error.code if result.error else None,
+        "duration_ms": result.extra.get("duration_ms"),
+    }
+    if line is not None:
+        fields["line"] = line
+    if result.replayed:
+        fields["replayed"] = True
+    if result.ok:
+        log.info("command", **fields)
+    else:
+        log.warning("command refused", **fields)
