@@ -8,12 +8,10 @@ appointed is registered, `duplicate_of` names a known case) are checked here.
 
 from __future__ import annotations
 
-import gc
 import os
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
@@ -44,6 +42,7 @@ from loop.errors import (
     UnknownPerson,
     UnknownUnit,
 )
+from loop.gc_pause import no_cyclic_gc
 from loop.hazard import Context, Hazard, Vault, hazard_uuid
 from loop.organisation import PARENT_LEVEL, Grid, Person, Unit, grid_uuid, person_uuid, unit_uuid
 from loop.policy import Policy, WorkCalendar
@@ -217,26 +216,6 @@ class _UnitOfWork:
         return [a for a in self.aggregates.values() if a.pending_events]
 
 
-@contextmanager
-def _no_cyclic_gc() -> Iterator[None]:
-    """Pause CPython's cyclic garbage collector while a batch is decided and written.
-
-    A batch allocates tens of thousands of objects next to the cache of cases, and the
-    collector would walk that cache again and again (a sixth of a bulk load's CPU here).
-    Reference counting still frees what a batch drops; cycles wait for the collector, which
-    runs again as soon as the batch is done. If the collector was off, it is left off; if
-    another thread turned it off meanwhile, the one that turned it off turns it back on.
-    """
-    enabled = gc.isenabled()
-    if enabled:
-        gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
 class HazardLoop(Application):  # type: ignore[type-arg]
     """The engine: handles commands of the contract against an event store."""
 
@@ -389,7 +368,7 @@ class HazardLoop(Application):  # type: ignore[type-arg]
         if self._read_discovers:
             self._read_discovers -= 1
         try:
-            with _no_cyclic_gc():
+            with no_cyclic_gc():
                 results = [self._execute(item, uow) for item in batch]
                 self._commit(uow)
         except (ConcurrencyConflict, StoreError) as exc:

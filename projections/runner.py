@@ -10,11 +10,9 @@ between chunks when asked. docs/projections.md says why no event is skipped or s
 from __future__ import annotations
 
 import contextlib
-import gc
 import signal
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any, Protocol
@@ -29,6 +27,7 @@ from sqlalchemy.exc import InterfaceError as SAInterfaceError
 from sqlalchemy.exc import TimeoutError as SATimeoutError
 
 from loop.application import HazardLoop
+from loop.gc_pause import no_cyclic_gc
 from projections.tables import METADATA, tracking
 
 __all__ = [
@@ -163,7 +162,7 @@ class ProjectionRunner:
         progress: Callable[[int], None] | None = None,
     ) -> int:
         """Process every event not yet seen (up to `until`); return how many were read."""
-        with _no_cyclic_gc():
+        with no_cyclic_gc():
             return self._catch_up(until, progress)
 
     def _catch_up(self, until: int | None, progress: Callable[[int], None] | None) -> int:
@@ -264,7 +263,7 @@ class ProjectionRunner:
         try:
             while not stop.requested:
                 try:
-                    with _no_cyclic_gc():
+                    with no_cyclic_gc():
                         n = self._step(None)
                 except StaleTracking:
                     self._forget()
@@ -548,22 +547,3 @@ def reading_mapper(app: HazardLoop) -> Mapper[Any]:
     if type(mapper) is Mapper and type(transcoder) is JSONTranscoder:
         return Mapper(_OrjsonDecoding(transcoder), mapper.compressor, mapper.cipher)
     return mapper
-
-
-@contextmanager
-def _no_cyclic_gc() -> Iterator[None]:
-    """Pause CPython's cyclic garbage collector while catching up.
-
-    A catch-up allocates millions of objects next to a large, long-lived cache of cases, and
-    the collector's passes would keep walking that cache (they cost more than the decoding).
-    Reference counting still frees everything a chunk leaves behind: a catch-up makes no
-    reference cycles (checked: a full collection after a 1M-event catch-up finds none), and any
-    it did make would be collected once the collector is back on.
-    """
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
