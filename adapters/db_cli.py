@@ -2,6 +2,8 @@
 
 - the event store's tables (events, idempotency keys, hash chains, tipster keys) by the
   library's own create-table mechanism (`CREATE TABLE IF NOT EXISTS`, run when the engine opens);
+- the API tokens' and webhook subscribers' tables (`adapters.tokens`, `adapters.webhooks`), so a
+  deployment whose runtime database user may not create tables has them from the start;
 - the read models' tables by the projection runner (`_reconcile`, then `create_all`): on
   `upgrade`, a read model whose stored columns differ from the code's is dropped with its
   position, to be rebuilt by the next catch-up, and an index added since is created in place.
@@ -45,6 +47,8 @@ def _fail(exc: HazardLoopError) -> typer.Exit:
 
 def _schema(db: str | None, *, upgrade: bool) -> dict[str, Any]:
     from adapters.bootstrap import Settings, build_engine, build_runner
+    from adapters.tokens import create_tables as create_token_tables
+    from adapters.webhooks import create_tables as create_subscriber_tables
 
     location = parse_db(db)
     engine = build_engine(Settings(db=db) if db else Settings())
@@ -56,6 +60,8 @@ def _schema(db: str | None, *, upgrade: bool) -> dict[str, Any]:
                 before = _positions(engine)
             runner = build_runner(engine)  # reconciles the read models, creates what is missing
             views = runner.engine
+            create_token_tables(views)
+            create_subscriber_tables(views)
             tables = sorted(t for t in inspect(views).get_table_names() if t != "sqlite_sequence")
             lags = runner.status()
         except SQLAlchemyError as exc:

@@ -16,6 +16,8 @@ from tests.stores import rows
 ROOT = Path(__file__).resolve().parents[2]
 EVENT_TABLES = {"stored_events", "idempotency_keys", "event_chain", "chain_head", "tipster_keys"}
 VIEW_TABLES = {"ledger", "steps", "step_segments", "grids", "post_tenures", "projection_tracking"}
+#: Created by `db init` too, so a runtime user without CREATE rights finds them.
+API_TABLES = {"api_tokens", "webhook_subscribers"}
 
 
 def hazardloop(*args: str) -> subprocess.CompletedProcess[str]:
@@ -42,7 +44,7 @@ def test_init_creates_every_table_of_an_empty_store_and_may_run_again(
     first = hazardloop("db", "init", "--db", db)
     assert first.returncode == 0, first.stderr
     out = json.loads(first.stdout)
-    assert set(out["tables"]) == EVENT_TABLES | VIEW_TABLES == tables(db)
+    assert set(out["tables"]) == EVENT_TABLES | VIEW_TABLES | API_TABLES == tables(db)
     assert out["events"] == 0
     assert out["backend"] == ("postgres" if "://" in db else "sqlite")
     again = hazardloop("db", "init", "--db", db)

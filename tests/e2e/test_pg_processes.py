@@ -498,13 +498,6 @@ class TestServerRestart:
 
 
 class TestOpeningTogether:
-    @pytest.mark.xfail(
-        reason="known bug (reported to PG-core): the recorder's CREATE TABLE IF NOT EXISTS / "
-        "CREATE OR REPLACE FUNCTION run on every open, and PostgreSQL does not serialise them: "
-        "processes opening one store at the same moment fail with 'tuple concurrently updated'",
-        raises=AssertionError,
-        strict=False,
-    )
     def test_eight_processes_open_the_store_at_once(self, pg: PostgresServer) -> None:
         url = create_store(pg)
         channel, go = FORK.Queue(), FORK.Event()
