@@ -235,30 +235,6 @@ def show_cmd(
     console.print(deadlines)
 
 
-def _event_dict(event: Any) -> dict[str, Any]:
-    payload = {
-        k: v
-        for k, v in vars(event).items()
-        if k
-        not in (
-            "originator_id",
-            "originator_version",
-            "timestamp",
-            "originator_topic",
-            "at",
-            "actor",
-        )
-    }
-    return {
-        "version": event.originator_version,
-        "event": type(event).__name__,
-        "at": event.at,
-        "recorded_at": event.timestamp,
-        "actor": event.actor,
-        "payload": payload,
-    }
-
-
 @app.command("history")
 def history_cmd(
     hazard_id: Annotated[str, typer.Argument(help="The hazard's id.")],
@@ -267,7 +243,7 @@ def history_cmd(
     known_at: KnownAtOption = None,
 ) -> None:
     """Every event of a hazard: business and record time, actor, deadlines, log position, hash."""
-    from adapters.timetravel import case_chain
+    from adapters.timetravel import case_chain, event_record
 
     engine = _engine(db)
     known_moment = _parse_moment(known_at, engine, "--known-at") if known_at else None
@@ -275,7 +251,7 @@ def history_cmd(
         chain = {entry.version: entry for entry in case_chain(engine, hazard_id)}
         events = []
         for event in engine.history(hazard_id):
-            record = _event_dict(event)
+            record = event_record(event)
             entry = chain.get(record["version"])
             if entry is not None:
                 if known_moment is not None and entry.recorded_at > known_moment:

@@ -277,24 +277,14 @@ class EmbeddedEngine:
     ) -> list[dict[str, Any]]:
         """Every event of a case (as known at `known_at`): both times, actor, payload, position
         in the log and case hash; a public tip's reporter as in `hazard`."""
-        from adapters.timetravel import case_chain
+        from adapters.timetravel import case_chain, event_record
 
         hazard = self._hazard(hazard_id, principal)
         chain = {entry.version: entry for entry in case_chain(self.app, hazard_id)}
-        bookkeeping = {"originator_id", "originator_version", "timestamp", "originator_topic"}
         events: list[dict[str, Any]] = []
         for event in self.app.history(hazard_id):
-            payload = {
-                k: v for k, v in vars(event).items() if k not in bookkeeping | {"at", "actor"}
-            }
-            record: dict[str, Any] = {
-                "version": event.originator_version,
-                "event": type(event).__name__,
-                "at": event.at,
-                "recorded_at": event.timestamp,
-                "actor": event.actor,
-                "payload": payload,
-            }
+            record = event_record(event)
+            payload = record["payload"]
             entry = chain.get(event.originator_version)
             if entry is not None:
                 if known_at is not None and entry.recorded_at > known_at:

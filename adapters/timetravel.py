@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from eventsourcing.persistence import PersistenceError
 from sqlalchemy import Engine, create_engine
@@ -27,6 +28,7 @@ from loop.hazard import Hazard, hazard_uuid
 __all__ = [
     "ChainEntry",
     "case_chain",
+    "event_record",
     "hazard_at",
     "known_positions",
     "version_at",
@@ -43,6 +45,25 @@ class ChainEntry:
     recorded_at: datetime
     log_hash: bytes
     case_hash: bytes
+
+
+#: An event's bookkeeping fields, shown as `version` and `recorded_at` rather than in its payload.
+_BOOKKEEPING = frozenset(
+    {"originator_id", "originator_version", "timestamp", "originator_topic", "at", "actor"}
+)
+
+
+def event_record(event: Any) -> dict[str, Any]:
+    """One event as `history` shows it (CLI and Python API): version, kind, both times, actor,
+    and the rest of its fields as the payload."""
+    return {
+        "version": event.originator_version,
+        "event": type(event).__name__,
+        "at": event.at,
+        "recorded_at": event.timestamp,
+        "actor": event.actor,
+        "payload": {k: v for k, v in vars(event).items() if k not in _BOOKKEEPING},
+    }
 
 
 def case_chain(app: HazardLoop, hazard_id: str) -> list[ChainEntry]:
