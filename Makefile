@@ -26,11 +26,12 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy loop projections adapters
 
-# Every core: each pytest-xdist worker starts its own throwaway PostgreSQL server.
+# Every core: each pytest-xdist worker starts its own throwaway PostgreSQL server; an idle
+# worker steals queued tests from a busy one (the slow subprocess tests bunch up otherwise).
 # PYTEST_WORKERS=0 runs in one process (e.g. to debug with -x -s).
 PYTEST_WORKERS ?= auto
 pytest: $(STAMP)
-	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 test: lint typecheck pytest
 
