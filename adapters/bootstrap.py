@@ -8,19 +8,18 @@ from __future__ import annotations
 
 import dataclasses
 import sqlite3
-import weakref
 from pathlib import Path
 
 import psycopg
 from eventsourcing.persistence import PersistenceError
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.pool import Pool
 
 from adapters.calendars import ChinaCalendar
 from adapters.store import HazardLoopPostgresRecorder, StoreLocation, location_of, parse_db
+from adapters.storesql import store_engine
 from adapters.tipsters import TipsterVault, load_master_key
 from loop.application import Clock, HazardLoop
 from loop.errors import InvalidPolicy, StoreError
@@ -103,11 +102,6 @@ def build_engine(settings: Settings | None = None, *, clock: Clock | None = None
     return app
 
 
-def _dispose_pools(pools: list[Pool]) -> None:
-    for pool in pools:
-        pool.dispose()
-
-
 def probe_postgres(location: StoreLocation) -> None:
     """Connect once, so an unreachable server or a missing database is named at once (the
     library's pool would retry for its whole connect timeout, and say less)."""
@@ -120,28 +114,8 @@ def probe_postgres(location: StoreLocation) -> None:
 
 
 def views_engine(app: HazardLoop) -> Engine:
-    """A SQLAlchemy engine on the store's database, for the read models.
-
-    SQLite: a file engine that waits up to 30 s for the write lock. PostgreSQL: a pooled
-    psycopg 3 engine on the same database as the events (HAZARDLOOP_POOL_SIZE connections,
-    HAZARDLOOP_POOL_OVERFLOW more when busy).
-    """
-    location = location_of(app)
-    if location.pg is not None:
-        engine = create_engine(
-            location.sqlalchemy_url(),
-            pool_size=location.pg.pool_size,
-            max_overflow=location.pg.max_overflow,
-            pool_pre_ping=True,
-            connect_args={"connect_timeout": location.pg.connect_timeout},
-        )
-        # Pooled connections are closed when the engine goes, not left to the server (nor to
-        # the garbage collector, which warns); `dispose()` starts a new pool: followed too.
-        pools: list[Pool] = [engine.pool]
-        event.listen(engine, "engine_disposed", lambda e: pools.append(e.pool))
-        weakref.finalize(engine, _dispose_pools, pools)
-        return engine
-    return create_engine(location.sqlalchemy_url(), connect_args={"timeout": 30})
+    """A SQLAlchemy engine on the store's database, for the read models (see `store_engine`)."""
+    return store_engine(location_of(app))
 
 
 def build_runner(app: HazardLoop, engine: Engine | None = None) -> ProjectionRunner:

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import hashlib
 import re
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from typing import Any
 
 from eventsourcing.sqlite import SQLiteDatastore
-from sqlalchemy import Connection, Engine, MetaData, create_engine, inspect, text
+from sqlalchemy import Connection, Engine, MetaData, create_engine, event, inspect, text
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.pool import Pool
 
 from adapters.store import StoreLocation
 from loop.application import HazardLoop
@@ -55,21 +57,34 @@ def select_rows(app: HazardLoop, sql: str, **params: Any) -> list[tuple[Any, ...
 
 
 def store_engine(location: StoreLocation) -> Engine:
-    """A SQLAlchemy engine on the store's database, as `adapters.bootstrap.views_engine` makes
-    for an open engine, for commands that open no engine (the caller disposes of it).
+    """A SQLAlchemy engine on the store's database (`adapters.bootstrap.views_engine` is this
+    for an open engine; commands that open no engine use it directly).
 
-    A SQLite store's folder is created if missing (OSError if it cannot be).
+    SQLite: a file engine that waits up to 30 s for the write lock; the store's folder is
+    created if missing (OSError if it cannot be). PostgreSQL: a pooled psycopg 3 engine
+    (HAZARDLOOP_POOL_SIZE connections, HAZARDLOOP_POOL_OVERFLOW more when busy).
     """
-    if location.pg is not None:
-        return create_engine(
-            location.sqlalchemy_url(),
-            pool_size=location.pg.pool_size,
-            max_overflow=location.pg.max_overflow,
-            pool_pre_ping=True,
-            connect_args={"connect_timeout": location.pg.connect_timeout},
-        )
-    location.path.parent.mkdir(parents=True, exist_ok=True)
-    return create_engine(location.sqlalchemy_url(), connect_args={"timeout": 30})
+    if location.pg is None:
+        location.path.parent.mkdir(parents=True, exist_ok=True)
+        return create_engine(location.sqlalchemy_url(), connect_args={"timeout": 30})
+    engine = create_engine(
+        location.sqlalchemy_url(),
+        pool_size=location.pg.pool_size,
+        max_overflow=location.pg.max_overflow,
+        pool_pre_ping=True,
+        connect_args={"connect_timeout": location.pg.connect_timeout},
+    )
+    # Pooled connections are closed when the engine goes, not left to the server (nor to the
+    # garbage collector, which warns); `dispose()` starts a new pool: followed too.
+    pools: list[Pool] = [engine.pool]
+    event.listen(engine, "engine_disposed", lambda e: pools.append(e.pool))
+    weakref.finalize(engine, _dispose_pools, pools)
+    return engine
+
+
+def _dispose_pools(pools: list[Pool]) -> None:
+    for pool in pools:
+        pool.dispose()
 
 
 def db_error(exc: BaseException) -> str:
