@@ -14,6 +14,7 @@ from typing import Annotated
 import orjson
 import typer
 
+from adapters.cli_options import DbOption
 from adapters.store import parse_db
 from loop.errors import HazardLoopError, HazardNotFound, InvalidCommand
 
@@ -24,12 +25,6 @@ audit_app = typer.Typer(
     no_args_is_help=True,
 )
 
-DbOption = Annotated[
-    str | None,
-    typer.Option(
-        "--db", help="Store: a file path, sqlite:/// or postgresql:// URL (default $HAZARDLOOP_DB)."
-    ),
-]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 
 

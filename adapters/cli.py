@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from adapters.bootstrap import Settings, build_engine
+from adapters.cli_options import DbOption
 from adapters.logs import configure_logging, get_logger, log_result
 from loop import commands as c
 from loop.application import HazardLoop
@@ -36,10 +37,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-DbOption = Annotated[
-    str | None,
-    typer.Option("--db", help="Store: a file path or sqlite:/// URL (default $HAZARDLOOP_DB)."),
-]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON even on a terminal.")]
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2

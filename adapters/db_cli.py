@@ -14,13 +14,14 @@ Exit status: 0 done, 2 usage or store error. Prints one JSON object.
 from __future__ import annotations
 
 import sys
-from typing import Annotated, Any
+from typing import Any
 
 import orjson
 import typer
 from sqlalchemy import inspect
 from sqlalchemy.exc import SQLAlchemyError
 
+from adapters.cli_options import DbOption
 from adapters.store import location_of, parse_db
 from loop.errors import HazardLoopError, StoreError
 
@@ -30,14 +31,6 @@ db_app = typer.Typer(
     help="The store's schema: create it (init) or bring it up to this version's (upgrade).",
     no_args_is_help=True,
 )
-
-DbOption = Annotated[
-    str | None,
-    typer.Option(
-        "--db",
-        help="Store: a file path, sqlite:/// URL or postgresql:// URL (default $HAZARDLOOP_DB).",
-    ),
-]
 
 
 def _fail(exc: HazardLoopError) -> typer.Exit:

@@ -15,6 +15,7 @@ import orjson
 import typer
 
 from adapters.bootstrap import Settings
+from adapters.cli_options import DbOption
 from adapters.logs import configure_logging, get_logger
 from adapters.store import parse_db
 from adapters.storesql import store_engine
@@ -23,14 +24,6 @@ from loop.authorization import ROLES
 from loop.errors import HazardLoopError, StoreError
 
 __all__ = ["serve_cmd", "tokens_app"]
-
-DbOption = Annotated[
-    str | None,
-    typer.Option(
-        "--db",
-        help="Store: a SQLite file path or URL, or a postgresql:// URL (default $HAZARDLOOP_DB).",
-    ),
-]
 
 
 def _fail(exc: HazardLoopError) -> typer.Exit:

@@ -16,6 +16,7 @@ import typer
 from sqlalchemy import Engine
 
 from adapters.bootstrap import Settings, build_engine, views_engine
+from adapters.cli_options import DbOption
 from adapters.feed import MAX_LIMIT, feed_head, read_feed
 from adapters.logs import configure_logging
 from adapters.store import parse_db
@@ -32,14 +33,6 @@ webhooks_app = typer.Typer(
     help="Push webhooks: register subscribers, and run the worker that delivers to them.",
     no_args_is_help=True,
 )
-
-DbOption = Annotated[
-    str | None,
-    typer.Option(
-        "--db",
-        help="Store: a SQLite file path or URL, or a postgresql:// URL (default $HAZARDLOOP_DB).",
-    ),
-]
 
 
 def _fail(exc: HazardLoopError, status: int = 2) -> typer.Exit:
