@@ -200,10 +200,21 @@ def waiting_on_events_lock(url: str) -> int:
     return int(query(url, sql)[0][0])
 
 
+#: Each started process's stderr log, by pid: a process that dies says why in the failure.
+LOGS: dict[int, Path] = {}
+
+
+def last_lines(proc: subprocess.Popen[str], n: int = 12) -> str:
+    log = LOGS.get(proc.pid)
+    return "\n".join(log.read_text().splitlines()[-n:]) if log and log.exists() else ""
+
+
 def wait_for(condition: Callable[[], bool], what: str, worker: subprocess.Popen[str]) -> None:
     deadline = time.monotonic() + 120  # a hang guard, not a performance assertion
     while not condition():
-        assert worker.poll() is None, f"the worker exited ({worker.returncode}) before {what}"
+        assert worker.poll() is None, (
+            f"the worker exited ({worker.returncode}) before {what}:\n{last_lines(worker)}"
+        )
         assert time.monotonic() < deadline, f"gave up waiting for {what}"
         time.sleep(0.02)
 
@@ -276,11 +287,13 @@ class Processes:
         self.started: list[subprocess.Popen[str]] = []
 
     def start(self, args: list[str], name: str, stdin: bool = False) -> subprocess.Popen[str]:
-        with (self.tmp / f"{name}.log").open("w") as err:
+        path = self.tmp / f"{name}.log"
+        with path.open("w") as err:
             env = {**os.environ, "HAZARDLOOP_LOG_LEVEL": "info"}
             proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=err,
                                     stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
                                     text=True)  # fmt: skip
+        LOGS[proc.pid] = path
         self.started.append(proc)
         return proc
 
@@ -400,14 +413,20 @@ class TestEightWritersAndAWorker:
         self, pg: PostgresServer, procs: Processes, writers: Writers
     ) -> None:
         """The same run with writers that take positions from the sequence without the lock:
-        the others commit past the held position and the worker passes it, so the assertion
-        of the test above would fail — it can tell a store that lets readers skip."""
+        the other commits past the held position and the worker passes it, so the assertion
+        of the test above would fail — it can tell a store that lets readers skip.
+
+        The held writer holds its first insert and one other writer starts only then, so the
+        held position is the only one ever open behind a committed one. (Unlocked writers racing
+        each other skip positions of their own at random; a case whose version 2 is skipped and
+        whose version 3 then arrives stops the worker with OriginatorVersionError — a skip too,
+        but not the one this test is about.)"""
         url = create_store(pg)
         worker = procs.worker(url, "--chunk-size", "40")
         wait_for(lambda: started(procs.tmp / "worker.log"), "the worker to start", worker)
-        _held, *fast = writers.start(url, ("S", 4, 3), *((f"W{n}", 4, 0) for n in range(3)),
-                                    unlocked=True)  # fmt: skip
+        writers.start(url, ("S", 4, 1), unlocked=True)
         holding: list[int] = writers.receive()["holding"]
+        fast = writers.start(url, ("W", 12, 0), unlocked=True)
         wait_for(lambda: not any(p.is_alive() for p in fast), "the others to finish", worker)
         committed = head(url)
         wait_for(lambda: tracked(url) >= committed, "the worker to catch up", worker)
