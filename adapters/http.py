@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
+from urllib.parse import unquote
 
 import orjson
 from fastapi import Depends, FastAPI, Header, Path, Query, Request, Security
@@ -287,15 +288,62 @@ KnownAt = Annotated[
 ]
 Lang = Annotated[Literal["zh", "en"], Query(description="language of a report for people")]
 
-HazardId = Annotated[
-    str,
-    Path(
-        min_length=1,
-        max_length=64,
-        description="the client's id of the hazard",
-        examples=["JY-2026-0001"],
-    ),
-]
+#: The scope key set by `RawHazardIds` when a /hazards/… path's id segment was left encoded.
+RAW_ID = "hazardloop.raw_hazard_id"
+
+
+class RawHazardIds:
+    """ASGI middleware: the id segment of a `/hazards/{id}…` path is routed still
+    percent-encoded, so an id holding `/` (sent as `%2F`, as any URL builder encodes a path
+    segment) is one segment, and `/hazards/A%2Fhistory` is the case `A/history`, not the
+    history of `A`. The server decodes the rest of the path as usual; `_hazard_id` decodes the
+    id exactly once (`%252F` stays the three characters `%2F`)."""
+
+    PREFIX = b"/hazards/"
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            raw: bytes = scope.get("raw_path") or b""
+            root = str(scope.get("root_path", "")).encode("ascii", "ignore")
+            if root and raw.startswith(root):
+                raw = raw[len(root) :]
+            if raw.startswith(self.PREFIX):
+                head, _, rest = raw[len(self.PREFIX) :].partition(b"/")
+                path = "/hazards/" + head.decode("ascii", "replace")
+                if rest or raw.endswith(b"/"):
+                    path += "/" + unquote(rest.decode("ascii", "replace"))
+                scope = {**scope, "path": scope.get("root_path", "") + path, RAW_ID: True}
+        await self.app(scope, receive, send)
+
+
+def _hazard_id(
+    request: Request,
+    hazard_id: Annotated[
+        str,
+        Path(
+            min_length=1,
+            max_length=64 * 12,  # 64 characters, each up to 4 UTF-8 bytes as %XX
+            description="the client's id of the hazard (1–64 characters), percent-encoded as "
+            "a path segment: an id holding `/` is sent with `%2F`",
+            examples=["JY-2026-0001"],
+        ),
+    ],
+) -> str:
+    try:
+        value = unquote(hazard_id, errors="strict") if request.scope.get(RAW_ID) else hazard_id
+    except UnicodeDecodeError:
+        raise InvalidCommand("hazard_id is not percent-encoded UTF-8", field="hazard_id") from None
+    if not 1 <= len(value) <= 64:
+        raise InvalidCommand(
+            f"hazard_id must be 1 to 64 characters, not {len(value)}", field="hazard_id"
+        )
+    return value
+
+
+HazardId = Annotated[str, Depends(_hazard_id)]
 StatusName = Literal[
     "discovered", "reported", "assigned", "rectified", "verified", "closed", "rejected", "parked"
 ]
@@ -402,6 +450,7 @@ def create_app(
         dependencies=[Depends(_known_query)],
     )
     app.state.engine = hl
+    app.add_middleware(RawHazardIds)
 
     # ------------------------------------------------------------ errors
 

@@ -395,6 +395,43 @@ class TestReads:
         rest = api.auditor.get("/events", params={"after": feed["next_after"]}).json()
         assert [e["type"] for e in rest["events"]] == ["Hazard.Reported"]
 
+    @pytest.mark.parametrize(
+        "hazard_id",
+        ["JY/2026/0001", "A/history", "B/dossier", "50%2F off", "隐患/巡查-12", "trailing/"],
+    )
+    def test_any_id_the_contract_allows_is_readable_by_its_path(
+        self, api: Api, hazard_id: str
+    ) -> None:
+        """Ids are the client's own: one with `/` is sent as `%2F` (as URL builders encode a
+        path segment) and names that case, never a sub-resource of another."""
+        from urllib.parse import quote
+
+        other = hazard_id.split("/")[0]  # the case the path would name if `/` split the id
+        if other != hazard_id:
+            api.wang.post("/commands", json=discover(other))
+        assert api.wang.post("/commands", json=discover(hazard_id)).json()["ok"]
+        api.wang.post("/commands", json={"command": "report", "hazard_id": hazard_id})
+        path = "/hazards/" + quote(hazard_id, safe="")
+        case = api.wang.get(path)
+        assert case.status_code == 200, case.json()
+        assert (case.json()["hazard_id"], case.json()["version"]) == (hazard_id, 2)
+        history = api.wang.get(path + "/history").json()
+        assert history["hazard_id"] == hazard_id
+        assert [e["event"] for e in history["events"]] == ["Discovered", "Reported"]
+        dossier = api.auditor.get(path + "/dossier").json()
+        assert (dossier["hazard_id"], dossier["state"]["version"]) == (hazard_id, 2)
+        assert (dossier["proof"]["intact"], len(dossier["proof"]["links"])) == (True, 2)
+
+    def test_an_id_too_long_or_not_utf8_in_the_path_is_named(self, api: Api) -> None:
+        too_long = api.wang.get("/hazards/" + "%E9%9A%90" * 65)  # 65 characters, once decoded
+        assert too_long.status_code == 422
+        assert too_long.json()["error"]["details"] == {"field": "hazard_id"}
+        assert "65" in too_long.json()["error"]["message"]
+        fits = api.wang.get("/hazards/" + "%E9%9A%90" * 64)  # 64: valid, and not there
+        assert fits.json()["error"]["code"] == "hazard_not_found"
+        broken = api.wang.get("/hazards/%FF")
+        assert (broken.status_code, broken.json()["error"]["code"]) == (422, "invalid_command")
+
     def test_health_and_the_openapi_document_need_no_token(self, api: Api) -> None:
         anonymous = ApiClient(api.app)
         assert anonymous.get("/healthz").json() == {"ok": True}
