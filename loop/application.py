@@ -20,12 +20,13 @@ from uuid import UUID
 import orjson
 from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
 from eventsourcing.domain import Aggregate
-from eventsourcing.persistence import IntegrityError, PersistenceError
+from eventsourcing.persistence import IntegrityError, JSONTranscoder, PersistenceError, Transcoder
 from eventsourcing.utils import Environment
 
 from loop import commands as c
 from loop.authorization import Directory, Principal, authorize, check_actor
 from loop.commands import Subject
+from loop.encoding import FastJSONTranscoder
 from loop.errors import (
     ConcurrencyConflict,
     Forbidden,
@@ -263,6 +264,16 @@ class HazardLoop(Application):  # type: ignore[type-arg]
         if env is not None:
             base.update(env)
         return base
+
+    def construct_transcoder(self) -> Transcoder:
+        """The library's JSON transcoder, encoding with orjson to the same bytes
+        (loop.encoding); a transcoder chosen in the environment is kept as chosen."""
+        transcoder = super().construct_transcoder()
+        if type(transcoder) is JSONTranscoder:
+            fast = FastJSONTranscoder()
+            self.register_transcodings(fast)
+            return fast
+        return transcoder
 
     # ------------------------------------------------------------------ reads
 

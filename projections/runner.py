@@ -27,6 +27,7 @@ from sqlalchemy.exc import InterfaceError as SAInterfaceError
 from sqlalchemy.exc import TimeoutError as SATimeoutError
 
 from loop.application import HazardLoop
+from loop.encoding import FastJSONTranscoder
 from loop.gc_pause import no_cyclic_gc
 from projections.tables import METADATA, tracking
 
@@ -544,6 +545,8 @@ def reading_mapper(app: HazardLoop) -> Mapper[Any]:
     """The application's mapper, or the same with orjson parsing when it is the stock JSON one."""
     mapper = app.mapper
     transcoder = mapper.transcoder
-    if type(mapper) is Mapper and type(transcoder) is JSONTranscoder:
+    # FastJSONTranscoder (loop.encoding) writes the same bytes and decodes as the library does.
+    if type(mapper) is Mapper and type(transcoder) in (JSONTranscoder, FastJSONTranscoder):
+        assert isinstance(transcoder, JSONTranscoder)
         return Mapper(_OrjsonDecoding(transcoder), mapper.compressor, mapper.cipher)
     return mapper
