@@ -41,6 +41,10 @@ class YearSchedule:
 class ChinaCalendar:
     """Working days on China's statutory calendar, extended by the operator's file."""
 
+    #: Its answers never change once built (the file is read once), so the policy may remember
+    #: sums of working days over it (loop.policy).
+    fixed = True
+
     def __init__(self, overrides: Mapping[int, YearSchedule] | None = None) -> None:
         self.overrides: dict[int, YearSchedule] = dict(overrides or {})
         self._cache: dict[date, bool | None] = {}

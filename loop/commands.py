@@ -75,15 +75,16 @@ def _rfc3339(value: Any) -> Any:
             raise ValueError("a date-time needs a UTC offset (RFC 3339), e.g. +08:00")
         return _in_range(value)
     if isinstance(value, str):
-        if not _RFC3339.match(value):
+        m = _RFC3339.match(value)
+        if not m:
             raise ValueError(
                 "expected an RFC 3339 date-time with offset, e.g. 2026-09-28T09:30:00+08:00"
             )
         text = value.replace("z", "Z").replace("t", "T")
-        # Python keeps microseconds: cut nanoseconds to 6 digits.
-        m = re.match(r"^(.*?\.\d{6})\d+(.*)$", text)
-        if m:
-            text = m.group(1) + m.group(2)
+        fraction = m.group(1)
+        if fraction is not None and len(fraction) > 7:
+            # Python keeps microseconds: cut nanoseconds to 6 digits (the only "." is this one).
+            text = text.replace(fraction, fraction[:7], 1)
         try:
             parsed = datetime.fromisoformat(text)
         except ValueError as exc:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import tomllib
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -54,8 +55,19 @@ class WorkCalendar(Protocol):
 class WeekdayCalendar:
     """Monday to Friday, every year: the fallback rule, and a plain calendar for tests."""
 
+    #: Its answers never change, so sums of working days over it may be remembered.
+    fixed = True
+
     def is_workday(self, day: date) -> bool | None:
         return day.weekday() < 5
+
+
+#: Sums of working days ((start, n) -> (day, guessed)) per calendar whose answers never change
+#: (a class attribute `fixed = True`): a bulk load starts many steps on the same day.
+_SUMS: weakref.WeakKeyDictionary[Any, dict[tuple[date, int], tuple[date, bool]]] = (
+    weakref.WeakKeyDictionary()
+)
+_SUMS_PER_CALENDAR = 20_000
 
 
 @dataclass(frozen=True)
@@ -317,6 +329,21 @@ class Policy:
         return count, unknown
 
     def _add_working_days(self, start: date, n: int, calendar: WorkCalendar) -> tuple[date, bool]:
+        if getattr(type(calendar), "fixed", False) is not True:
+            return self._count_working_days(start, n, calendar)
+        sums = _SUMS.get(calendar)
+        if sums is None:
+            sums = _SUMS[calendar] = {}
+        found = sums.get((start, n))
+        if found is None:
+            found = self._count_working_days(start, n, calendar)
+            if len(sums) >= _SUMS_PER_CALENDAR:
+                sums.clear()
+            sums[(start, n)] = found
+        return found
+
+    @staticmethod
+    def _count_working_days(start: date, n: int, calendar: WorkCalendar) -> tuple[date, bool]:
         day, found, unknown = start, 0, False
         limit = start + timedelta(days=MAX_SPAN_DAYS)
         while found < n:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -75,6 +75,47 @@ class TestWorkingDays:
         assert due > start
         assert CHINA.is_workday(due) is True
         assert policy.working_days_between(start, due, CHINA) == (n, False)
+
+
+class _Counting:
+    """A calendar that counts how often it is asked; `fixed` as given."""
+
+    def __init__(self, fixed: bool) -> None:
+        self.asked = 0
+        self.holidays: set[date] = set()
+        if fixed:
+            self.fixed = True  # an instance attribute is not the class's promise: ignored
+
+    def is_workday(self, day: date) -> bool | None:
+        self.asked += 1
+        return day.weekday() < 5 and day not in self.holidays
+
+
+class _FixedCounting(_Counting):
+    fixed = True
+
+
+class TestRememberedSums:
+    """Sums of working days are remembered only over calendars whose answers never change."""
+
+    def test_a_fixed_calendar_is_asked_once_per_sum(self) -> None:
+        cal = _FixedCounting(fixed=True)
+        first = POLICY.deadline("general", "rectify", at(2026, 3, 2, 9, 0), cal)
+        asked = cal.asked
+        again = POLICY.deadline("general", "rectify", at(2026, 3, 2, 17, 0), cal)
+        assert (again, cal.asked) == (first, asked)
+        assert asked >= 10
+
+    def test_any_other_calendar_is_asked_every_time_and_a_change_counts(self) -> None:
+        cal = _Counting(fixed=True)
+        first = POLICY.deadline("general", "rectify", at(2026, 3, 2, 9, 0), cal)
+        cal.holidays.add(date(2026, 3, 3))
+        later = POLICY.deadline("general", "rectify", at(2026, 3, 2, 9, 0), cal)
+        assert later.due == first.due + timedelta(days=1)
+
+    def test_the_shipped_calendars_are_fixed(self) -> None:
+        assert ChinaCalendar.fixed is True
+        assert WeekdayCalendar.fixed is True
 
 
 class TestOtherLimits:
