@@ -545,7 +545,12 @@ class HazardLoop(Application):  # type: ignore[type-arg]
         """Refuse (Forbidden) a command its principal may not give to the case as it stands."""
         authority = uow.authority
         if authority.principal is not None:
-            authorize(authority.principal, cmd, hazard, authority.directory)
+
+            def parent_of(grid: str) -> str | None:
+                found = self._load(Grid, grid, uow)
+                return found.parent if found is not None else None
+
+            authorize(authority.principal, cmd, hazard, authority.directory, parent_of)
 
     @staticmethod
     def _expect(cmd: c.HazardCommand, version: int, uow: _UnitOfWork) -> None:

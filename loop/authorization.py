@@ -8,7 +8,7 @@ the HTTP API and the Python API apply it to reads; docs/integration.md shows the
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -163,6 +163,12 @@ class CaseFacts(Protocol):
     @property
     def holder(self) -> str | None: ...
 
+    @property
+    def extension_approvers(self) -> Sequence[str]: ...
+
+
+#: A grid's parent grid (None when it has none, or is not established).
+ParentOf = Callable[[str], str | None]
 
 #: Looks an actor up (e.g. among the issued API tokens): their principal, or None.
 Directory = Callable[[str], Principal | None]
@@ -226,10 +232,13 @@ def decide(
     command: c.CommandBase,
     case: CaseFacts | None,
     directory: Directory | None = None,
+    parent_of: ParentOf | None = None,
 ) -> Allowed | Forbidden:
     """May `principal` give `command` to the case in its current state (None: not yet one)?
 
-    `directory` finds the principal an extension's or a parking's `approved_by` names.
+    `directory` finds the principal an extension's or a parking's `approved_by` names. A
+    second (or later) extension of a step's deadline needs a higher approver: one whose scope
+    covers the parent of the case's grid (`parent_of`), or every grid when it has no parent.
     """
     actor = check_actor(principal, command)
     if isinstance(actor, Forbidden):
@@ -276,6 +285,22 @@ def decide(
                 approved_by=approver,
                 grid=case.grid,
             )
+        if name == "extend" and case.extension_approvers:
+            parent = parent_of(case.grid) if parent_of is not None else None
+            higher = found.covers(parent) if parent is not None else "*" in found.grids
+            if not higher:
+                above = f"the parent grid {parent!r}" if parent else "every grid (`*`)"
+                return _forbidden(
+                    principal,
+                    f"this step's deadline was extended before: a further extension needs a "
+                    f"higher approver, one for {above}, and {approver!r} is not",
+                    "approver",
+                    command=name,
+                    approved_by=approver,
+                    grid=case.grid,
+                    needs="higher_approver",
+                    **({"parent_grid": parent} if parent else {}),
+                )
     return Allowed(f"{name}:{role}:{where}")
 
 
@@ -284,9 +309,10 @@ def authorize(
     command: c.CommandBase,
     case: CaseFacts | None,
     directory: Directory | None = None,
+    parent_of: ParentOf | None = None,
 ) -> Allowed:
     """`decide`, raising Forbidden when the command is not allowed."""
-    verdict = decide(principal, command, case, directory)
+    verdict = decide(principal, command, case, directory, parent_of)
     if isinstance(verdict, Forbidden):
         raise verdict
     return verdict

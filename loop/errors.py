@@ -17,6 +17,7 @@
     │   ├── CaseClosed              case_closed          a closed or rejected case takes only `reopen`
     │   ├── VerifierIsRectifier     verifier_is_rectifier  who filed the rectification cannot pass it
     │   ├── ApproverIsRequester     approver_is_requester  an approval by the one who asked for it
+    │   ├── ExtensionNeedsHigherApprover  extension_needs_higher_approver  an earlier approver again
     │   ├── DueRequired             due_required         the policy says "by plan" and no `due` was given
     │   ├── DueNotAfterStart        due_not_after_start  a deadline at or before the step's start
     │   ├── ExtensionNotLater       extension_not_later  an extension that does not move the deadline later
@@ -54,6 +55,7 @@ __all__ = [
     "ConcurrencyConflict",
     "DueNotAfterStart",
     "DueRequired",
+    "ExtensionNeedsHigherApprover",
     "ExtensionNotLater",
     "Forbidden",
     "GridExists",
@@ -194,6 +196,14 @@ class ApproverIsRequester(RuleViolation):
     """Raised when an extension or a parking is approved by the actor who requested it."""
 
     code = "approver_is_requester"
+
+
+class ExtensionNeedsHigherApprover(RuleViolation):
+    """Raised when a step's deadline, extended before, is extended again with the approval of
+    someone who approved an earlier extension of it: a second extension needs a higher
+    approver (DOMAIN.md). Who counts as higher is decided by the grid scopes (authorization)."""
+
+    code = "extension_needs_higher_approver"
 
 
 class DueRequired(RuleViolation):

@@ -22,6 +22,7 @@ from loop.errors import (
     CaseClosed,
     DueNotAfterStart,
     DueRequired,
+    ExtensionNeedsHigherApprover,
     ExtensionNotLater,
     InvalidDuplicate,
     InvalidTransition,
@@ -113,6 +114,8 @@ class Hazard(Aggregate):
     rectified_by: str | None
     rework_count: int
     extension_count: int
+    #: Who approved each extension of the current step's deadline (reset when a step starts).
+    extension_approvers: list[str]
     reopen_count: int
     deadline: dict[str, Any] | None
     deadlines: list[dict[str, Any]]
@@ -133,6 +136,7 @@ class Hazard(Aggregate):
         idempotency_key: str | None
 
         def _start_step(self, hazard: Hazard, deadline: dict[str, Any] | None) -> None:
+            hazard.extension_approvers = []
             if deadline is None:
                 hazard.deadline = None
                 return
@@ -303,6 +307,7 @@ class Hazard(Aggregate):
         def apply_to(self, hazard: Hazard) -> None:
             assert hazard.deadline is not None
             hazard.extension_count += 1
+            hazard.extension_approvers = [*hazard.extension_approvers, self.approved_by]
             current = dict(hazard.deadline)
             current.update(self.deadline)
             current["extensions"] = int(current.get("extensions", 0)) + 1
@@ -613,6 +618,15 @@ class Hazard(Aggregate):
                 f"{cmd.actor!r} requested the extension and cannot approve it",
                 hazard_id=self.hazard_id,
                 actor=cmd.actor,
+            )
+        if cmd.approved_by in self.extension_approvers:
+            step = self.deadline["step"] if self.deadline else None
+            raise ExtensionNeedsHigherApprover(
+                f"the deadline of this {step} step was extended before with the approval of "
+                f"{cmd.approved_by!r}; a further extension needs a higher approver",
+                hazard_id=self.hazard_id,
+                approved_by=cmd.approved_by,
+                earlier_approvers=list(self.extension_approvers),
             )
         current = self.due
         assert current is not None and self.deadline is not None

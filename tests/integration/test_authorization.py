@@ -33,6 +33,8 @@ PEOPLE: dict[str, tuple[tuple[str, ...], tuple[str, ...], str | None]] = {
     "qian": (("unit",), (), "gas-co"),
     "boss": (("approver",), ("D01-*",), None),
     "boss2": (("approver",), ("D02-*",), None),
+    "chief": (("approver",), ("D01", "D01-*"), None),  # the district's approver: one level up
+    "top": (("approver",), ("*",), None),
     "auditor": (("auditor",), (), None),
     "officer": (("tipster_officer", "auditor"), (), None),
     "admin": (("admin",), ("D01", "D01-*"), None),
@@ -245,6 +247,45 @@ class TestEveryRule:
         verify = body("verify", "FIX-1")
         assert world.client("wang").post("/commands", json=verify).status_code == 409
         assert world.client("centre").post("/commands", json=verify).status_code == 200
+
+
+class TestASecondExtension:
+    """延期: a step's deadline extended once may be extended again only with the approval of
+    someone higher — an approver for the parent grid (every grid, when it has none known)."""
+
+    def extend(self, world: World, hazard_id: str, approver: str, due: str) -> Any:
+        cmd = body("extend", hazard_id, approved_by=approver, due=due)
+        return world.client("zhao").post("/commands", json=cmd)
+
+    def test_the_parent_grids_approver_approves_the_second(self, world: World) -> None:
+        world.engine.handle({"command": "establish_grid", "actor": "registrar", "grid": "D01-S07",
+                             "name": "Street 7", "level": "street", "parent": "D01"})  # fmt: skip
+        discover = {**HAZARD_COMMANDS["discover"][1], "grid": "D01-S07", "actor": "wang"}
+        assign = {"actor": "centre", "unit": "fire-brigade", "person": "zhao"}
+        world.run("X-1", ("discover", discover), ("report", {"actor": "wang"}), ("assign", assign))
+        assert self.extend(world, "X-1", "boss", "2027-03-01T00:00:00+08:00").status_code == 200
+        before = world.head()
+        for approver in ("boss", "boss2", "top_not_a_token"):
+            refused = self.extend(world, "X-1", approver, "2027-04-01T00:00:00+08:00")
+            assert refused.status_code == 403, refused.text
+            assert refused.json()["error"]["details"]["reason"] == "approver"
+        details = self.extend(world, "X-1", "boss", "2027-04-01T00:00:00+08:00").json()
+        assert details["error"]["details"]["needs"] == "higher_approver"
+        assert details["error"]["details"]["parent_grid"] == "D01"
+        assert world.head() == before
+        second = self.extend(world, "X-1", "chief", "2027-04-01T00:00:00+08:00")
+        assert second.status_code == 200, second.text
+        assert world.engine.hazard("X-1")["extension_count"] == 2
+
+    def test_with_no_parent_known_only_an_approver_of_every_grid_is_higher(
+        self, world: World
+    ) -> None:
+        world.case_in("X-2", "assigned")  # grid D01-S01: never established, so no parent known
+        assert self.extend(world, "X-2", "boss", "2027-03-01T00:00:00+08:00").status_code == 200
+        refused = self.extend(world, "X-2", "chief", "2027-04-01T00:00:00+08:00")
+        assert refused.status_code == 403
+        assert "every grid" in refused.json()["error"]["message"]
+        assert self.extend(world, "X-2", "top", "2027-04-01T00:00:00+08:00").status_code == 200
 
 
 class TestTheActor:

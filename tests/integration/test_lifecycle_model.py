@@ -76,6 +76,9 @@ class LoopMachine(RuleBasedStateMachine):
 
     # ------------------------------------------------------------ the model
 
+    #: The commands whose event starts a step (a new deadline, its extensions counted afresh).
+    STARTS_A_STEP = frozenset({"report", "assign", "rectify", "verify", "return", "reopen"})
+
     def expected(self, cmd: dict[str, Any]) -> tuple[str, dict[str, Any] | None]:
         """('ok', new model state) or (error code, None)."""
         h = self.model.get(cmd["hazard_id"])
@@ -88,6 +91,7 @@ class LoopMachine(RuleBasedStateMachine):
                 "status": "rectified" if on_spot else "discovered",
                 "grade": cmd["grade"], "unit": None, "rectifier": cmd["actor"] if on_spot else None,
                 "parked_from": None, "rework": 0, "extensions": 0, "reopens": 0,
+                "approvers": [],
             }  # fmt: skip
         if name == "discover":
             return "hazard_already_exists", None
@@ -115,6 +119,8 @@ class LoopMachine(RuleBasedStateMachine):
                 new["rework"] += 1
         if name in ("extend", "park") and cmd["approved_by"] == cmd["actor"]:
             return "approver_is_requester", None
+        if name == "extend" and cmd["approved_by"] in h["approvers"]:
+            return "extension_needs_higher_approver", None
         if name == "regrade" and cmd["grade"] == h["grade"]:
             return "invalid_transition", None
         if name == "reassign" and h["unit"] is None:
@@ -131,6 +137,9 @@ class LoopMachine(RuleBasedStateMachine):
             new["rectifier"] = cmd["actor"]
         if name == "extend":
             new["extensions"] += 1
+            new["approvers"] = [*h["approvers"], cmd["approved_by"]]
+        if name in self.STARTS_A_STEP:
+            new["approvers"] = []  # a second extension is one of the same step
         if name == "regrade":
             new["grade"] = cmd["grade"]
         if name == "park":

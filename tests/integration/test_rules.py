@@ -18,6 +18,7 @@ from loop.errors import (
     AtInFuture,
     DueNotAfterStart,
     DueRequired,
+    ExtensionNeedsHigherApprover,
     ExtensionNotLater,
     HazardAlreadyExists,
     HazardLoopError,
@@ -71,6 +72,42 @@ class TestRules:
         refused(
             engine, "H", command("extend", "H", at, approved_by="unit-zhao"), ApproverIsRequester
         )
+
+    def test_a_second_extension_of_a_step_needs_another_higher_approver(
+        self, engine: HazardLoop
+    ) -> None:
+        at = bring_to(engine, Status.ASSIGNED, "H")
+
+        def extend(approver: str, days: int) -> dict[str, Any]:
+            due = engine.get_hazard("H").due
+            assert due is not None
+            return command("extend", "H", at, approved_by=approver,
+                           due=(due + timedelta(days=days)).isoformat())  # fmt: skip
+
+        engine.handle(parse_command(extend("lead-a", 5)))
+        error = refused(engine, "H", extend("lead-a", 5), ExtensionNeedsHigherApprover)
+        assert error.details["earlier_approvers"] == ["lead-a"]
+        assert error.details["approved_by"] == "lead-a"
+        assert engine.handle(parse_command(extend("chief-b", 5))).event == "Extended"
+        for approver in ("lead-a", "chief-b"):  # nor the second's approver for a third
+            refused(engine, "H", extend(approver, 5), ExtensionNeedsHigherApprover)
+        assert engine.get_hazard("H").extension_approvers == ["lead-a", "chief-b"]
+
+    def test_a_new_step_starts_its_extensions_afresh(self, engine: HazardLoop) -> None:
+        at = bring_to(engine, Status.ASSIGNED, "H")
+        due = engine.get_hazard("H").due
+        assert due is not None
+        engine.handle(parse_command(command(
+            "extend", "H", at, approved_by="lead-a", due=(due + timedelta(days=5)).isoformat()
+        )))  # fmt: skip
+        engine.handle(parse_command(command("rectify", "H", at)))
+        engine.handle(parse_command(command("verify", "H", at, passed=False)))  # rework
+        hazard = engine.get_hazard("H")
+        assert (hazard.extension_count, hazard.extension_approvers) == (1, [])
+        assert hazard.due is not None
+        again = command("extend", "H", at, approved_by="lead-a",
+                        due=(hazard.due + timedelta(days=5)).isoformat())  # fmt: skip
+        assert engine.handle(parse_command(again)).event == "Extended"
 
     def test_parking_is_not_approved_by_its_requester(self, engine: HazardLoop) -> None:
         at = bring_to(engine, Status.ASSIGNED, "H")

@@ -75,6 +75,7 @@ class Case:
     unit: str | None = "fire-brigade"
     discovered_by: str = "wang"
     holder: str | None = "fire-brigade"
+    extension_approvers: tuple[str, ...] = ()
 
 
 BOSS = Principal("boss", frozenset({"approver"}), ("D01-*",))
@@ -155,6 +156,38 @@ class TestConditions:
             )
             assert isinstance(verdict, Forbidden), approver
             assert verdict.details["reason"] == "approver"
+
+    def test_a_second_extension_needs_an_approver_for_the_parent_grid(self) -> None:
+        centre = one_role("command_centre")
+        chief = Principal("chief", frozenset({"approver"}), ("D01", "D01-*"))
+        top = Principal("top", frozenset({"approver"}), ("*",))
+        people = {"boss": BOSS, "chief": chief, "top": top}
+        extended = Case(grid="D01-S01", extension_approvers=("boss",))
+        parents = {"D01-S01": "D01"}.get
+
+        def verdict(approver: str, case: Case, parent_of: Any) -> Allowed | Forbidden:
+            cmd = command("extend", approved_by=approver)
+            return decide(centre, cmd, case, people.get, parent_of)
+
+        # A first extension: any approver of the grid.
+        assert isinstance(verdict("boss", Case(grid="D01-S01"), parents), Allowed)
+        # A further one: an approver of the parent grid, D01 (BOSS holds D01-* only).
+        refused = verdict("boss", extended, parents)
+        assert isinstance(refused, Forbidden)
+        assert refused.details["reason"] == "approver"
+        assert (refused.details["needs"], refused.details["parent_grid"]) == (
+            "higher_approver", "D01"
+        )  # fmt: skip
+        assert isinstance(verdict("chief", extended, parents), Allowed)
+        assert isinstance(verdict("top", extended, parents), Allowed)
+        # A grid with no parent known: only an approver of every grid is higher.
+        no_parent = verdict("chief", extended, None)
+        assert isinstance(no_parent, Forbidden)
+        assert "parent_grid" not in no_parent.details
+        assert isinstance(verdict("top", extended, lambda grid: None), Allowed)
+        # Parking is not an extension.
+        park = command("park", approved_by="boss")
+        assert isinstance(decide(centre, park, extended, people.get, parents), Allowed)
 
     def test_a_command_on_no_case_is_refused(self) -> None:
         verdict = decide(one_role("command_centre"), command("assign"), None)
