@@ -17,6 +17,7 @@ server's WAL and backups still hold).
 from __future__ import annotations
 
 import base64
+import hmac
 import os
 import secrets
 import sqlite3
@@ -100,6 +101,10 @@ class TipsterVault:
         self.store = store
         self._pg = pg_connect
         self._master = AESGCM(master_key)
+        #: The keyed digests' key: derived from the master key, never the master key itself.
+        self._digest_key = hmac.digest(
+            master_key, b"hazard-loop idempotency fingerprint v1", "sha256"
+        )
         if self._pg is not None:
             # Engines opening a fresh store at once: PostgreSQL does not serialise
             # CREATE TABLE IF NOT EXISTS among themselves, so one at a time.
@@ -187,6 +192,10 @@ class TipsterVault:
             raise StoreError(
                 f"the tipster key of {hazard_id!r} does not open with this master key"
             ) from None
+
+    def digest(self, text: str) -> str:
+        """HMAC-SHA256 of `text` under a key derived from the master key (hex)."""
+        return hmac.new(self._digest_key, text.encode("utf-8"), "sha256").hexdigest()
 
     def seal(self, hazard_id: str, text: str) -> str:
         """The token stored in place of `text` (fresh nonce each time)."""

@@ -489,7 +489,7 @@ class HazardLoop(Application):  # type: ignore[type-arg]
                 raise verdict
         fp: str | None = None
         if cmd.idempotency_key:
-            fp = c.fingerprint(cmd)
+            fp = c.fingerprint(cmd, self.vault.digest if self.vault else None)
             stored = uow.keys.get(cmd.idempotency_key) or self._select_idempotency(
                 cmd.idempotency_key
             )
@@ -619,7 +619,7 @@ class HazardLoop(Application):  # type: ignore[type-arg]
 
     def _replay(self, cmd: c.CommandBase, stored: tuple[str, bytes]) -> Result:
         fp, data = stored
-        if fp != c.fingerprint(cmd):
+        if fp != c.fingerprint(cmd, self.vault.digest if self.vault else None):
             raise IdempotencyKeyReused(
                 f"idempotency key {cmd.idempotency_key!r} was first used for a different command",
                 idempotency_key=cmd.idempotency_key,

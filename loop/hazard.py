@@ -65,6 +65,11 @@ class Vault(Protocol):
 
     def erase(self, hazard_id: str) -> bool: ...
 
+    def digest(self, text: str) -> str:
+        """A keyed digest of a confidential value (the same for the same value), so that an
+        idempotency fingerprint can tell a retry apart without holding a guessable hash of it."""
+        ...
+
 
 @dataclass(frozen=True)
 class Context:

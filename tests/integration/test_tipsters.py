@@ -16,7 +16,8 @@ from adapters.audit import verify
 from adapters.bootstrap import Settings, build_engine
 from adapters.store import parse_db
 from loop.application import HazardLoop
-from loop.commands import parse_command
+from loop.commands import fingerprint, parse_command
+from loop.errors import IdempotencyKeyReused
 from loop.hazard import Hazard
 from tests.conftest import FakeClock
 from tests.integration.test_pg_store import assert_chains_intact, chain_rows
@@ -105,6 +106,29 @@ def test_name_is_nowhere_in_the_store_or_the_logs_and_shows_only_when_revealed(
     history = _cli("history", "TIP-1", "--db", store)
     assert history.returncode == 0
     assert NAME not in history.stdout + history.stderr
+
+
+def test_a_retried_tip_is_recognised_by_a_keyed_fingerprint_not_a_guessable_one(
+    engine: HazardLoop, store: str
+) -> None:
+    """The idempotency table keeps a fingerprint of each keyed command: for a public tip it
+    is taken over the vault's keyed digest of the reporter, so a guess of the name and the
+    other fields cannot be checked against it by whoever reads the store."""
+    keyed_tip = {**TIP, "idempotency_key": "pda-7:tip-1"}
+    first = engine.handle(parse_command(keyed_tip))
+    assert first.ok
+    again = engine.handle(parse_command(keyed_tip))  # a retry: the first result, no new event
+    assert (again.ok, again.version, len(engine.history("TIP-1"))) == (True, 1, 1)
+    other = parse_command({**keyed_tip, "reporter": "someone else"})
+    with pytest.raises(IdempotencyKeyReused):  # the reporter still tells commands apart
+        engine.handle(other)
+    everything = _stored_bytes(store)
+    assert engine.vault is not None
+    kept = fingerprint(parse_command(keyed_tip), engine.vault.digest)
+    assert kept.encode() in everything  # the search finds the fingerprint the store keeps
+    guessable = fingerprint(parse_command(keyed_tip))  # the plain SHA-256 of the command
+    assert guessable.encode() not in everything
+    assert guessable != kept
 
 
 def test_erasure_is_for_good_and_breaks_no_chain(engine: HazardLoop, store: str) -> None:
