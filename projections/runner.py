@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from types import FrameType
-from typing import Any, Protocol, TypeGuard
+from typing import Any, Protocol, TypeGuard, TypeVar
 from uuid import UUID
 
 import orjson
@@ -708,6 +708,18 @@ class _NotificationReader:
         return [(n.id, n.originator_id, n.originator_version, n.topic, n.state) for n in notes]
 
 
+_S = TypeVar("_S")
+
+
+def _bounded(
+    statement: _S, statement_to: _S, start: int, limit: int, stop: int | None
+) -> tuple[_S, tuple[int, ...]]:
+    """The statement for `start <= position (<= stop)`, `limit` rows, and its parameters."""
+    if stop is None:
+        return statement, (start, limit)
+    return statement_to, (start, stop, limit)
+
+
 class _SQLiteReader:
     """eventsourcing's SQLite application recorder: its statement, plain tuples."""
 
@@ -724,11 +736,7 @@ class _SQLiteReader:
         self.statement_to = rows + "AND rowid<=? ORDER BY rowid LIMIT ?"
 
     def __call__(self, start: int, limit: int, stop: int | None) -> list[Row]:
-        params: tuple[int, ...]
-        if stop is None:
-            statement, params = self.statement, (start, limit)
-        else:
-            statement, params = self.statement_to, (start, stop, limit)
+        statement, params = _bounded(self.statement, self.statement_to, start, limit, stop)
         # The library's read transaction: BEGIN, the SELECT, rollback (one snapshot), with its
         # errors turned into eventsourcing's, as in `select_notifications`.
         with self.recorder.datastore.transaction(commit=False) as c:
@@ -773,11 +781,7 @@ class _PostgresReader:
 
     @retry((es.InterfaceError, es.OperationalError), max_attempts=10, wait=0.2)
     def __call__(self, start: int, limit: int, stop: int | None) -> list[Row]:
-        params: tuple[int, ...]
-        if stop is None:
-            statement, params = self.statement, (start, limit)
-        else:
-            statement, params = self.statement_to, (start, stop, limit)
+        statement, params = _bounded(self.statement, self.statement_to, start, limit, stop)
         # A connection of the library's pool (autocommit, its errors turned into
         # eventsourcing's), as in `select_notifications`.
         with (
