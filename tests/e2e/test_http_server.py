@@ -106,3 +106,29 @@ class TestTheLoopOverHTTP:
         unscoped = hazardloop("tokens", "create", "--db", db, "--actor", "x", "--role", "admin")
         assert unscoped.returncode == 2
         assert "grids" in unscoped.stderr
+
+
+class TestIdsInPaths:
+    def test_an_id_holding_a_slash_is_one_path_segment_on_a_real_server(self, store: str) -> None:
+        """uvicorn hands the app the raw path; an id sent with %2F names that case (not a
+        sub-resource of another), and the rest of the path is decoded as usual."""
+        from urllib.parse import quote
+
+        wang = issue(store, "wang.grid", "--role", "grid_member", "--grid", "D01-*")
+        auth = {"Authorization": f"Bearer {wang}"}
+        ids = ["JY/2026/0007", "A/history", "隐患/巡查 12%"]
+        with running_server(store) as url:
+            for hazard_id in ids:
+                body = {"command": "discover", "hazard_id": hazard_id, "grid": "D01-S02",
+                        "category": "fire", "grade": "general", "title": "Exit"}  # fmt: skip
+                sent = httpx.post(f"{url}/commands", json=body, headers=auth)
+                assert sent.status_code == 200, sent.text
+            for hazard_id in ids:
+                path = f"{url}/hazards/{quote(hazard_id, safe='')}"
+                state = httpx.get(path, headers=auth)
+                assert state.status_code == 200, state.text
+                assert state.json()["hazard_id"] == hazard_id
+                history = httpx.get(path + "/history", headers=auth).json()
+                assert (history["hazard_id"], len(history["events"])) == (hazard_id, 1)
+            missing = httpx.get(f"{url}/hazards/A", headers=auth)  # "A" itself was never found
+            assert missing.json()["error"]["code"] == "hazard_not_found"
