@@ -388,9 +388,12 @@ class HazardLoopPostgresRecorder(PostgresApplicationRecorder):
             "ON CONFLICT (id) DO UPDATE SET count = h.count + excluded.count, "
             "log_hash = excluded.log_hash, recorded_at = excluded.recorded_at"
         ).format(head=t["head"])
+        # RETURNING, and the rows fetched at once: a key stored before is then the statement's
+        # own unique violation, raised here inside the library's transaction (which it aborts),
+        # not a `PipelineAborted` at the pipeline's end, whenever psycopg reads the results.
         self._insert_idempotency_statement = SQL(
             "INSERT INTO {idem} (key, fingerprint, result) "
-            "SELECT * FROM unnest(%s::text[], %s::text[], %s::bytea[])"
+            "SELECT * FROM unnest(%s::text[], %s::text[], %s::bytea[]) RETURNING key"
         ).format(idem=t["idem"])
         self._select_idempotency_statement = SQL(
             "SELECT fingerprint, result FROM {idem} WHERE key = %s"
@@ -461,6 +464,7 @@ class HazardLoopPostgresRecorder(PostgresApplicationRecorder):
             curs.execute(
                 self._insert_idempotency_statement, (list(keys), list(fingerprints), list(results))
             )
+            curs.fetchall()
         if positions:
             self._chain(curs, stored_events, positions, kwargs.get("recorded_at"))
         return positions
