@@ -6,24 +6,24 @@ command's cost. `FastJSONTranscoder` gives the same bytes — the same separator
 non-ASCII text, the same `{"_type_": …, "_data_": …}` objects for registered types — from
 orjson, and decodes exactly as the library does. The bytes must be the same: they are what the
 hash chains cover and what every other reader of the store (the library's own mapper, older
-versions of this engine) decodes. `tests/unit/test_encoding.py` holds that on every event type
-and on hostile text.
+versions of this engine) decodes. `tests/integration/test_encoding.py` holds that on every
+event type and on hostile text.
 
 Where orjson and `json` could differ, orjson is not used:
 
 - orjson writes `uuid.UUID`, `enum.Enum` and floats itself (`json` calls the registered
   transcoding for a UUID, refuses an Enum, and spells some floats differently). Event states
-  carry none of them (`tests/unit/test_encoding.py` checks every event class's fields), and any
-  object orjson cannot take as `json` would (a non-string key, a lone surrogate, a huge integer,
-  a cycle) makes it raise: those states go to the library's encoder, which behaves as it always
-  did, error included.
-- date-times reach the registered transcoding (`OPT_PASSTHROUGH_DATETIME`), not orjson's own
-  format; dataclasses likewise (`OPT_PASSTHROUGH_DATACLASS`).
+  carry none of them (`tests/integration/test_encoding.py` checks every event class's
+  fields), and any object orjson cannot take as `json` would (a non-string key, a lone
+  surrogate, a huge integer, a cycle) makes it raise: those states go to the library's
+  encoder, which behaves as it always did, error included.
+- date-times reach the library's `_encode_obj` and so the registered transcoding
+  (`OPT_PASSTHROUGH_DATETIME`), not orjson's own format; dataclasses likewise
+  (`OPT_PASSTHROUGH_DATACLASS`).
 """
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 import orjson
@@ -40,15 +40,7 @@ class FastJSONTranscoder(JSONTranscoder):
     def encode(self, obj: Any) -> bytes:
         if type(obj) is dict:
             try:
-                return orjson.dumps(obj, default=self._default, option=_OPTIONS)
+                return orjson.dumps(obj, default=self._encode_obj, option=_OPTIONS)
             except TypeError:  # orjson.JSONEncodeError: see the module's docstring
                 pass
         return super().encode(obj)
-
-    def _default(self, o: Any) -> Any:
-        """What `json` asks the library's `_encode_obj` for (a date-time first: the usual)."""
-        if type(o) is datetime:
-            transcoding = self.types.get(datetime)
-            if transcoding is not None:
-                return {"_type_": transcoding.name, "_data_": transcoding.encode(o)}
-        return self._encode_obj(o)
