@@ -410,7 +410,7 @@ class HazardLoop(Application):  # type: ignore[type-arg]
             if cmd.idempotency_key:
                 stored = self._select_idempotency(cmd.idempotency_key)
                 if stored is not None:
-                    return self._replay(cmd, stored)
+                    return self._replay(cmd, stored, self._fingerprint(cmd))
             if isinstance(cmd, _CREATES) and self._exists(cmd.subject):
                 self._read_discovers = _READ_DISCOVERS_FOR
                 return self._failed(cmd, _already_exists(cmd.subject))
@@ -489,12 +489,12 @@ class HazardLoop(Application):  # type: ignore[type-arg]
                 raise verdict
         fp: str | None = None
         if cmd.idempotency_key:
-            fp = c.fingerprint(cmd, self.vault.digest if self.vault else None)
+            fp = self._fingerprint(cmd)
             stored = uow.keys.get(cmd.idempotency_key) or self._select_idempotency(
                 cmd.idempotency_key
             )
             if stored is not None:
-                return self._replay(cmd, stored)
+                return self._replay(cmd, stored, fp)
         if isinstance(cmd, c.HazardCommand):
             result = self._decide_hazard(cmd, uow)
         else:
@@ -617,9 +617,14 @@ class HazardLoop(Application):  # type: ignore[type-arg]
             ok=True, hazard_id=None, event=event, version=aggregate.version, subject=cmd.subject
         )
 
-    def _replay(self, cmd: c.CommandBase, stored: tuple[str, bytes]) -> Result:
-        fp, data = stored
-        if fp != c.fingerprint(cmd, self.vault.digest if self.vault else None):
+    def _fingerprint(self, cmd: c.CommandBase) -> str:
+        """The command's fingerprint; a public tip's reporter only as the vault's keyed digest."""
+        return c.fingerprint(cmd, self.vault.digest if self.vault else None)
+
+    def _replay(self, cmd: c.CommandBase, stored: tuple[str, bytes], fp: str) -> Result:
+        """The first result stored for the command's key, if `fp` says it is the same command."""
+        first, data = stored
+        if first != fp:
             raise IdempotencyKeyReused(
                 f"idempotency key {cmd.idempotency_key!r} was first used for a different command",
                 idempotency_key=cmd.idempotency_key,
