@@ -92,6 +92,17 @@ def write_jsonl(path: Path, commands: list[dict[str, Any]]) -> None:
             f.write(orjson.dumps(body) + b"\n")
 
 
+def time_case_selects(conn: Any, sql: str, oids: list[str]) -> float:
+    """Seconds to select every case's rows with `sql` on an open connection (one warm-up)."""
+    conn.execute(sql, (oids[0],)).fetchall()
+    started, n = time.perf_counter(), 0
+    for oid in oids:
+        n += len(conn.execute(sql, (oid,)).fetchall())
+    seconds = time.perf_counter() - started
+    assert n >= len(oids), "the raw select found no rows: wrong id format"
+    return seconds
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -272,13 +283,7 @@ class SQLiteStore(Store):
     def raw_cases(self, db: str, oids: list[str]) -> float:
         with contextlib.closing(sqlite3.connect(db)) as conn:
             sql = "SELECT * FROM stored_events WHERE originator_id=? ORDER BY originator_version"
-            conn.execute(sql, (oids[0],)).fetchall()
-            started, n = time.perf_counter(), 0
-            for oid in oids:
-                n += len(conn.execute(sql, (oid,)).fetchall())
-            seconds = time.perf_counter() - started
-            assert n >= len(oids), "the raw select found no rows: wrong id format"
-            return seconds
+            return time_case_selects(conn, sql, oids)
 
     def raw_ledger(self, db: str) -> int:
         with contextlib.closing(sqlite3.connect(db)) as conn:
@@ -382,13 +387,7 @@ class PostgresStore(Store):
     def raw_cases(self, db: str, oids: list[str]) -> float:
         with self._connect(db) as conn:
             sql = "SELECT * FROM stored_events WHERE originator_id=%s ORDER BY originator_version"
-            conn.execute(sql, (oids[0],)).fetchall()
-            started, n = time.perf_counter(), 0
-            for oid in oids:
-                n += len(conn.execute(sql, (oid,)).fetchall())
-            seconds = time.perf_counter() - started
-            assert n >= len(oids), "the raw select found no rows: wrong id format"
-            return seconds
+            return time_case_selects(conn, sql, oids)
 
     def raw_ledger(self, db: str) -> int:
         with self._connect(db) as conn, conn.cursor(name="ledger") as cur:
