@@ -34,6 +34,7 @@ from adapters.bootstrap import Settings, build_engine, build_runner
 from adapters.store import GENESIS, case_link, frame, log_link
 from loop.commands import parse_command
 from projections.tables import grids, ledger, post_tenures, step_segments, steps
+from tests.e2e.test_projection_worker import log_lines
 from tests.integration.test_transitions import T0, command
 from tests.pgserver import PostgresServer, pg_available
 
@@ -265,18 +266,8 @@ def verify_chains(url: str) -> int:
     return len(events)
 
 
-def log_events(path: Path) -> list[dict[str, Any]]:
-    out = []
-    for line in path.read_text().splitlines():
-        try:
-            out.append(json.loads(line))
-        except ValueError:
-            continue
-    return out
-
-
 def started(log: Path) -> bool:
-    return any(e["event"] == "projection worker started" for e in log_events(log))
+    return any(e["event"] == "projection worker started" for e in log_lines(log))
 
 
 class Processes:
@@ -499,7 +490,7 @@ class TestServerRestart:
         log = procs.tmp / "worker.log"
 
         def noticed() -> bool:
-            return any(e["event"] == "store unreachable, reconnecting" for e in log_events(log))
+            return any(e["event"] == "store unreachable, reconnecting" for e in log_lines(log))
 
         wait_for(noticed, "the worker to notice the outage", worker)
         pg.restart()
@@ -509,7 +500,7 @@ class TestServerRestart:
         wait_for(lambda: tracked(url) >= total, "the worker to catch up after the restart", worker)
         live = views(url)
         stop_worker(worker, url)
-        events = [e["event"] for e in log_events(log)]
+        events = [e["event"] for e in log_lines(log)]
         assert "reconnected" in events
         assert events.index("reconnected") > events.index("store unreachable, reconnecting")
         assert len(live["ledger"]) == 50

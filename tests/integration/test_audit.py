@@ -229,6 +229,18 @@ def test_edited_chain_row_is_chain_altered(store: Path) -> None:
     assert (b.kind, b.position) == ("chain_altered", 4)
 
 
+def _report_h000(store: Path, clock: FakeClock) -> None:
+    """Append one event through the engine: H-000 reported (its first event is at position 1)."""
+    app = build_engine(Settings(db=str(store)), clock=clock)
+    try:
+        result = app.handle(
+            parse_command({"command": "report", "hazard_id": "H-000", "actor": "wang"})
+        )
+        assert result.ok, result.to_dict()
+    finally:
+        app.close()
+
+
 def _rewrite_consistently(path: Path) -> None:
     """What a careful tamperer does: change an event, then recompute every hash after it."""
     conn = sqlite3.connect(path)
@@ -267,14 +279,7 @@ def test_consistent_rewrite_passes_alone_but_not_against_a_published_head(store:
 
 def test_appending_keeps_an_earlier_published_head_valid(store: Path, clock: FakeClock) -> None:
     published = verify(store).head
-    app = build_engine(Settings(db=str(store)), clock=clock)
-    try:
-        result = app.handle(
-            parse_command({"command": "report", "hazard_id": "H-000", "actor": "wang"})
-        )
-        assert result.ok, result.to_dict()
-    finally:
-        app.close()
+    _report_h000(store, clock)
     now = verify(store, against=published)
     assert now.ok, now.to_dict()
     assert now.head.count == published.count + 1
@@ -338,14 +343,7 @@ def test_parallel_verification_agrees_with_one_process(store: Path) -> None:
 def test_a_case_spanning_the_ranges_is_checked_across_them(store: Path, clock: FakeClock) -> None:
     # H-000's first event is at position 1, its last (appended now) at the end of the log: the
     # later range seeds the case from the earlier range's stored case hash.
-    app = build_engine(Settings(db=str(store)), clock=clock)
-    try:
-        result = app.handle(
-            parse_command({"command": "report", "hazard_id": "H-000", "actor": "wang"})
-        )
-        assert result.ok, result.to_dict()
-    finally:
-        app.close()
+    _report_h000(store, clock)
     n = _count(store)
     assert _event(store, n)[0] == _event(store, 1)[0]
     for workers in (1, 2, 3):
