@@ -1,4 +1,4 @@
-"""Tamper evidence: recompute both hash chains from the exact stored bytes, name the first break.
+"""Tamper evidence: recompute every event's hash from the exact stored bytes, name the first break.
 
 Reads the store read-only, in one snapshot: a SQLite file with the standard library's sqlite3
 (`mode=ro`, one read transaction), a PostgreSQL database with psycopg (`REPEATABLE READ, READ
@@ -27,10 +27,11 @@ from adapters.store import (
     GENESIS,
     HEAD_TABLE,
     StoreLocation,
-    case_link,
+    chain_format_error,
+    chain_link,
     frame,
-    log_link,
     parse_db,
+    position_time,
 )
 from loop.errors import InvalidCommand, StoreError
 
@@ -270,13 +271,36 @@ class _PostgresReader(_Reader):
 
 
 def _open(store: StoreRef) -> _Reader:
-    """A reader on a store: a SQLite file (Path), a `--db` value (str) or a parsed location."""
+    """A reader on a store: a SQLite file (Path), a `--db` value (str) or a parsed location.
+
+    A store whose chains are in another format is refused here, with what to do about it."""
+    reader: _Reader
     if isinstance(store, Path):
-        return _SQLiteReader(store)
-    location = parse_db(store) if isinstance(store, str) else store
-    if location.pg is not None:
-        return _PostgresReader(location)
-    return _SQLiteReader(location.path)
+        reader = _SQLiteReader(store)
+    else:
+        location = parse_db(store) if isinstance(store, str) else store
+        reader = (
+            _PostgresReader(location) if location.pg is not None else _SQLiteReader(location.path)
+        )
+    try:
+        if isinstance(reader, _SQLiteReader):
+            columns = [str(r[1]) for r in reader.all(f"PRAGMA table_info({CHAIN_TABLE})")]
+        else:
+            columns = [
+                str(r[0])
+                for r in reader.all(
+                    "SELECT column_name FROM information_schema.columns "
+                    f"WHERE table_schema = current_schema() AND table_name = '{CHAIN_TABLE}'"
+                )
+            ]
+        error = chain_format_error(columns, reader.display)
+    except reader.errors as exc:
+        reader.close()
+        raise reader.fail(exc) from exc
+    if error is not None:
+        reader.close()
+        raise error
+    return reader
 
 
 def head(store: StoreRef) -> Head:
@@ -357,8 +381,15 @@ def _fast_verify(reader: _Reader, against: Head | None, workers: int | None) -> 
     """Every link checked in a tight loop; None whenever the careful walk must take over."""
     # Both tables must span exactly 1..count (MIN and MAX come from the indexes' ends, where a
     # COUNT would read every page); that nothing inside is missing, the checks prove.
-    events = reader.one("SELECT MIN({pos}), MAX({pos}) FROM stored_events")
-    links = reader.one(f"SELECT MIN(position), MAX(position) FROM {CHAIN_TABLE}")
+    # One aggregate per subquery: SQLite reads MIN or MAX off the index's end only when it is
+    # the query's sole aggregate (both in one SELECT scan the whole table).
+    events = reader.one(
+        "SELECT (SELECT MIN({pos}) FROM stored_events), (SELECT MAX({pos}) FROM stored_events)"
+    )
+    links = reader.one(
+        f"SELECT (SELECT MIN(position) FROM {CHAIN_TABLE}), "
+        f"(SELECT MAX(position) FROM {CHAIN_TABLE})"
+    )
     head_row = reader.one(f"SELECT count, log_hash FROM {HEAD_TABLE} WHERE id=1")
     if head_row is None or not isinstance(head_row[0], int) or head_row[0] < 1:
         return None  # empty, or no head: the careful walk says which
@@ -395,7 +426,7 @@ def _check_log(reader: _Reader, count: int) -> bool:
     case's previous event is found by version, with the same rule as `audit_scan._check`.
     """
     rows = reader.stream(
-        "SELECT {frame_e}, c.log_hash, c.case_hash, c.originator_id, c.originator_version "
+        "SELECT {frame_e}, c.log_hash, c.recorded_at, c.originator_id, c.originator_version "
         f"FROM stored_events e JOIN {CHAIN_TABLE} c ON c.position = e.{{pos}} "
         "AND c.originator_id = {e_eoid} AND c.originator_version = e.originator_version "
         "ORDER BY e.{pos}"
@@ -406,10 +437,7 @@ def _check_log(reader: _Reader, count: int) -> bool:
     cases: dict[str, tuple[int, bytes]] = {}
     get = cases.get
     position = 1
-    for framed, log_hash, case_hash, oid, version in rows:
-        previous = sha256(previous + position.to_bytes(8, "big") + framed).digest()
-        if previous != log_hash:
-            return False
+    for framed, log_hash, micros, oid, version in rows:
         last = get(oid)
         if last is not None:
             if last[0] != version - 1:
@@ -419,10 +447,11 @@ def _check_log(reader: _Reader, count: int) -> bool:
             before = genesis
         else:
             return False  # no earlier version of the case in the log
-        linked = sha256(before + previous).digest()
-        if linked != case_hash:
+        here = position_time(position, micros)
+        previous = sha256(previous + before + here + framed).digest()
+        if previous != log_hash:
             return False
-        cases[oid] = (version, linked)
+        cases[oid] = (version, previous)
         position += 1
     return position == count + 1
 
@@ -461,13 +490,12 @@ def _verify(reader: _Reader, against: Head | None) -> Verification:
     events = reader.stream(f"SELECT {_EVENT_COLUMNS} FROM stored_events ORDER BY {{pos}}")
     chain = reader.stream(
         "SELECT position, CAST(originator_id AS TEXT), originator_version, "
-        "CAST(log_hash AS {blob}), CAST(case_hash AS {blob}) "
+        "CAST(log_hash AS {blob}), recorded_at "
         f"FROM {CHAIN_TABLE} ORDER BY position"
     )
-    sha256 = hashlib.sha256
     genesis = GENESIS
     previous = genesis
-    cases: dict[str, tuple[int, bytes]] = {}
+    cases: dict[str, bytes] = {}
     count = 0
     pinned: bytes | None = None
     found: Break | None = None
@@ -483,24 +511,18 @@ def _verify(reader: _Reader, against: Head | None) -> Verification:
             found = _misaligned(reader, e, ch, count, brk)
             break
         oid = e[1]
-        version = e[2]
-        framed = e[5]
-        log_hash = sha256(previous + position.to_bytes(8, "big") + framed).digest()
-        if log_hash != ch[3] or oid != ch[1] or version != ch[2]:
-            found = _mismatch(reader, e, ch, previous, log_hash, brk)
-            break
-        last = cases.get(oid)
-        before = genesis if last is None else last[1]
-        case_hash = sha256(before + log_hash).digest()
-        if case_hash != ch[4]:
+        before = cases.get(oid, genesis)
+        micros = ch[4]
+        if not isinstance(micros, int):
             found = brk(
-                "chain_altered",
-                position,
-                oid,
-                "the event is intact but its stored case hash was changed",
+                "chain_altered", position, oid, "the event's stored record time is not a time"
             )
             break
-        cases[oid] = (version, case_hash)
+        log_hash = chain_link(previous, before, position, micros, e[5])
+        if log_hash != ch[3] or oid != ch[1] or e[2] != ch[2]:
+            found = _mismatch(reader, e, ch, previous, before, log_hash, brk)
+            break
+        cases[oid] = log_hash
         previous = log_hash
         count = position
         if against is not None and position == against.count:
@@ -553,11 +575,24 @@ def _misaligned(
     )
 
 
+def _case_before(reader: _Reader, oid: str, version: int) -> bytes:
+    """The stored hash of the case's event one version earlier (zeros for a first event)."""
+    if version <= 1:
+        return GENESIS
+    row = reader.one(
+        f"SELECT log_hash FROM {CHAIN_TABLE} WHERE originator_id=? AND originator_version=?",
+        oid,
+        version - 1,
+    )
+    return bytes(row[0]) if row else GENESIS
+
+
 def _mismatch(
     reader: _Reader,
     e: tuple[Any, ...],
     ch: tuple[Any, ...],
     previous: bytes,
+    before: bytes,
     computed: bytes,
     brk: _BreakFn,
 ) -> Break:
@@ -565,15 +600,17 @@ def _mismatch(
     position, oid = e[0], e[1]
     framed = e[5]
     # Is this event another position's event (rows swapped)? Look for the chain row it fits.
-    for q, _oid, q_version, q_hash in reader.all(
-        f"SELECT position, originator_id, originator_version, log_hash FROM {CHAIN_TABLE} "
-        "WHERE originator_id=? AND originator_version=? AND position<>?",
+    for q, _oid, q_version, q_hash, q_micros in reader.all(
+        f"SELECT position, originator_id, originator_version, log_hash, recorded_at "
+        f"FROM {CHAIN_TABLE} WHERE originator_id=? AND originator_version=? AND position<>?",
         oid,
         e[2],
         position,
     ):
         prior = reader.one(f"SELECT log_hash FROM {CHAIN_TABLE} WHERE position=?", q - 1)
-        if log_link(bytes(prior[0]) if prior else GENESIS, q, framed) == bytes(q_hash):
+        q_before = _case_before(reader, oid, e[2])
+        q_prior = bytes(prior[0]) if prior else GENESIS
+        if chain_link(q_prior, q_before, q, int(q_micros), framed) == bytes(q_hash):
             return brk(
                 "reordered",
                 position,
@@ -588,16 +625,17 @@ def _mismatch(
             f"SELECT {_EVENT_COLUMNS} FROM stored_events WHERE {{pos}}=?", position + 1
         )
         stored_next = reader.one(
-            f"SELECT log_hash FROM {CHAIN_TABLE} WHERE position=?", position + 1
+            f"SELECT log_hash, recorded_at FROM {CHAIN_TABLE} WHERE position=?", position + 1
         )
         if nxt is not None and stored_next is not None:
-            fits = log_link(computed, position + 1, nxt[5])
+            next_before = computed if nxt[1] == oid else _case_before(reader, nxt[1], nxt[2])
+            fits = chain_link(computed, next_before, position + 1, int(stored_next[1]), nxt[5])
             if fits == bytes(stored_next[0]):
                 return brk(
                     "chain_altered",
                     position,
                     oid,
-                    "the event is intact but its stored log hash was changed",
+                    "the event is intact but its stored hash was changed",
                 )
         elif nxt is None:
             head_row = reader.one(f"SELECT log_hash FROM {HEAD_TABLE} WHERE id=1")
@@ -606,13 +644,14 @@ def _mismatch(
                     "chain_altered",
                     position,
                     oid,
-                    "the event is intact but its stored log hash was changed",
+                    "the event is intact but its stored hash was changed",
                 )
     return brk(
         "changed",
         position,
         oid,
-        f"the event at position {position} (version {e[2]}) was changed after it was recorded",
+        f"the event at position {position} (version {e[2]}), or its record time, was changed "
+        "after it was recorded",
         version=e[2],
         topic=e[3],
     )
@@ -671,15 +710,16 @@ def _check_against(against: Head, count: int, pinned: bytes | None, brk: _BreakF
 
 @dataclass(frozen=True)
 class ProofLink:
-    """One event of a case in the proof: enough to recompute its two hashes by hand."""
+    """One event of a case in the proof: enough to recompute its hash by hand."""
 
     version: int
     position: int
+    recorded_at_micros: int  # the record time as hashed: microseconds since the epoch, UTC
     event_sha256: str  # SHA-256 of the event's exact stored bytes (its frame), hex
-    previous_log_hash: str  # the log hash of position - 1 (zeros for the first event)
-    log_hash: str
-    case_hash: str
-    ok: bool  # recomputed from the stored bytes, both hashes match
+    previous_log_hash: str  # the hash of the log's event at position - 1 (zeros for the first)
+    previous_case_hash: str  # the hash of the case's previous event (zeros for its first)
+    log_hash: str  # this event's hash: its link in the log's chain and in the case's
+    ok: bool  # recomputed from the stored bytes and the stored hashes before it, it matches
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -693,7 +733,7 @@ def case_proof(
     try:
         rows = reader.all(
             f"SELECT e.{{pos}}, {{e_eoid}}, e.originator_version, e.topic, e.state, "
-            f"c.log_hash, c.case_hash, p.log_hash FROM stored_events e "
+            f"c.log_hash, c.recorded_at, p.log_hash FROM stored_events e "
             f"JOIN {CHAIN_TABLE} c ON c.position = e.{{pos}} "
             f"LEFT JOIN {CHAIN_TABLE} p ON p.position = e.{{pos}} - 1 "
             "WHERE e.originator_id={oid} ORDER BY e.originator_version",
@@ -705,27 +745,27 @@ def case_proof(
         reader.close()
     links: list[ProofLink] = []
     case = GENESIS
-    for position, oid, version, topic, state, log_hash, case_hash, prior in rows:
+    for position, oid, version, topic, state, log_hash, micros, prior in rows:
         if up_to_version is not None and version > up_to_version:
             break
         framed = frame(oid, version, topic, state)
         previous = bytes(prior) if prior is not None else GENESIS
-        computed = log_link(previous, position, framed)
+        computed = chain_link(previous, case, position, int(micros), framed)
         # Each link is checked on its own against the stored hashes before it, so a proof
         # points at the one event that was changed rather than at everything after it.
-        ok = computed == bytes(log_hash) and case_link(case, computed) == bytes(case_hash)
-        case = bytes(case_hash)
         links.append(
             ProofLink(
                 version,
                 position,
+                int(micros),
                 hashlib.sha256(framed).hexdigest(),
                 previous.hex(),
+                case.hex(),
                 bytes(log_hash).hex(),
-                bytes(case_hash).hex(),
-                ok,
+                computed == bytes(log_hash),
             )
         )
+        case = bytes(log_hash)
     return links
 
 

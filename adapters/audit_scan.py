@@ -1,4 +1,4 @@
-"""The fast check of one range of a SQLite store's log: every link of both chains, in a tight loop.
+"""The fast check of one range of a SQLite store's log: every event's hash, in a tight loop.
 
 Standard library only, so `audit verify` can run it in fresh interpreters (`python -I this_file
 DB LO HI`, printing `ok` or `broken`) that start in milliseconds, beside the range the calling
@@ -8,11 +8,12 @@ process checks itself. It answers only "intact" or "something is off": the caref
 What is checked for positions LO..HI, against the stored rows:
 - every event LO..HI has its chain row at the same position, with the same originator id and
   version (SQLite's `=`: same storage class, same value), and no row is missing on either side;
-- each event's log hash, SHA-256(previous log hash ‖ position ‖ frame) over the exact stored
-  bytes, is its stored `log_hash`; the first previous is the stored log hash at LO - 1;
-- each event's case hash, SHA-256(the case's previous case hash ‖ log hash), is its stored
-  `case_hash`, the case's previous being its last event before it in the log (before LO: that
-  event's stored case hash, checked by the range that holds it) — see `_check`.
+- each event's hash, SHA-256(the log's previous hash ‖ the case's previous hash ‖ position ‖
+  record time ‖ frame) over the exact stored bytes, is its stored `log_hash`. The log's
+  previous hash is the hash just computed (for LO: the stored hash at LO - 1, checked by the
+  range that holds it); the case's previous hash is that of the case's event one version
+  earlier, which must lie earlier in the log (before LO: its stored hash) — see `_check`.
+  One hash per event binds it into both chains: the log's and its case's.
 The frame is the stored bytes of id, version (an integer, in decimal), topic and state joined
 by 0x1F, byte for byte what SQLite builds for the careful walk whatever a column's storage class.
 """
@@ -22,6 +23,7 @@ from __future__ import annotations
 import gc
 import hashlib
 import sqlite3
+import struct
 import sys
 
 __all__ = ["check_range"]
@@ -37,7 +39,7 @@ FRAME_SQL = (
 # The frame is put together here from the event's state and topic and the chain row's id and
 # version, which the join makes the event's own (SQLite's `=`: same storage class, same bytes).
 _ROWS = (
-    "SELECT e.state, e.topic, c.log_hash, c.case_hash, c.originator_id, c.originator_version "
+    "SELECT e.state, e.topic, c.log_hash, c.recorded_at, c.originator_id, c.originator_version "
     "FROM stored_events e JOIN event_chain c ON c.position = e.rowid "
     "AND +c.originator_id = e.originator_id AND +c.originator_version = e.originator_version "
     "WHERE e.rowid BETWEEN ? AND ? ORDER BY e.rowid"
@@ -56,7 +58,7 @@ class _Versions(dict[int, bytes]):
 
 # The id comes back as bytes (text_factory); CAST compares it as the text it was read from.
 _BEFORE = (
-    "SELECT position, case_hash FROM event_chain "
+    "SELECT position, log_hash FROM event_chain "
     "WHERE originator_id = CAST(? AS TEXT) AND originator_version = ?"
 )
 
@@ -69,7 +71,7 @@ def check_range(path: str, lo: int, hi: int) -> bool:
     gc.disable()  # nothing cyclic is made here; the collector's passes only cost time
     try:
         return _check(conn, lo, hi)
-    except TypeError:
+    except (TypeError, struct.error):
         return False  # a value that is not what the engine writes (a NULL, a real version…)
     finally:
         if collecting:
@@ -84,8 +86,8 @@ def _check(conn: sqlite3.Connection, lo: int, hi: int) -> bool:
     this loop also requires, of every event, that its version is 1 or that version - 1 lies
     earlier in the log (a case's versions then run 1, 2, 3… in log order, nothing between).
     Within the range the previous event is the one remembered; for a case's first event in the
-    range with version > 1 it is looked up (its stored case hash, which the range holding it
-    checks) and must lie before the range.
+    range with version > 1 it is looked up (its stored hash, which the range holding it checks)
+    and must lie before the range.
     """
     if lo > 1:
         row = conn.execute("SELECT log_hash FROM event_chain WHERE position = ?", (lo - 1,))
@@ -97,6 +99,7 @@ def _check(conn: sqlite3.Connection, lo: int, hi: int) -> bool:
         previous = GENESIS
     cases: dict[bytes, tuple[int, bytes]] = {}
     sha256 = hashlib.sha256
+    pack = struct.Struct(">Qq").pack  # position, record time: as adapters.store.position_time
     get = cases.get
     genesis = GENESIS
     versions = _Versions()
@@ -104,12 +107,7 @@ def _check(conn: sqlite3.Connection, lo: int, hi: int) -> bool:
     before: bytes
     position = lo
     # Iterating the cursor itself: no list per batch, the rows stream from SQLite.
-    for state, topic, log_hash, case_hash, oid, version in conn.execute(_ROWS, (lo, hi)):
-        # previous ‖ position ‖ frame, in one left-to-right run: the state is copied once.
-        here = position.to_bytes(8, "big")
-        previous = sha256(previous + here + oid + versions[version] + topic + sep + state).digest()
-        if previous != log_hash:
-            return False
+    for state, topic, log_hash, micros, oid, version in conn.execute(_ROWS, (lo, hi)):
         last = get(oid)
         if last is not None:
             if last[0] != version - 1:
@@ -122,10 +120,15 @@ def _check(conn: sqlite3.Connection, lo: int, hi: int) -> bool:
             if found is None or not found[0] < lo:
                 return False
             before = found[1]
-        linked = sha256(before + previous).digest()
-        if linked != case_hash:
+        # previous ‖ case's previous ‖ position and record time ‖ frame, left to right: the
+        # state is copied once.
+        here = pack(position, micros)
+        previous = sha256(
+            previous + before + here + oid + versions[version] + topic + sep + state
+        ).digest()
+        if previous != log_hash:
             return False
-        cases[oid] = (version, linked)
+        cases[oid] = (version, previous)
         position += 1
     # Every position lo..hi seen once, in order (rowids are unique; the join drops a row that
     # lacks its partner or disagrees with it, and then the count falls short).

@@ -255,7 +255,7 @@ def history_cmd(
                     continue
                 record["position"] = entry.position
                 record["stored_at"] = entry.recorded_at
-                record["case_hash"] = entry.case_hash.hex()
+                record["log_hash"] = entry.log_hash.hex()
             events.append(record)
     except HazardLoopError as exc:
         raise _fail(exc, EXIT_USAGE if isinstance(exc, StoreError) else EXIT_REFUSED) from None

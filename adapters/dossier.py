@@ -32,6 +32,12 @@ _BOOKKEEPING = {"originator_id", "originator_version", "timestamp", "originator_
                 "actor", "idempotency_key", "deadline"}  # fmt: skip
 _CONFIDENTIAL = "（举报人信息保密 / confidential）"
 
+#: The proof table's columns (adapters.audit.ProofLink, in order).
+_PROOF_HEADERS = [
+    "版本", "位置", "记录时间（微秒）", "事件 SHA-256", "日志前一事件哈希", "本案前一事件哈希",
+    "事件哈希", "复核",
+]  # fmt: skip
+
 
 @dataclass
 class _Occurrence:
@@ -281,8 +287,8 @@ def _html(d: dict[str, Any]) -> str:
     ]  # fmt: skip
     evidence = [[x["version"], x["event"], x.get("name"), x.get("sha256")] for x in d["evidence"]]
     links = [
-        [p["version"], p["position"], p["event_sha256"], p["previous_log_hash"], p["log_hash"],
-         p["case_hash"], "✓" if p["ok"] else "✗"]
+        [p["version"], p["position"], p["recorded_at_micros"], p["event_sha256"],
+         p["previous_log_hash"], p["previous_case_hash"], p["log_hash"], "✓" if p["ok"] else "✗"]
         for p in proof["links"]
     ]  # fmt: skip
     return f"""<!DOCTYPE html>
@@ -327,13 +333,10 @@ th{{background:#eee}} .hash td{{font-family:monospace;font-size:.75em;word-break
             ["版本", "事件", "发生时间", "记录时间", "操作人", "期限", "规则版本", "内容"], timeline
         )
     }
-<h2>哈希链证明</h2><div class="hash">{
-        _table(
-            ["版本", "位置", "事件 SHA-256", "前一链哈希", "链哈希", "案卷链哈希", "复核"], links
-        )
-    }</div>
-<p>复核方法：链哈希 = SHA-256(前一链哈希 ‖ 位置(8字节) ‖ 原始存储字节)；案卷链哈希 =
-SHA-256(上一案卷链哈希 ‖ 链哈希)。用 <code>hazardloop audit verify --against {
+<h2>哈希链证明</h2><div class="hash">{_table(_PROOF_HEADERS, links)}</div>
+<p>复核方法：事件哈希 = SHA-256(日志前一事件哈希 ‖ 本案前一事件哈希 ‖ 位置(8字节) ‖
+记录时间(8字节，自1970年起的微秒数，UTC) ‖ 原始存储字节)，同一哈希既连入全日志链，
+也连入本案链。用 <code>hazardloop audit verify --against {
         html.escape(proof["log_head"])
     }</code> 证明此后记录只增未改。</p>
 </body></html>

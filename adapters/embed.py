@@ -291,7 +291,7 @@ class EmbeddedEngine:
                     continue
                 record["position"] = entry.position
                 record["stored_at"] = entry.recorded_at
-                record["case_hash"] = entry.case_hash.hex()
+                record["log_hash"] = entry.log_hash.hex()
             if "reporter" in payload and (
                 payload.get("reporter_sealed") or hazard.source == "public_tip"
             ):

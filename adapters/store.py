@@ -4,8 +4,9 @@ Two stores, one behaviour. The SQLite recorder extends eventsourcing's own SQLit
 PostgreSQL recorder extends eventsourcing's own PostgreSQL recorder; both write, in the same
 transaction as the events:
 - the first result of each idempotency key, so a retry can never record twice;
-- each event's links in the hash chains (one over the whole log, one per case) and its record
-  time, so tampering shows and "what was known at T" is a prefix of the log (docs/audit.md).
+- each event's hash, which links it into both hash chains (one over the whole log, one per case)
+  and binds its record time, so tampering shows and "what was known at T" is a prefix of the log
+  that cannot be moved (docs/audit.md).
 
 The same events give byte-identical chain heads on both stores: positions are dense (1, 2, 3, …)
 on both, the hashes are computed by the same functions over the same stored bytes. How
@@ -17,6 +18,7 @@ from __future__ import annotations
 import getpass
 import hashlib
 import os
+import struct
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -64,7 +66,12 @@ IDEMPOTENCY_TABLE = "idempotency_keys"
 EVENTS_TABLE = "stored_events"
 #: The hash before the first event of the log, and of each case.
 GENESIS = bytes(32)
+#: The chains' format: 2 = one hash per event, linking it to the log's previous event and to its
+#: case's previous event, over its position, record time and frame (docs/audit.md). Format 1
+#: (before 2026-11-28: a log hash and a case hash per event, no record time) is refused.
+CHAIN_FORMAT = 2
 _SEP = b"\x1f"
+_POSITION_TIME = struct.Struct(">Qq")
 #: The advisory lock under which a PostgreSQL store's tables are created (any fixed 64-bit key).
 SCHEMA_LOCK = int.from_bytes(hashlib.sha256(b"hazardloop:schema").digest()[:8], "big", signed=True)
 #: The key under which the application's environment keeps the store's URL (see `location_of`).
@@ -77,14 +84,32 @@ def frame(originator_id: str, version: int, topic: str, state: bytes) -> bytes:
     return _SEP.join(parts)
 
 
-def log_link(previous: bytes, position: int, framed: bytes) -> bytes:
-    """The log chain's hash at `position`: SHA-256(previous ‖ position ‖ frame)."""
-    return hashlib.sha256(previous + position.to_bytes(8, "big") + framed).digest()
+def position_time(position: int, recorded_micros: int) -> bytes:
+    """An event's position (8 bytes, unsigned) and record time (8 bytes, signed microseconds
+    since the epoch), big-endian, as its hash takes them."""
+    return _POSITION_TIME.pack(position, recorded_micros)
 
 
-def case_link(previous: bytes, log_hash: bytes) -> bytes:
-    """The case chain's hash: SHA-256(the case's previous case hash ‖ this event's log hash)."""
-    return hashlib.sha256(previous + log_hash).digest()
+def chain_link(
+    previous: bytes, case_previous: bytes, position: int, recorded_micros: int, framed: bytes
+) -> bytes:
+    """An event's hash, its link in both chains:
+    SHA-256(log's previous hash ‖ case's previous hash ‖ position ‖ record time ‖ frame)."""
+    return hashlib.sha256(
+        previous + case_previous + _POSITION_TIME.pack(position, recorded_micros) + framed
+    ).digest()
+
+
+def chain_format_error(columns: Sequence[str], display: str) -> StoreError | None:
+    """The error for a store whose chain table has another format's columns (None: ours)."""
+    if "case_hash" not in columns:
+        return None
+    return StoreError(
+        f"the event store {display} keeps its hash chains in format 1 (a log hash and a case "
+        f"hash per event, written by hazard-loop before 2026-11-28); this engine reads and "
+        f"writes format {CHAIN_FORMAT} only: verify and archive that store with the version "
+        "that wrote it (docs/audit.md, 'Chain format')"
+    )
 
 
 def to_micros(moment: datetime) -> int:
@@ -103,9 +128,9 @@ def _key(originator_id: UUID | str) -> str:
     return originator_id.hex if isinstance(originator_id, UUID) else str(originator_id)
 
 
-ChainRow = tuple[int, str, int, int, bytes, bytes]
-#: Given the (case key, version) of each case whose previous case hash is wanted, that hash
-#: (the case's latest event before `version`), for the cases that have one.
+ChainRow = tuple[int, str, int, int, bytes]
+#: Given the (case key, version) of each case whose previous hash is wanted, that hash (of the
+#: case's latest event before `version`), for the cases that have one.
 CaseLookup = Callable[[Sequence[tuple[str, int]]], Mapping[str, bytes]]
 
 
@@ -150,14 +175,13 @@ class _Chainer:
         rows: list[ChainRow] = []
         for key, stored, position in zip(keys, stored_events, positions, strict=True):
             version = stored.originator_version
-            log_hash = log_link(previous, position, frame(key, version, stored.topic, stored.state))
             before = cases.pop(key, None)
             if before is None:
                 before = found.get(key, GENESIS) if version > 1 else GENESIS
-            case_hash = case_link(before, log_hash)
-            cases[key] = case_hash
-            rows.append((position, key, version, micros, log_hash, case_hash))
-            previous = log_hash
+            framed = frame(key, version, stored.topic, stored.state)
+            previous = chain_link(previous, before, position, micros, framed)
+            cases[key] = previous
+            rows.append((position, key, version, micros, previous))
         while len(cases) > self.case_cache_size:
             del cases[next(iter(cases))]  # least recently written first
         return rows, previous, micros
@@ -191,8 +215,7 @@ class HazardLoopSQLiteRecorder(SQLiteApplicationRecorder):
             "originator_id TEXT NOT NULL, "
             "originator_version INTEGER NOT NULL, "
             "recorded_at INTEGER NOT NULL, "  # microseconds since the epoch, UTC
-            "log_hash BLOB NOT NULL, "
-            "case_hash BLOB NOT NULL)"
+            "log_hash BLOB NOT NULL)"  # the event's hash: its link in both chains
         )
         statements.append(
             f"CREATE UNIQUE INDEX IF NOT EXISTS {CHAIN_TABLE}_case "
@@ -209,6 +232,15 @@ class HazardLoopSQLiteRecorder(SQLiteApplicationRecorder):
             "recorded_at INTEGER NOT NULL)"
         )
         return statements
+
+    def create_table(self) -> None:
+        super().create_table()
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(f"PRAGMA table_info({CHAIN_TABLE})")
+            columns = [str(row["name"]) for row in c.fetchall()]
+        error = chain_format_error(columns, str(self.datastore.pool.db_name))
+        if error is not None:
+            raise error
 
     def _insert_events(
         self,
@@ -247,20 +279,20 @@ class HazardLoopSQLiteRecorder(SQLiteApplicationRecorder):
             found: dict[str, bytes] = {}
             for key, version in wanted:
                 c.execute(
-                    f"SELECT case_hash FROM {CHAIN_TABLE} "
+                    f"SELECT log_hash FROM {CHAIN_TABLE} "
                     "WHERE originator_id=? AND originator_version<? "
                     "ORDER BY originator_version DESC LIMIT 1",
                     (key, version),
                 )
                 hit = c.fetchone()
                 if hit is not None:
-                    found[key] = bytes(hit["case_hash"])
+                    found[key] = bytes(hit["log_hash"])
             return found
 
         rows, previous, micros = self._chainer.link(
             last, stored_events, positions, recorded_at, lookup
         )
-        c.executemany(f"INSERT INTO {CHAIN_TABLE} VALUES (?,?,?,?,?,?)", rows)
+        c.executemany(f"INSERT INTO {CHAIN_TABLE} VALUES (?,?,?,?,?)", rows)
         c.execute(
             f"INSERT INTO {HEAD_TABLE} (id, count, log_hash, recorded_at) VALUES (1, ?, ?, ?) "
             "ON CONFLICT(id) DO UPDATE SET count=count+excluded.count, "
@@ -350,8 +382,7 @@ class HazardLoopPostgresRecorder(PostgresApplicationRecorder):
                     "originator_id text NOT NULL, "
                     "originator_version bigint NOT NULL, "
                     "recorded_at bigint NOT NULL, "  # microseconds since the epoch, UTC
-                    "log_hash bytea NOT NULL, "
-                    "case_hash bytea NOT NULL)"
+                    "log_hash bytea NOT NULL)"  # the event's hash: its link in both chains
                 ).format(chain=t["chain"]),
                 SQL(
                     "CREATE UNIQUE INDEX IF NOT EXISTS {name} "
@@ -373,7 +404,7 @@ class HazardLoopPostgresRecorder(PostgresApplicationRecorder):
             "SELECT position, log_hash, recorded_at FROM {chain} ORDER BY position DESC LIMIT 1"
         ).format(chain=t["chain"])
         self._cases_statement = SQL(
-            "SELECT DISTINCT ON (c.originator_id) c.originator_id, c.case_hash "
+            "SELECT DISTINCT ON (c.originator_id) c.originator_id, c.log_hash "
             "FROM {chain} c JOIN unnest(%s::text[], %s::bigint[]) AS w(id, version) "
             "ON c.originator_id = w.id AND c.originator_version < w.version "
             "ORDER BY c.originator_id, c.originator_version DESC"
@@ -381,7 +412,7 @@ class HazardLoopPostgresRecorder(PostgresApplicationRecorder):
         self._insert_chain_statement = SQL(
             "INSERT INTO {chain} "
             "SELECT * FROM unnest(%s::bigint[], %s::text[], %s::bigint[], %s::bigint[], "
-            "%s::bytea[], %s::bytea[])"
+            "%s::bytea[])"
         ).format(chain=t["chain"])
         self._upsert_head_statement = SQL(
             "INSERT INTO {head} AS h (id, count, log_hash, recorded_at) VALUES (1, %s, %s, %s) "
@@ -410,8 +441,20 @@ class HazardLoopPostgresRecorder(PostgresApplicationRecorder):
           under an advisory lock, on a connection of its own (not one of the pool's, which may
           hold a single connection), and checks again once it holds it.
         """
-        if self._schema_complete():
-            return
+        if not self._schema_complete():
+            self._create_schema()
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(
+                "SELECT column_name FROM information_schema.columns "
+                "WHERE table_schema = %s AND table_name = %s",
+                (self.datastore.schema, CHAIN_TABLE),
+            )
+            columns = [str(row["column_name"]) for row in curs.fetchall()]
+        error = chain_format_error(columns, f"in schema {self.datastore.schema!r} (PostgreSQL)")
+        if error is not None:
+            raise error
+
+    def _create_schema(self) -> None:
         given = self.datastore.pool.kwargs
         assert isinstance(given, dict)
         kwargs = {k: v for k, v in given.items() if k != "row_factory"}
@@ -482,7 +525,7 @@ class HazardLoopPostgresRecorder(PostgresApplicationRecorder):
 
         def lookup(wanted: Sequence[tuple[str, int]]) -> dict[str, bytes]:
             curs.execute(self._cases_statement, ([k for k, _ in wanted], [v for _, v in wanted]))
-            return {str(r["originator_id"]): bytes(r["case_hash"]) for r in curs.fetchall()}
+            return {str(r["originator_id"]): bytes(r["log_hash"]) for r in curs.fetchall()}
 
         rows, previous, micros = self._chainer.link(
             last, stored_events, positions, recorded_at, lookup

@@ -38,13 +38,13 @@ __all__ = [
 
 @dataclass(frozen=True)
 class ChainEntry:
-    """Where one event of a case stands in the log: position, record time, its chain hashes."""
+    """Where one event of a case stands in the log: position, record time, its hash (its link in
+    the log's chain and in the case's)."""
 
     version: int
     position: int
     recorded_at: datetime
     log_hash: bytes
-    case_hash: bytes
 
 
 #: An event's bookkeeping fields, shown as `version` and `recorded_at` rather than in its payload.
@@ -71,16 +71,13 @@ def case_chain(app: HazardLoop, hazard_id: str) -> list[ChainEntry]:
     try:
         rows = select_rows(
             app,
-            f"SELECT originator_version, position, recorded_at, log_hash, case_hash "
+            f"SELECT originator_version, position, recorded_at, log_hash "
             f"FROM {CHAIN_TABLE} WHERE originator_id=:key ORDER BY originator_version",
             key=hazard_uuid(hazard_id).hex,
         )
     except PersistenceError as exc:
         raise StoreError(f"cannot read the hash chain of {hazard_id!r}: {exc}") from exc
-    return [
-        ChainEntry(int(r[0]), int(r[1]), from_micros(int(r[2])), bytes(r[3]), bytes(r[4]))
-        for r in rows
-    ]
+    return [ChainEntry(int(r[0]), int(r[1]), from_micros(int(r[2])), bytes(r[3])) for r in rows]
 
 
 def known_positions(app: HazardLoop, known_at: datetime) -> int:

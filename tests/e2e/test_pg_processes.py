@@ -31,7 +31,7 @@ import pytest
 from sqlalchemy import select
 
 from adapters.bootstrap import Settings, build_engine, build_runner
-from adapters.store import GENESIS, case_link, frame, log_link
+from adapters.store import GENESIS, chain_link, frame
 from loop.commands import parse_command
 from projections.tables import grids, ledger, post_tenures, step_segments, steps
 from tests.e2e.test_projection_worker import log_lines
@@ -248,19 +248,19 @@ def rebuilt(url: str) -> dict[str, list[tuple[object, ...]]]:
 
 
 def verify_chains(url: str) -> int:
-    """Recompute both hash chains over the stored events; return how many events there are."""
+    """Recompute every event's hash over the stored events; return how many events there are."""
     events = query(url, "SELECT notification_id, originator_id, originator_version, topic, state "
                         "FROM stored_events ORDER BY notification_id")  # fmt: skip
-    chain = query(url, "SELECT position, originator_id, originator_version, log_hash, case_hash "
+    chain = query(url, "SELECT position, originator_id, originator_version, log_hash, recorded_at "
                        "FROM event_chain ORDER BY position")  # fmt: skip
     assert len(chain) == len(events)
     previous, cases = GENESIS, dict[str, bytes]()
     for (position, oid, version, topic, state), link in zip(events, chain, strict=True):
         key = oid.hex
-        log_hash = log_link(previous, position, frame(key, version, topic, bytes(state)))
-        case_hash = case_link(cases.get(key, GENESIS), log_hash)
-        assert link == (position, key, version, log_hash, case_hash), f"break at {position}"
-        previous, cases[key] = log_hash, case_hash
+        framed = frame(key, version, topic, bytes(state))
+        log_hash = chain_link(previous, cases.get(key, GENESIS), position, link[4], framed)
+        assert link == (position, key, version, log_hash, link[4]), f"break at {position}"
+        previous = cases[key] = log_hash
     count, head_hash = query(url, "SELECT count, log_hash FROM chain_head")[0]
     assert (count, bytes(head_hash)) == (len(events), previous)
     return len(events)

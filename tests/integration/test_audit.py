@@ -24,9 +24,9 @@ import pytest
 from adapters import audit_scan
 from adapters.audit import Head, case_proof, head, head_at, parse_head, verify
 from adapters.bootstrap import Settings, build_engine
-from adapters.store import GENESIS, case_link, frame, log_link
+from adapters.store import GENESIS, chain_format_error, chain_link, frame
 from loop.commands import parse_command
-from loop.errors import InvalidCommand
+from loop.errors import InvalidCommand, StoreError
 from tests.conftest import SHANGHAI, FakeClock, PgCluster, selected_stores
 
 KEY = "A" * 43 + "="  # the tipsters' master key for the PostgreSQL store (base64 of 32 bytes)
@@ -118,7 +118,8 @@ def test_untouched_store_verifies_clean_and_its_head_is_recomputable(store: Path
     assert result.ok, result.to_dict()
     n = _count(store)
     assert result.events == n > 12
-    # The head is the chain recomputed independently here, from the stored bytes.
+    # The head is the chain recomputed independently here, from the stored bytes: each event's
+    # hash links the log's previous event and the case's previous event.
     previous = GENESIS
     cases: dict[str, bytes] = {}
     conn = sqlite3.connect(store)
@@ -126,16 +127,24 @@ def test_untouched_store_verifies_clean_and_its_head_is_recomputable(store: Path
         "SELECT rowid, originator_id, originator_version, topic, state FROM stored_events "
         "ORDER BY rowid"
     ).fetchall()
-    stored = dict(conn.execute("SELECT position, case_hash FROM event_chain").fetchall())
+    stored = {
+        p: (h, t)
+        for p, h, t in conn.execute("SELECT position, log_hash, recorded_at FROM event_chain")
+    }
     conn.close()
     for pos, oid, version, topic, state in rows:
-        previous = log_link(previous, pos, frame(oid, version, topic, state))
-        cases[oid] = case_link(cases.get(oid, GENESIS), previous)
-        assert stored[pos] == cases[oid]
+        framed = frame(oid, version, topic, state)
+        previous = chain_link(previous, cases.get(oid, GENESIS), pos, stored[pos][1], framed)
+        assert stored[pos][0] == previous
+        cases[oid] = previous
     assert result.head == Head(n, previous)
-    assert hashlib.sha256(GENESIS + (1).to_bytes(8, "big") + frame(*rows[0][1:])).digest() != (
-        GENESIS
-    )
+    # The first event's hash, byte by byte as docs/audit.md spells it out.
+    micros = stored[1][1]
+    by_hand = (
+        GENESIS + GENESIS + (1).to_bytes(8, "big") + micros.to_bytes(8, "big", signed=True)
+        + b"\x1f".join((rows[0][1].encode(), b"1", rows[0][3].encode(), rows[0][4]))
+    )  # fmt: skip
+    assert hashlib.sha256(by_hand).digest() == stored[1][0]
 
 
 def test_flipped_byte_is_a_changed_event_named_by_case_and_position(store: Path) -> None:
@@ -254,15 +263,15 @@ def _rewrite_consistently(path: Path) -> None:
             "SELECT rowid, originator_id, originator_version, topic, state FROM stored_events "
             "ORDER BY rowid"
         ).fetchall()
+        times = dict(conn.execute("SELECT position, recorded_at FROM event_chain").fetchall())
         previous = GENESIS
         cases: dict[str, bytes] = {}
         for pos, o, v, t, s in rows:
-            previous = log_link(previous, pos, frame(o, v, t, s))
-            cases[o] = case_link(cases.get(o, GENESIS), previous)
-            conn.execute(
-                "UPDATE event_chain SET log_hash=?, case_hash=? WHERE position=?",
-                (previous, cases[o], pos),
+            previous = chain_link(
+                previous, cases.get(o, GENESIS), pos, times[pos], frame(o, v, t, s)
             )
+            cases[o] = previous
+            conn.execute("UPDATE event_chain SET log_hash=? WHERE position=?", (previous, pos))
         conn.execute("UPDATE chain_head SET log_hash=? WHERE id=1", (previous,))
     conn.close()
 
@@ -301,6 +310,38 @@ def test_record_times_never_go_backwards_along_the_log(store: Path, clock: FakeC
     conn.close()
     assert times == sorted(times)
     assert verify(store).ok
+
+
+def test_a_moved_record_time_is_caught(store: Path) -> None:
+    """Record times are hashed: moving one (to make a late upload look known in time) shows."""
+    n = _count(store)
+    conn = sqlite3.connect(store)
+    (micros,) = conn.execute("SELECT recorded_at FROM event_chain WHERE position=5").fetchone()
+    conn.close()
+    _sql(
+        store,
+        ("UPDATE event_chain SET recorded_at=? WHERE position=?", (micros - 86_400_000_000, 5)),
+    )
+    for workers in (1, 2):
+        (b,) = verify(store, workers=workers).breaks
+        assert (b.kind, b.position) == ("changed", 5)
+        assert "record time" in b.message
+    assert n == _count(store)
+
+
+def test_a_store_in_the_first_chain_format_is_refused_clearly(tmp_path: Path) -> None:
+    old = tmp_path / "old.db"
+    conn = sqlite3.connect(old)
+    conn.execute(
+        "CREATE TABLE event_chain (position INTEGER PRIMARY KEY, originator_id TEXT, "
+        "originator_version INTEGER, recorded_at INTEGER, log_hash BLOB, case_hash BLOB)"
+    )
+    conn.close()
+    with pytest.raises(StoreError, match="format 1"):
+        verify(old)
+    with pytest.raises(StoreError, match="format 1"):
+        build_engine(Settings(db=str(old)))
+    assert chain_format_error(["position", "log_hash"], "x") is None
 
 
 def test_bad_published_head_is_a_clear_error() -> None:
@@ -342,13 +383,13 @@ def test_parallel_verification_agrees_with_one_process(store: Path) -> None:
 
 def test_a_case_spanning_the_ranges_is_checked_across_them(store: Path, clock: FakeClock) -> None:
     # H-000's first event is at position 1, its last (appended now) at the end of the log: the
-    # later range seeds the case from the earlier range's stored case hash.
+    # later range seeds the case from the earlier range's stored hash of it.
     _report_h000(store, clock)
     n = _count(store)
     assert _event(store, n)[0] == _event(store, 1)[0]
     for workers in (1, 2, 3):
         assert verify(store, workers=workers).ok
-    _sql(store, ("UPDATE event_chain SET case_hash=? WHERE position=?", (bytes(32), 1)))
+    _sql(store, ("UPDATE event_chain SET log_hash=? WHERE position=?", (bytes(32), 1)))
     for workers in (1, 3):
         (b,) = verify(store, workers=workers).breaks
         assert (b.kind, b.position) == ("chain_altered", 1)
@@ -436,9 +477,15 @@ def test_pg_untouched_store_verifies_clean_with_its_head_and_proofs(pg_store: st
         "SELECT notification_id, originator_id, originator_version, topic, state "
         "FROM stored_events ORDER BY notification_id",
     )
+    times = dict(_pg(pg_store, "SELECT position, recorded_at FROM event_chain"))
     previous = GENESIS
+    cases: dict[str, bytes] = {}
     for pos, oid, version, topic, state in rows:
-        previous = log_link(previous, pos, frame(oid.hex, version, topic, state))  # type: ignore[attr-defined,arg-type]
+        key = oid.hex  # type: ignore[attr-defined]
+        framed = frame(key, version, topic, state)  # type: ignore[arg-type]
+        previous = cases[key] = chain_link(
+            previous, cases.get(key, GENESIS), pos, times[pos], framed
+        )  # type: ignore[arg-type]
     assert result.head == Head(n, previous)
     oid = rows[0][1].hex  # type: ignore[attr-defined]
     proof = case_proof(pg_store, oid)

@@ -323,7 +323,7 @@ class TestReads:
         assert [(e["event"], e["actor"]) for e in full] == [
             ("Discovered", "wang.grid"), ("Reported", "wang.grid"),
         ]  # fmt: skip
-        assert all(len(e["case_hash"]) == 64 for e in full)
+        assert all(len(e["log_hash"]) == 64 for e in full)
         gone = api.wang.get("/hazards/R-1", params={"as_of": "2020-01-01"})
         assert gone.status_code == 404
 

@@ -1,7 +1,7 @@
 """The PostgreSQL store: SQLite's chains, writers serialised, dense positions, errors named.
 
-Chains are checked here by recomputing every link from the stored rows with `frame`, `log_link`
-and `case_link`, on either store (the auditor's `audit verify` has its own tests).
+Chains are checked here by recomputing every event's hash from the stored rows with `frame` and
+`chain_link`, on either store (the auditor's `audit verify` has its own tests).
 """
 
 from __future__ import annotations
@@ -22,9 +22,8 @@ from adapters.bootstrap import Settings, build_engine
 from adapters.store import (
     GENESIS,
     HazardLoopPostgresRecorder,
-    case_link,
+    chain_link,
     frame,
-    log_link,
     parse_db,
 )
 from loop.application import HazardLoop
@@ -46,7 +45,7 @@ def chain_rows(
         "FROM stored_events ORDER BY {pos}"
     )
     chain_sql = (
-        "SELECT position, originator_id, originator_version, recorded_at, log_hash, case_hash "
+        "SELECT position, originator_id, originator_version, recorded_at, log_hash "
         "FROM event_chain ORDER BY position"
     )
     head_sql = "SELECT count, log_hash, recorded_at FROM chain_head"
@@ -62,24 +61,28 @@ def chain_rows(
             chain = conn.execute(chain_sql).fetchall()  # type: ignore[arg-type]
             head = conn.execute(head_sql).fetchone()  # type: ignore[arg-type]
         events = [(p, str(o), v, t, bytes(s)) for p, o, v, t, s in events]
-    chain = [(p, o, v, r, bytes(lh), bytes(ch)) for p, o, v, r, lh, ch in chain]
+    chain = [(p, o, v, r, bytes(lh)) for p, o, v, r, lh in chain]
     assert head is not None
     return events, chain, (head[0], bytes(head[1]), head[2])
 
 
 def assert_chains_intact(location: str) -> None:
-    """Recompute both chains from the stored bytes: dense positions, every link, the head."""
+    """Recompute every event's hash (its link in both chains) from the stored bytes: dense
+    positions, record times never going back, every link, the head."""
     events, chain, head = chain_rows(location)
     assert [e[0] for e in events] == list(range(1, len(events) + 1))  # dense: no gaps
     assert [c[0] for c in chain] == [e[0] for e in events]
+    assert [c[3] for c in chain] == sorted(c[3] for c in chain)
     previous, cases = GENESIS, {}
     for (pos, oid, version, topic, state), row in zip(events, chain, strict=True):
         key = uuid.UUID(oid).hex
-        log_hash = log_link(previous, pos, frame(key, version, topic, state))
-        case_hash = case_link(cases.get(key, GENESIS), log_hash)
-        assert row == (pos, key, version, row[3], log_hash, case_hash), pos
-        previous, cases[key] = log_hash, case_hash
+        framed = frame(key, version, topic, state)
+        log_hash = chain_link(previous, cases.get(key, GENESIS), pos, row[3], framed)
+        assert row == (pos, key, version, row[3], log_hash), pos
+        previous = cases[key] = log_hash
     assert head[:2] == (len(events), previous)
+    if chain:
+        assert head[2] == chain[-1][3]  # the head's record time is the last event's
 
 
 COMMANDS: list[dict[str, Any]] = [

@@ -88,7 +88,7 @@ def test_cli_show_and_history_on_both_axes(late_upload: HazardLoop, store: str) 
     events = [json.loads(line) for line in history.stdout.splitlines()]
     assert [e["event"] for e in events] == ["Discovered", "Reported", "Assigned"]
     assert [e["position"] for e in events] == [1, 2, 3]
-    assert all(len(e["case_hash"]) == 64 for e in events)
+    assert all(len(e["log_hash"]) == 64 for e in events)
     bad = subprocess.run([*cli, "show", "TT-1", "--db", store, "--known-at", "yesterday"],
                          capture_output=True, text=True, check=False)  # fmt: skip
     assert bad.returncode == 2
