@@ -377,19 +377,20 @@ def _cpus() -> int:
         return os.cpu_count() or 1
 
 
+#: The first and last positions of the events and of the chain. One aggregate per subquery:
+#: SQLite reads a MIN or MAX off the index's end only when it is its query's sole aggregate (both
+#: in one SELECT scan the whole table, a third of the check's time on a 525,000-event store).
+_BOUNDS = (
+    "SELECT (SELECT MIN({pos}) FROM stored_events), (SELECT MAX({pos}) FROM stored_events), "
+    f"(SELECT MIN(position) FROM {CHAIN_TABLE}), (SELECT MAX(position) FROM {CHAIN_TABLE})"
+)
+
+
 def _fast_verify(reader: _Reader, against: Head | None, workers: int | None) -> Verification | None:
     """Every link checked in a tight loop; None whenever the careful walk must take over."""
-    # Both tables must span exactly 1..count (MIN and MAX come from the indexes' ends, where a
-    # COUNT would read every page); that nothing inside is missing, the checks prove.
-    # One aggregate per subquery: SQLite reads MIN or MAX off the index's end only when it is
-    # the query's sole aggregate (both in one SELECT scan the whole table).
-    events = reader.one(
-        "SELECT (SELECT MIN({pos}) FROM stored_events), (SELECT MAX({pos}) FROM stored_events)"
-    )
-    links = reader.one(
-        f"SELECT (SELECT MIN(position) FROM {CHAIN_TABLE}), "
-        f"(SELECT MAX(position) FROM {CHAIN_TABLE})"
-    )
+    # Both tables must span exactly 1..count; that nothing inside is missing, the checks prove.
+    bounds = reader.one(_BOUNDS)
+    events, links = (bounds[:2], bounds[2:]) if bounds else (None, None)
     head_row = reader.one(f"SELECT count, log_hash FROM {HEAD_TABLE} WHERE id=1")
     if head_row is None or not isinstance(head_row[0], int) or head_row[0] < 1:
         return None  # empty, or no head: the careful walk says which
@@ -399,8 +400,7 @@ def _fast_verify(reader: _Reader, against: Head | None, workers: int | None) -> 
     if isinstance(reader, _SQLiteReader):
         if workers is None:
             workers = min(_cpus(), 4) if count >= PARALLEL_FROM else 1
-        size = -(-count // max(1, workers))
-        ranges = [(lo, min(count, lo + size - 1)) for lo in range(1, count + 1, size)]
+        ranges = _split(count, max(1, workers))
         if not _check_ranges(reader.path, ranges):
             return None
     elif not _check_log(reader, count):
@@ -416,6 +416,22 @@ def _fast_verify(reader: _Reader, against: Head | None, workers: int | None) -> 
         if pinned is None or pinned[0] != against.log_hash:
             return None
     return Verification(Head(count, bytes(last[0])), count, [], against)
+
+
+#: Events the calling process checks while each other interpreter starts (about 40 ms here, at
+#: about 350,000 events/s per process), so that all finish together.
+HEAD_START = 10_000
+
+
+def _split(count: int, workers: int) -> list[tuple[int, int]]:
+    """Positions 1..count in `workers` ranges; the first, checked here, longer by a head start."""
+    extra = min(HEAD_START, count // (2 * workers)) if workers > 1 else 0
+    size = -(-(count - extra) // workers)
+    ranges = [(1, min(count, size + extra))]
+    while ranges[-1][1] < count:
+        lo = ranges[-1][1] + 1
+        ranges.append((lo, min(count, lo + size - 1)))
+    return ranges
 
 
 def _check_log(reader: _Reader, count: int) -> bool:

@@ -21,7 +21,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from adapters import audit_scan
+from adapters import audit, audit_scan
 from adapters.audit import Head, case_proof, head, head_at, parse_head, verify
 from adapters.bootstrap import Settings, build_engine
 from adapters.store import GENESIS, chain_format_error, chain_link, frame
@@ -393,6 +393,35 @@ def test_a_case_spanning_the_ranges_is_checked_across_them(store: Path, clock: F
     for workers in (1, 3):
         (b,) = verify(store, workers=workers).breaks
         assert (b.kind, b.position) == ("chain_altered", 1)
+
+
+def test_the_bounds_are_read_off_the_indexes_ends(store: Path) -> None:
+    """No table scan before the check starts (MIN and MAX in one SELECT scanned both tables)."""
+    reader = audit._open(store)
+    try:
+        plan = [row[3] for row in reader.all("EXPLAIN QUERY PLAN " + audit._BOUNDS)]
+        assert reader.one(audit._BOUNDS) == (1, _count(store), 1, _count(store))
+    finally:
+        reader.close()
+    assert [step for step in plan if step.startswith("SCAN") and "CONSTANT" not in step] == []
+    assert sum(step.startswith("SEARCH") for step in plan) == 4
+
+
+@pytest.mark.parametrize("count", [1, 2, 7, 50_000, 525_001])
+@pytest.mark.parametrize("workers", [1, 2, 3, 4])
+def test_the_ranges_cover_the_log_once_the_first_with_a_head_start(
+    count: int, workers: int
+) -> None:
+    ranges = audit._split(count, workers)
+    assert [p for lo, hi in ranges for p in range(lo, hi + 1)] == list(range(1, count + 1))
+    assert len(ranges) <= workers
+    sizes = [hi - lo + 1 for lo, hi in ranges]
+    if len(sizes) > 1 and count >= 50_000:  # the calling process starts first: it does more
+        assert (
+            max(sizes[1:]) + audit.HEAD_START // 2
+            < sizes[0]
+            <= max(sizes[1:]) + audit.HEAD_START + workers
+        )
 
 
 def test_the_range_check_runs_alone_as_a_script(store: Path) -> None:
