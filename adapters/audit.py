@@ -9,6 +9,7 @@ runs when it finds anything off, to name the first break. See docs/audit.md.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -29,7 +30,6 @@ from adapters.store import (
     StoreLocation,
     chain_format_error,
     chain_link,
-    frame,
     parse_db,
     position_time,
 )
@@ -51,8 +51,16 @@ __all__ = [
 #: Text and bytes are read as such whatever a column's storage class, and the frame is built
 #: by the database, so this walk and the fast check (adapters/audit_scan.py) read the same bytes.
 _EVENT_COLUMNS = (
-    "{pos}, {eoid}, originator_version, CAST(topic AS TEXT), CAST(state AS {blob}), "
-    "COALESCE({frame}, CAST('' AS {blob}))"  # a NULL column: an empty frame, a changed event
+    "{pos}, {eoid}, originator_version, CAST(topic AS {blob}), CAST(state AS {blob}), "
+    "COALESCE({frame}, CAST('' AS {blob})), "  # a NULL column: an empty frame, a changed event
+    "{event_classes}"
+)
+#: The storage classes the engine writes, as `{event_classes}` / `{chain_classes}` read them on
+#: SQLite (where a column holds any class, and a text id and a blob id with the same bytes are
+#: different keys to the engine); PostgreSQL's columns are typed, so they always match.
+EVENT_CLASSES = "text,integer,text,blob"  # originator_id, originator_version, topic, state
+CHAIN_CLASSES = (
+    "text,integer,integer,blob"  # originator_id, originator_version, recorded_at, log_hash
 )
 
 #: Makes a Break (with the subject looked up) from kind, position, originator id, message.
@@ -149,6 +157,14 @@ class _Reader:
     blob = "BLOB"
     #: The frame as the fast check builds it (see adapters/audit_scan.py); {a}: an alias.
     frame = audit_scan.FRAME_SQL
+    event_classes = (  # {a}: a table alias, or nothing
+        "typeof({a}originator_id) || ',' || typeof({a}originator_version) || ',' || "
+        "typeof({a}topic) || ',' || typeof({a}state)"
+    )
+    chain_classes = (
+        "typeof({a}originator_id) || ',' || typeof({a}originator_version) || ',' || "
+        "typeof({a}recorded_at) || ',' || typeof({a}log_hash)"
+    )
     errors: tuple[type[Exception], ...] = (sqlite3.Error,)
 
     def __init__(self, display: str) -> None:
@@ -163,6 +179,10 @@ class _Reader:
             blob=self.blob,
             frame=self.frame.format(a=""),
             frame_e=self.frame.format(a="e."),
+            event_classes=self.event_classes.format(a=""),
+            chain_classes=self.chain_classes.format(a=""),
+            event_classes_e=self.event_classes.format(a="e."),
+            chain_classes_c=self.chain_classes.format(a="c."),
         )
 
     def one(self, text: str, *params: Any) -> tuple[Any, ...] | None:
@@ -189,6 +209,8 @@ class _SQLiteReader(_Reader):
             raise StoreError(f"no event store at {path}")
         try:
             self.conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+            # Text that is not UTF-8 (a damaged row) is read with U+FFFD, never an exception.
+            self.conn.text_factory = lambda raw: raw.decode("utf-8", "replace")
             self.conn.execute("BEGIN")  # one snapshot for every read below
             self.conn.execute(f"SELECT 1 FROM {CHAIN_TABLE} LIMIT 1").fetchall()
         except sqlite3.Error as exc:
@@ -213,6 +235,8 @@ class _SQLiteReader(_Reader):
 class _PostgresReader(_Reader):
     backend = "postgres"
     pos = "notification_id"
+    event_classes = f"'{EVENT_CLASSES}'"  # typed columns: always what the engine writes
+    chain_classes = f"'{CHAIN_CLASSES}'"
     eoid = "{a}originator_id"
     blob = "bytea"
 
@@ -327,7 +351,7 @@ def _subject(reader: _Reader, originator_id: str | None) -> str | None:
         )
     except reader.errors:
         return None  # not even an id this store could hold (a damaged chain row)
-    if row is None:
+    if row is None or not isinstance(row[0], bytes | bytearray | memoryview):
         return None
     raw = bytes(row[0])
     try:
@@ -356,7 +380,7 @@ def verify(
     The fast path checks every link of every event (on SQLite in position ranges, in parallel
     processes on a large log; on PostgreSQL in one pass over a join) and only says "intact" or
     "something is off"; when anything is off, the careful walk runs to name the first break and
-    its kind. Everything is read in one read-only snapshot.
+    its kind. The careful walk reads in one read-only snapshot (docs/audit.md).
     """
     reader = _open(store)
     try:
@@ -454,15 +478,15 @@ def _check_log(reader: _Reader, count: int) -> bool:
     get = cases.get
     position = 1
     for framed, log_hash, micros, oid, version in rows:
-        last = get(oid)
-        if last is not None:
-            if last[0] != version - 1:
-                return False
-            before = last[1]
-        elif version == 1:
-            before = genesis
+        if framed is None:
+            return False  # a NULL topic or state (the schema allows it): the careful walk says
+        if version <= 1:
+            before = genesis  # a case's first version (1, or 0 for the library's own tests)
         else:
-            return False  # no earlier version of the case in the log
+            last = get(oid)
+            if last is None or last[0] != version - 1:
+                return False  # not the case's previous version, or none earlier in the log
+            before = last[1]
         here = position_time(position, micros)
         previous = sha256(previous + before + here + framed).digest()
         if previous != log_hash:
@@ -506,12 +530,12 @@ def _verify(reader: _Reader, against: Head | None) -> Verification:
     events = reader.stream(f"SELECT {_EVENT_COLUMNS} FROM stored_events ORDER BY {{pos}}")
     chain = reader.stream(
         "SELECT position, CAST(originator_id AS TEXT), originator_version, "
-        "CAST(log_hash AS {blob}), recorded_at "
+        "CAST(log_hash AS {blob}), recorded_at, {chain_classes} "
         f"FROM {CHAIN_TABLE} ORDER BY position"
     )
     genesis = GENESIS
     previous = genesis
-    cases: dict[str, bytes] = {}
+    cases: dict[str, tuple[int, bytes]] = {}
     count = 0
     pinned: bytes | None = None
     found: Break | None = None
@@ -526,19 +550,50 @@ def _verify(reader: _Reader, against: Head | None) -> Verification:
         if position != ch[0] or position != count + 1:
             found = _misaligned(reader, e, ch, count, brk)
             break
-        oid = e[1]
-        before = cases.get(oid, genesis)
-        micros = ch[4]
-        if not isinstance(micros, int):
+        oid, version = e[1], e[2]
+        if e[6] != EVENT_CLASSES:
             found = brk(
-                "chain_altered", position, oid, "the event's stored record time is not a time"
+                "changed",
+                position,
+                oid,
+                f"the event at position {position} is not stored as the engine stores events "
+                f"(storage classes {e[6]}, not {EVENT_CLASSES})",
+                storage_classes=e[6],
             )
             break
-        log_hash = chain_link(previous, before, position, micros, e[5])
-        if log_hash != ch[3] or oid != ch[1] or e[2] != ch[2]:
-            found = _mismatch(reader, e, ch, previous, before, log_hash, brk)
+        if ch[5] != CHAIN_CLASSES:
+            found = brk(
+                "chain_altered",
+                position,
+                oid,
+                f"the chain row at position {position} is not stored as the engine stores it "
+                f"(storage classes {ch[5]}, not {CHAIN_CLASSES})",
+                storage_classes=ch[5],
+            )
             break
-        cases[oid] = log_hash
+        # The case's previous hash: its event one version earlier, which must be the case's
+        # last event before this one in the log (the writer's and the fast check's rule too).
+        last = cases.get(oid)
+        if version <= 1:
+            before: bytes | None = genesis  # a case's first version: 1 (0 in library tests)
+        elif last is not None and last[0] == version - 1:
+            before = last[1]
+        else:
+            before = None
+        log_hash = None if before is None else chain_link(previous, before, position, ch[4], e[5])
+        if log_hash is not None and log_hash == ch[3] and (oid, version) != (ch[1], ch[2]):
+            found = brk(
+                "chain_altered",
+                position,
+                oid,
+                f"the event at position {position} is intact but its chain row names another "
+                f"case or version ({ch[1]} version {ch[2]})",
+            )
+            break
+        if log_hash is None or log_hash != ch[3] or (oid, version) != (ch[1], ch[2]):
+            found = _mismatch(reader, e, ch, last, log_hash, brk)
+            break
+        cases[oid] = (version, log_hash)
         previous = log_hash
         count = position
         if against is not None and position == against.count:
@@ -591,8 +646,11 @@ def _misaligned(
     )
 
 
-def _case_before(reader: _Reader, oid: str, version: int) -> bytes:
-    """The stored hash of the case's event one version earlier (zeros for a first event)."""
+def _case_before(reader: _Reader, oid: str, version: object) -> bytes | None:
+    """The stored hash of the case's event one version earlier (zeros for a first event);
+    None when there is none, or when what is stored is not what the engine writes."""
+    if not isinstance(version, int):
+        return None
     if version <= 1:
         return GENESIS
     row = reader.one(
@@ -600,33 +658,44 @@ def _case_before(reader: _Reader, oid: str, version: int) -> bytes:
         oid,
         version - 1,
     )
-    return bytes(row[0]) if row else GENESIS
+    return _blob(row[0]) if row else None
+
+
+def _blob(value: object) -> bytes | None:
+    """A stored hash as bytes; None for anything the engine never writes there."""
+    return bytes(value) if isinstance(value, bytes | bytearray | memoryview) else None
 
 
 def _mismatch(
     reader: _Reader,
     e: tuple[Any, ...],
     ch: tuple[Any, ...],
-    previous: bytes,
-    before: bytes,
-    computed: bytes,
+    last: tuple[int, bytes] | None,
+    computed: bytes | None,
     brk: _BreakFn,
 ) -> Break:
-    """An event whose bytes do not give its stored hash: changed, moved, or the chain edited."""
-    position, oid = e[0], e[1]
+    """An event whose bytes do not give its stored hash: changed, moved, or the chain edited.
+
+    `last` is the case's last event before it in the log (version, hash); `computed` the hash
+    recomputed from the stored bytes, None when the case's previous version is not where it
+    must be. Values the engine never writes (a NULL, a text hash) count as not matching.
+    """
+    position, oid, version = e[0], e[1], e[2]
     framed = e[5]
     # Is this event another position's event (rows swapped)? Look for the chain row it fits.
     for q, _oid, q_version, q_hash, q_micros in reader.all(
         f"SELECT position, originator_id, originator_version, log_hash, recorded_at "
         f"FROM {CHAIN_TABLE} WHERE originator_id=? AND originator_version=? AND position<>?",
         oid,
-        e[2],
+        version,
         position,
     ):
         prior = reader.one(f"SELECT log_hash FROM {CHAIN_TABLE} WHERE position=?", q - 1)
-        q_before = _case_before(reader, oid, e[2])
-        q_prior = bytes(prior[0]) if prior else GENESIS
-        if chain_link(q_prior, q_before, q, int(q_micros), framed) == bytes(q_hash):
+        q_prior = _blob(prior[0]) if prior else GENESIS
+        q_before = _case_before(reader, oid, version)
+        if q_prior is None or q_before is None or not isinstance(q_micros, int):
+            continue
+        if chain_link(q_prior, q_before, q, q_micros, framed) == _blob(q_hash):
             return brk(
                 "reordered",
                 position,
@@ -635,7 +704,18 @@ def _mismatch(
                 belongs_at=q,
                 version=q_version,
             )
-    if (oid, e[2]) == (ch[1], ch[2]):
+    if computed is None:
+        seen = None if last is None else last[0]
+        return brk(
+            "changed",
+            position,
+            oid,
+            f"the event at position {position} is version {version} of its case, whose "
+            f"previous event in the log is version {seen}: a case's versions run 1, 2, 3…",
+            version=version,
+            previous_version=seen,
+        )
+    if (oid, version) == (ch[1], ch[2]):
         # Intact event, edited chain row? Then the next link still fits what we computed.
         nxt = reader.one(
             f"SELECT {_EVENT_COLUMNS} FROM stored_events WHERE {{pos}}=?", position + 1
@@ -645,31 +725,34 @@ def _mismatch(
         )
         if nxt is not None and stored_next is not None:
             next_before = computed if nxt[1] == oid else _case_before(reader, nxt[1], nxt[2])
-            fits = chain_link(computed, next_before, position + 1, int(stored_next[1]), nxt[5])
-            if fits == bytes(stored_next[0]):
-                return brk(
-                    "chain_altered",
-                    position,
-                    oid,
-                    "the event is intact but its stored hash was changed",
-                )
+            next_micros = stored_next[1]
+            if next_before is not None and isinstance(next_micros, int):
+                fits = chain_link(computed, next_before, position + 1, next_micros, nxt[5])
+                if fits == _blob(stored_next[0]):
+                    return brk(
+                        "chain_altered",
+                        position,
+                        oid,
+                        "the event is intact but its stored hash was changed",
+                    )
         elif nxt is None:
             head_row = reader.one(f"SELECT log_hash FROM {HEAD_TABLE} WHERE id=1")
-            if head_row is not None and bytes(head_row[0]) == computed:
+            if head_row is not None and _blob(head_row[0]) == computed:
                 return brk(
                     "chain_altered",
                     position,
                     oid,
                     "the event is intact but its stored hash was changed",
                 )
+    topic = bytes(e[3]).decode("utf-8", "replace") if e[3] is not None else None
     return brk(
         "changed",
         position,
         oid,
-        f"the event at position {position} (version {e[2]}), or its record time, was changed "
-        "after it was recorded",
-        version=e[2],
-        topic=e[3],
+        f"the event at position {position} (version {version}), or its record time, was "
+        "changed after it was recorded",
+        version=version,
+        topic=topic,
     )
 
 
@@ -679,7 +762,11 @@ def _check_head(reader: _Reader, count: int, last: bytes, brk: _BreakFn) -> Brea
         if count == 0:
             return None
         return brk("chain_altered", count, None, "the chain head row is missing")
-    claimed, claimed_hash = int(row[0]), bytes(row[1])
+    claimed, claimed_hash = row[0], _blob(row[1])
+    if not isinstance(claimed, int) or claimed_hash is None:
+        return brk(
+            "chain_altered", count, None, "the chain head row holds values the engine never writes"
+        )
     if claimed > count:
         return brk(
             "truncated",
@@ -726,14 +813,19 @@ def _check_against(against: Head, count: int, pinned: bytes | None, brk: _BreakF
 
 @dataclass(frozen=True)
 class ProofLink:
-    """One event of a case in the proof: enough to recompute its hash by hand."""
+    """One event of a case in the proof: everything its hash is computed from, and the hash.
+
+    hash = SHA-256(previous_log_hash ‖ previous_case_hash ‖ position as 8 bytes ‖
+    recorded_at_micros as 8 signed bytes ‖ the frame), all big-endian: docs/audit.md.
+    """
 
     version: int
     position: int
-    recorded_at_micros: int  # the record time as hashed: microseconds since the epoch, UTC
-    event_sha256: str  # SHA-256 of the event's exact stored bytes (its frame), hex
+    recorded_at_micros: int | None  # the record time as hashed: µs since the epoch, UTC
+    frame_base64: str  # the event's exact stored bytes as hashed (its frame), base64
+    event_sha256: str  # SHA-256 of the frame, hex
     previous_log_hash: str  # the hash of the log's event at position - 1 (zeros for the first)
-    previous_case_hash: str  # the hash of the case's previous event (zeros for its first)
+    previous_case_hash: str  # the hash of the case's event one version earlier (zeros: first)
     log_hash: str  # this event's hash: its link in the log's chain and in the case's
     ok: bool  # recomputed from the stored bytes and the stored hashes before it, it matches
 
@@ -744,12 +836,20 @@ class ProofLink:
 def case_proof(
     store: StoreRef, originator_id: str, up_to_version: int | None = None
 ) -> list[ProofLink]:
-    """Recompute a case's links from its stored bytes: what a dossier carries as its proof."""
+    """Recompute a case's links from its stored bytes: what a dossier carries as its proof.
+
+    Each link is checked on its own against the stored hashes before it, so a proof points at
+    the one event that was changed rather than at everything after it. A link is not `ok`
+    either when its chain row names another case or version, when the event or its chain row
+    is not stored as the engine stores them, or when the case's versions skip one.
+    """
     reader = _open(store)
     try:
         rows = reader.all(
-            f"SELECT e.{{pos}}, {{e_eoid}}, e.originator_version, e.topic, e.state, "
-            f"c.log_hash, c.recorded_at, p.log_hash FROM stored_events e "
+            f"SELECT e.{{pos}}, e.originator_version, COALESCE({{frame_e}}, CAST('' AS {{blob}})), "
+            f"c.log_hash, c.recorded_at, p.log_hash, {{e_eoid}} = c.originator_id "
+            f"AND e.originator_version = c.originator_version, "
+            "{event_classes_e}, {chain_classes_c} FROM stored_events e "
             f"JOIN {CHAIN_TABLE} c ON c.position = e.{{pos}} "
             f"LEFT JOIN {CHAIN_TABLE} p ON p.position = e.{{pos}} - 1 "
             "WHERE e.originator_id={oid} ORDER BY e.originator_version",
@@ -760,28 +860,41 @@ def case_proof(
     finally:
         reader.close()
     links: list[ProofLink] = []
-    case = GENESIS
-    for position, oid, version, topic, state, log_hash, micros, prior in rows:
-        if up_to_version is not None and version > up_to_version:
+    case: bytes | None = GENESIS
+    expected = 1
+    for position, version, framed, log_hash, micros, prior, same, e_classes, c_classes in rows:
+        if up_to_version is not None and isinstance(version, int) and version > up_to_version:
             break
-        framed = frame(oid, version, topic, state)
-        previous = bytes(prior) if prior is not None else GENESIS
-        computed = chain_link(previous, case, position, int(micros), framed)
-        # Each link is checked on its own against the stored hashes before it, so a proof
-        # points at the one event that was changed rather than at everything after it.
+        framed = bytes(framed)
+        previous = _blob(prior) if prior is not None else GENESIS
+        stored = _blob(log_hash)
+        before = GENESIS if isinstance(version, int) and version <= 1 else None
+        if before is None and version == expected:
+            before = case
+        ok = (
+            bool(same)
+            and e_classes == EVENT_CLASSES
+            and c_classes == CHAIN_CLASSES
+            and isinstance(micros, int)
+            and previous is not None
+            and before is not None
+            and chain_link(previous, before, position, micros, framed) == stored
+        )
         links.append(
             ProofLink(
-                version,
+                version if isinstance(version, int) else -1,
                 position,
-                int(micros),
+                micros if isinstance(micros, int) else None,
+                base64.b64encode(framed).decode("ascii"),
                 hashlib.sha256(framed).hexdigest(),
-                previous.hex(),
-                case.hex(),
-                bytes(log_hash).hex(),
-                computed == bytes(log_hash),
+                (previous or b"").hex(),
+                (before or b"").hex(),
+                (stored or b"").hex(),
+                ok,
             )
         )
-        case = bytes(log_hash)
+        case = stored
+        expected = version + 1 if isinstance(version, int) else -1
     return links
 
 

@@ -335,8 +335,9 @@ th{{background:#eee}} .hash td{{font-family:monospace;font-size:.75em;word-break
     }
 <h2>哈希链证明</h2><div class="hash">{_table(_PROOF_HEADERS, links)}</div>
 <p>复核方法：事件哈希 = SHA-256(日志前一事件哈希 ‖ 本案前一事件哈希 ‖ 位置(8字节) ‖
-记录时间(8字节，自1970年起的微秒数，UTC) ‖ 原始存储字节)，同一哈希既连入全日志链，
-也连入本案链。用 <code>hazardloop audit verify --against {
+记录时间(8字节，自1970年起的微秒数，UTC) ‖ 事件帧)；事件帧即原样存储的字节，
+JSON 案卷逐条附其 base64。同一哈希既连入全日志链，也连入本案链。
+用 <code>hazardloop audit verify --against {
         html.escape(proof["log_head"])
     }</code> 证明此后记录只增未改。</p>
 </body></html>

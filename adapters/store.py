@@ -129,23 +129,26 @@ def _key(originator_id: UUID | str) -> str:
 
 
 ChainRow = tuple[int, str, int, int, bytes]
-#: Given the (case key, version) of each case whose previous hash is wanted, that hash (of the
-#: case's latest event before `version`), for the cases that have one.
+#: Given the (case key, version) of each event whose hash is wanted, that hash, for the events
+#: that are in the chain.
 CaseLookup = Callable[[Sequence[tuple[str, int]]], Mapping[str, bytes]]
 
 
 class _Chainer:
     """The chain arithmetic both recorders share; the recorder holds the write lock meanwhile.
 
-    Keeps the case hashes of this recorder's own writes, saving a lookup per event; the cache is
-    trusted only while the log still ends where this recorder left it.
+    An event's case previous hash is always its case's event one version earlier (the rule the
+    verifier holds every event to). Keeps the last (version, hash) of each case this recorder
+    wrote, saving a lookup per event; the cache is trusted only while the log still ends where
+    this recorder left it: the same last position *and* hash.
     """
 
     case_cache_size = 100_000
 
     def __init__(self) -> None:
-        self.case_heads: dict[str, bytes] = {}
-        self.chained_to = -1
+        self.case_heads: dict[str, tuple[int, bytes]] = {}
+        self.chained_to: tuple[int, bytes] | None = None
+        self._pending: tuple[int, bytes] = (-1, GENESIS)
 
     def link(
         self,
@@ -162,34 +165,47 @@ class _Chainer:
         previous = bytes(last[1]) if last else GENESIS
         last_micros = int(last[2]) if last else 0
         micros = max(to_micros(recorded_at or datetime.now(UTC)), last_micros)
-        if last is None or int(last[0]) != self.chained_to:
+        if last is None or (int(last[0]), previous) != self.chained_to:
             self.case_heads.clear()  # another writer came in between: the cache is stale
-        self.chained_to = -1  # until this chaining is complete, the cache is not to be trusted
+        self.chained_to = None  # until this chaining is complete, the cache is not to be trusted
         cases = self.case_heads
         keys = [_key(s.originator_id) for s in stored_events]
+        # The events one version earlier that neither the cache nor this batch will hold.
         wanted: dict[str, int] = {}
+        ahead: dict[str, int] = {}  # each case's version as this batch runs, where it has one
         for key, stored in zip(keys, stored_events, strict=True):
-            if key not in cases and key not in wanted and stored.originator_version > 1:
-                wanted[key] = stored.originator_version
+            version = stored.originator_version
+            cached = cases.get(key)
+            known = ahead.get(key, cached[0] if cached else None)
+            if version > 1 and known != version - 1 and key not in wanted:
+                wanted[key] = version - 1
+            ahead[key] = version
         found = lookup(list(wanted.items())) if wanted else {}
         rows: list[ChainRow] = []
         for key, stored, position in zip(keys, stored_events, positions, strict=True):
             version = stored.originator_version
-            before = cases.pop(key, None)
-            if before is None:
-                before = found.get(key, GENESIS) if version > 1 else GENESIS
+            cached = cases.pop(key, None)
+            if version <= 1:  # a case's first version: 1 (0 in the library's own tests)
+                before = GENESIS
+            elif cached is not None and cached[0] == version - 1:
+                before = cached[1]
+            else:  # not in the chain: a gap the library never writes, and `audit verify` names
+                before = found.get(key, GENESIS)
             framed = frame(key, version, stored.topic, stored.state)
             previous = chain_link(previous, before, position, micros, framed)
-            cases[key] = previous
+            cases[key] = (version, previous)
             rows.append((position, key, version, micros, previous))
         while len(cases) > self.case_cache_size:
             del cases[next(iter(cases))]  # least recently written first
+        self._pending = (positions[-1], previous)
         return rows, previous, micros
 
     def done(self, positions: Sequence[int]) -> None:
-        # Trusted only if the next transaction finds the log still ending where we left it; if
-        # this one rolls back instead, the position will not match and the cache is dropped.
-        self.chained_to = positions[-1]
+        # Trusted only if the next transaction finds the log still ending where we left it (its
+        # last position and hash); if this one rolls back instead and another writer fills the
+        # same positions, the hash will not match and the cache is dropped.
+        assert self._pending[0] == positions[-1]
+        self.chained_to = self._pending
 
 
 class HazardLoopSQLiteRecorder(SQLiteApplicationRecorder):
@@ -280,8 +296,7 @@ class HazardLoopSQLiteRecorder(SQLiteApplicationRecorder):
             for key, version in wanted:
                 c.execute(
                     f"SELECT log_hash FROM {CHAIN_TABLE} "
-                    "WHERE originator_id=? AND originator_version<? "
-                    "ORDER BY originator_version DESC LIMIT 1",
+                    "WHERE originator_id=? AND originator_version=?",
                     (key, version),
                 )
                 hit = c.fetchone()
@@ -404,10 +419,9 @@ class HazardLoopPostgresRecorder(PostgresApplicationRecorder):
             "SELECT position, log_hash, recorded_at FROM {chain} ORDER BY position DESC LIMIT 1"
         ).format(chain=t["chain"])
         self._cases_statement = SQL(
-            "SELECT DISTINCT ON (c.originator_id) c.originator_id, c.log_hash "
+            "SELECT c.originator_id, c.log_hash "
             "FROM {chain} c JOIN unnest(%s::text[], %s::bigint[]) AS w(id, version) "
-            "ON c.originator_id = w.id AND c.originator_version < w.version "
-            "ORDER BY c.originator_id, c.originator_version DESC"
+            "ON c.originator_id = w.id AND c.originator_version = w.version"
         ).format(chain=t["chain"])
         self._insert_chain_statement = SQL(
             "INSERT INTO {chain} "

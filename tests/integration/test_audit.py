@@ -435,28 +435,102 @@ def test_the_range_check_runs_alone_as_a_script(store: Path) -> None:
     assert audit_scan.check_range(str(store), 1, n - 2)  # the range before it is intact
 
 
-def test_a_storage_class_changed_with_the_bytes_kept_reads_the_same_on_both_walks(
-    store: Path,
-) -> None:
-    # Both walks hash the bytes the database holds, whatever the column's storage class: the
-    # fast check (which passes) and the careful walk (run when the fast check is told to fail)
-    # agree. A version stored as a blob in the events only is a change (the chain row differs).
-    _sql(store, ("UPDATE stored_events SET state=CAST(state AS TEXT) WHERE rowid=?", (4,)))
-    assert verify(store).ok
-    from adapters import audit
-
-    careful = audit._open(store)
+def _verdicts(path: Path) -> set[tuple[str, int] | None]:
+    """What `audit verify` says with one and with two processes, and the careful walk alone."""
+    found: set[tuple[str, int] | None] = set()
+    for workers in (1, 2):
+        result = verify(path, workers=workers)
+        found.add((result.breaks[0].kind, result.breaks[0].position) if result.breaks else None)
+    careful = audit._open(path)
     try:
-        assert audit._verify(careful, None).ok
+        walked = audit._verify(careful, None)
     finally:
         careful.close()
-    _sql(
-        store,
-        ("UPDATE stored_events SET originator_version=CAST(originator_version AS BLOB) "
-         "WHERE rowid=?", (6,)),
-    )  # fmt: skip
-    (b,) = verify(store).breaks
-    assert (b.kind, b.position) == ("changed", 6)
+    found.add((walked.breaks[0].kind, walked.breaks[0].position) if walked.breaks else None)
+    return found
+
+
+# Each: statements a tamperer with the file runs, and the one verdict every walk must give.
+# Storage classes matter on SQLite: a text id and a blob id with the same bytes are different
+# keys to the engine, so changing the class of both an event's and its chain row's id hides the
+# event from its case (the engine then loads the case without it).
+TAMPERINGS = {
+    "id as a blob in both tables": (
+        ["UPDATE stored_events SET originator_id=CAST(originator_id AS BLOB) WHERE rowid=10",
+         "UPDATE event_chain SET originator_id=CAST(originator_id AS BLOB) WHERE position=10"],
+        ("changed", 10),
+    ),
+    "state as text, same bytes": (
+        ["UPDATE stored_events SET state=CAST(state AS TEXT) WHERE rowid=8"], ("changed", 8),
+    ),
+    "version as a blob": (
+        ["UPDATE stored_events SET originator_version=CAST(originator_version AS BLOB) "
+         "WHERE rowid=6"], ("changed", 6),
+    ),
+    "version NULL": (["UPDATE stored_events SET originator_version=NULL WHERE rowid=8"],
+                     ("changed", 8)),
+    "state NULL": (["UPDATE stored_events SET state=NULL WHERE rowid=7"], ("changed", 7)),
+    "topic NULL": (["UPDATE stored_events SET topic=NULL WHERE rowid=8"], ("changed", 8)),
+    "topic not UTF-8": (
+        ["UPDATE stored_events SET topic=CAST(X'ff' || topic AS TEXT) WHERE rowid=8"],
+        ("changed", 8),
+    ),
+    "chain row's id edited": (["UPDATE event_chain SET originator_id='zz' WHERE position=8"],
+                              ("chain_altered", 8)),
+    "chain row's version edited": (
+        ["UPDATE event_chain SET originator_version=77 WHERE position=8"], ("chain_altered", 8),
+    ),
+    "record time as text": (["UPDATE event_chain SET recorded_at='x' WHERE position=9"],
+                            ("chain_altered", 9)),
+    "head hash as text": (["UPDATE chain_head SET log_hash='abc'"], ("chain_altered", 30)),
+    "head count as text": (["UPDATE chain_head SET count='abc'"], ("chain_altered", 30)),
+    "hash edited, next record time as text": (
+        ["UPDATE event_chain SET log_hash=zeroblob(32) WHERE position=8",
+         "UPDATE event_chain SET recorded_at='x' WHERE position=9"], ("changed", 8),
+    ),
+    "hash edited, next version NULL": (
+        ["UPDATE event_chain SET log_hash=zeroblob(32) WHERE position=10",
+         "UPDATE stored_events SET originator_version=NULL WHERE rowid=11"], ("changed", 10),
+    ),
+    "versions renumbered, a record time as text": (
+        ["UPDATE stored_events SET originator_version=99 WHERE rowid=6",
+         "UPDATE stored_events SET originator_version=3 WHERE rowid=5",
+         "UPDATE event_chain SET recorded_at='x' WHERE position=6"], ("changed", 5),
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(TAMPERINGS))
+def test_odd_values_are_named_breaks_the_same_by_every_walk(store: Path, name: str) -> None:
+    """Whatever a column holds, every walk names the same first break; nothing raises."""
+    statements, expected = TAMPERINGS[name]
+    assert _count(store) == 30  # the positions above are this store's
+    _sql(store, *((sql, ()) for sql in statements))
+    assert _verdicts(store) == {expected}
+
+
+def test_a_hidden_event_cannot_pass_with_any_number_of_processes(store: Path) -> None:
+    """A forged copy of a case's version 2, appended with a blob id and chained as if version 1
+    were its previous event: every walk, with any split, refuses it."""
+    conn = sqlite3.connect(store)
+    oid, _, topic, state = _event(store, 5)
+    assert _event(store, 4)[:2] == (oid, 1)
+    (h4,) = conn.execute("SELECT log_hash FROM event_chain WHERE position=4").fetchone()
+    h30, t30 = conn.execute(
+        "SELECT log_hash, recorded_at FROM event_chain WHERE position=30"
+    ).fetchone()
+    forged = chain_link(h30, h4, 31, t30, frame(oid, 2, topic, state))
+    with conn:
+        conn.execute(
+            "INSERT INTO stored_events (rowid, originator_id, originator_version, topic, state) "
+            "VALUES (31, CAST(? AS BLOB), 2, ?, ?)", (oid, topic, state),
+        )  # fmt: skip
+        conn.execute(
+            "INSERT INTO event_chain VALUES (31, CAST(? AS BLOB), 2, ?, ?)", (oid, t30, forged)
+        )
+        conn.execute("UPDATE chain_head SET count=31, log_hash=?", (forged,))
+    conn.close()
+    assert _verdicts(store) == {("changed", 31)}
 
 
 # ------------------------------------------------------------------------------- PostgreSQL
@@ -534,6 +608,17 @@ def test_pg_changed_row_is_named_by_case_and_position(pg_store: str) -> None:
     assert (b.kind, b.position, b.originator_id) == ("changed", 7, oid.hex)  # type: ignore[attr-defined]
     assert b.subject is not None
     assert b.subject.startswith("H-")
+    assert not all(link.ok for link in case_proof(pg_store, oid.hex))  # type: ignore[attr-defined]
+
+
+@postgres
+@pytest.mark.parametrize("column", ["state", "topic"])
+def test_pg_a_null_column_is_a_changed_event_not_a_crash(pg_store: str, column: str) -> None:
+    # eventsourcing's PostgreSQL schema lets topic and state be NULL: one UPDATE does it.
+    _pg(pg_store, f"UPDATE stored_events SET {column} = NULL WHERE notification_id = 6")
+    (b,) = verify(pg_store).breaks
+    assert (b.kind, b.position) == ("changed", 6)
+    ((oid,),) = _pg(pg_store, "SELECT originator_id FROM stored_events WHERE notification_id = 6")
     assert not all(link.ok for link in case_proof(pg_store, oid.hex))  # type: ignore[attr-defined]
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 from datetime import datetime, timedelta
 from html.parser import HTMLParser
@@ -66,6 +68,24 @@ def test_steps_extensions_evidence_and_proof(case: HazardLoop, store: str) -> No
     assert d["proof"]["intact"]
     assert [p["version"] for p in d["proof"]["links"]] == [1, 2, 3, 4, 5]
     assert d["proof"]["log_head"] == str(verify(store).head)
+
+
+def test_the_proof_is_recomputed_by_hand_from_the_dossier_alone(case: HazardLoop) -> None:
+    """Every input of every hash is printed: docs/audit.md's formula, with hashlib only."""
+    links = build_dossier(case, "DS-1")["proof"]["links"]
+    case_previous = bytes(32)
+    for link in links:
+        framed = base64.b64decode(link["frame_base64"])
+        assert hashlib.sha256(framed).hexdigest() == link["event_sha256"]
+        assert link["previous_case_hash"] == case_previous.hex()
+        by_hand = hashlib.sha256(
+            bytes.fromhex(link["previous_log_hash"]) + case_previous
+            + link["position"].to_bytes(8, "big")
+            + link["recorded_at_micros"].to_bytes(8, "big", signed=True) + framed
+        ).digest()  # fmt: skip
+        assert by_hand.hex() == link["log_hash"]
+        case_previous = by_hand
+    assert framed.split(b"\x1f")[1] == b"5"  # the frame: id, version, topic, state
 
 
 def test_tipster_identity_is_not_in_the_dossier(case: HazardLoop) -> None:

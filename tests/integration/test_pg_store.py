@@ -73,13 +73,19 @@ def assert_chains_intact(location: str) -> None:
     assert [e[0] for e in events] == list(range(1, len(events) + 1))  # dense: no gaps
     assert [c[0] for c in chain] == [e[0] for e in events]
     assert [c[3] for c in chain] == sorted(c[3] for c in chain)
-    previous, cases = GENESIS, {}
+    previous, cases = GENESIS, dict[str, tuple[int, bytes]]()
     for (pos, oid, version, topic, state), row in zip(events, chain, strict=True):
         key = uuid.UUID(oid).hex
+        if version <= 1:  # a case's first version: 1 (0 in eventsourcing's recorder tests)
+            before = GENESIS
+        else:
+            assert cases[key][0] == version - 1, pos  # a case's versions run on, in log order
+            before = cases[key][1]
         framed = frame(key, version, topic, state)
-        log_hash = chain_link(previous, cases.get(key, GENESIS), pos, row[3], framed)
+        log_hash = chain_link(previous, before, pos, row[3], framed)
         assert row == (pos, key, version, row[3], log_hash), pos
-        previous = cases[key] = log_hash
+        previous = log_hash
+        cases[key] = (version, log_hash)
     assert head[:2] == (len(events), previous)
     if chain:
         assert head[2] == chain[-1][3]  # the head's record time is the last event's
