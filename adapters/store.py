@@ -137,8 +137,9 @@ CaseLookup = Callable[[Sequence[tuple[str, int]]], Mapping[str, bytes]]
 class _Chainer:
     """The chain arithmetic both recorders share; the recorder holds the write lock meanwhile.
 
-    An event's case previous hash is always its case's event one version earlier (the rule the
-    verifier holds every event to). Keeps the last (version, hash) of each case this recorder
+    An event's case previous hash is zeros for a case's first version (1; 0 in the library's own
+    tests), else the hash of its case's event one version earlier (the rule the verifier holds
+    every event to). Keeps the last (version, hash) of each case this recorder
     wrote, saving a lookup per event; the cache is trusted only while the log still ends where
     this recorder left it: the same last position *and* hash.
     """
