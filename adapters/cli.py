@@ -23,6 +23,7 @@ from rich.table import Table
 from adapters.bootstrap import Settings, build_engine
 from adapters.cli_options import DbOption
 from adapters.logs import configure_logging, get_logger, log_result
+from adapters.store import StoreLocation
 from loop import commands as c
 from loop.application import HazardLoop
 from loop.errors import HazardLoopError, StoreError
@@ -300,36 +301,80 @@ def _fmt_time(value: Any) -> str:
 
 @app.command("demo")
 def demo_cmd(
-    db: Annotated[str, typer.Option("--db", help="SQLite file to build the demo in.")] = "demo.db",
-    fresh: Annotated[bool, typer.Option("--fresh", help="Delete the file first.")] = False,
+    db: Annotated[
+        str,
+        typer.Option(
+            "--db",
+            help="Where to build the demo: a SQLite file, or an empty PostgreSQL database's URL.",
+        ),
+    ] = "demo.db",
+    fresh: Annotated[
+        bool, typer.Option("--fresh", help="Delete the SQLite file first (never a database).")
+    ] = False,
     hazards: Annotated[int, typer.Option("--hazards", min=10, max=100_000)] = 400,
     seed: Annotated[int, typer.Option("--seed")] = 2026,
 ) -> None:
     """Build a realistic district deterministically, then show what the engine knows."""
     from adapters import demo
+    from adapters.store import parse_db
 
     configure_logging("warning")
-    path = Path(db.split("://", 1)[1].lstrip("/") if "://" in db else db)
-    if fresh:
-        for suffix in ("", "-wal", "-shm", ".key"):  # .key: its tipster master key
-            Path(str(path) + suffix).unlink(missing_ok=True)
-    elif path.exists():
-        sys.stderr.write(f"UsageError: {path} exists; pass --fresh to rebuild it\n")
-        raise typer.Exit(EXIT_USAGE)
+    try:
+        location = parse_db(db)
+    except HazardLoopError as exc:
+        raise _fail(exc, EXIT_USAGE) from None
+    if location.pg is not None:
+        if fresh:
+            sys.stderr.write(
+                "UsageError: --fresh deletes a SQLite file; for PostgreSQL, give the URL of an "
+                "empty database (the demo never deletes a database's data)\n"
+            )
+            raise typer.Exit(EXIT_USAGE)
+        if _holds_events(location):
+            sys.stderr.write(
+                f"UsageError: {location.display} already holds events; give the URL of an "
+                "empty database\n"
+            )
+            raise typer.Exit(EXIT_USAGE)
+        store, folder = db, Path("demo-reports")
+    else:
+        path = location.path
+        if fresh:
+            for suffix in ("", "-wal", "-shm", ".key"):  # .key: its tipster master key
+                Path(str(path) + suffix).unlink(missing_ok=True)
+        elif path.exists():
+            sys.stderr.write(f"UsageError: {path} exists; pass --fresh to rebuild it\n")
+            raise typer.Exit(EXIT_USAGE)
+        store, folder = str(path), path.parent / "demo-reports"
     started = time.perf_counter()
     try:
-        summary = demo.build_district(db=str(path), hazards=hazards, seed=seed)
+        summary = demo.build_district(db=store, hazards=hazards, seed=seed)
     except HazardLoopError as exc:
         raise _fail(exc, EXIT_USAGE) from None
     summary["seconds"] = round(time.perf_counter() - started, 2)
     console = Console()
     demo.print_summary(summary, console)
-    _demo_reports(path, console)
+    _demo_reports(store, folder, console)
 
 
-def _demo_reports(path: Path, console: Console) -> None:
+def _holds_events(location: StoreLocation) -> bool:
+    """Whether a PostgreSQL database already holds an event store with events in it."""
+    import psycopg
+
+    try:
+        with psycopg.connect(**location.psycopg_kwargs()) as conn:
+            found = conn.execute("SELECT to_regclass('stored_events') IS NOT NULL").fetchone()
+            if not (found and found[0]):
+                return False
+            return conn.execute("SELECT EXISTS (SELECT 1 FROM stored_events)").fetchone() == (True,)
+    except psycopg.Error as exc:
+        raise _fail(StoreError(f"cannot open {location.display}: {exc}"), EXIT_USAGE) from None
+
+
+def _demo_reports(store: str, folder: Path, console: Console) -> None:
     """End the demo with its reports: overdue as of the demo's clock, and the quarter it played
-    (as rich tables), both also as HTML files in demo-reports/ beside the store."""
+    (as rich tables), both also as HTML files in `folder` (demo-reports/ beside a SQLite store,
+    in the current folder for PostgreSQL)."""
     from adapters import demo, reports
     from adapters.bootstrap import build_runner
     from adapters.nightly import write_atomically
@@ -337,7 +382,7 @@ def _demo_reports(path: Path, console: Console) -> None:
 
     first = demo.QUARTER[0]
     quarter = parse_period(f"{first.year}-Q{(first.month - 1) // 3 + 1}")
-    engine = build_engine(Settings(db=str(path)), clock=lambda: demo.AS_OF)
+    engine = build_engine(Settings(db=store), clock=lambda: demo.AS_OF)
     try:
         runner = build_runner(engine)
         runner.catch_up()
@@ -354,7 +399,6 @@ def _demo_reports(path: Path, console: Console) -> None:
     reports.print_overdue(overdue, console, "zh", limit=15)
     console.print()
     reports.print_accountability(accountability, console, "zh", dimensions=("unit",))
-    folder = path.parent / "demo-reports"
     files = [
         (folder / f"overdue-{overdue.as_of.date().isoformat()}.html",
          reports.render_overdue(overdue, "html")),

@@ -1,6 +1,7 @@
 """docs/integration.md is true: its shell and Python examples run, in order, against a live
-`hazardloop serve`, and print what the page says they print. The README's embedding example
-runs too, after the README's own first steps."""
+`hazardloop serve`, and print what the page says they print — on each store: on PostgreSQL the
+page's `hazards.db` is the test's database URL. The README's embedding example runs too, after
+the README's own first steps."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import sys
 from pathlib import Path
 
 from tests.apiclient import ENV, ROOT, hazardloop, running_server
+from tests.conftest import store_env
 
 BLOCK = re.compile(r"```(sh|python|text)\n(.*?)```", re.S)
 
@@ -39,19 +41,24 @@ def run(lang: str, code: str, cwd: Path, env: dict[str, str]) -> subprocess.Comp
 class TestIntegrationPage:
     """Every example of docs/integration.md, against a real server."""
 
-    def test_every_example_runs_and_prints_what_the_page_shows(self, tmp_path: Path) -> None:
+    def test_every_example_runs_and_prints_what_the_page_shows(
+        self, tmp_path: Path, store: str
+    ) -> None:
         page = (ROOT / "docs" / "integration.md").read_text(encoding="utf-8")
         examples = blocks(page)
         assert len(examples) >= 8
         serve = [code for lang, code, _ in examples if "hazardloop serve" in code]
         assert len(serve) == 1
         assert "--db hazards.db" in serve[0]
-        with running_server(tmp_path / "hazards.db", cwd=tmp_path) as url:
-            env = {**ENV, "HAZARDLOOP_URL": url}
+        assert sum("hazards.db" in code for _, code, _ in examples) >= 4
+        with running_server(store, cwd=tmp_path) as url:
+            env = {**ENV, **store_env(), "HAZARDLOOP_URL": url}
             for lang, code, shows in examples:
                 if code in serve:
                     continue
-                ran = run(lang, code, tmp_path, env)
+                # The page's store, `hazards.db` in the folder the examples run in, is `store`
+                # (that same file on SQLite; a database URL on PostgreSQL).
+                ran = run(lang, code.replace("hazards.db", store), tmp_path, env)
                 assert ran.returncode == 0, f"{code}\n--- stderr:\n{ran.stderr}"
                 if shows is not None:
                     assert ran.stdout.strip() == shows.strip(), code

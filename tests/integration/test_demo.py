@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections import Counter
@@ -16,7 +17,7 @@ from adapters.demo import AS_OF, build_district
 from loop.application import HazardLoop
 from loop.hazard import Hazard
 from loop.lifecycle import Status
-from tests.conftest import StoreFactory
+from tests.conftest import PgCluster, StoreFactory
 
 ROOT = Path(__file__).resolve().parents[2]
 HAZARDS = 400
@@ -147,6 +148,35 @@ class TestDemoCommand:
         assert "Demo district D01" in run.stdout
         assert "hazardloop show D01-2026-" in run.stdout
         assert "已销号" in run.stdout
+
+    def test_on_postgresql_it_builds_in_an_empty_database_and_never_deletes_one(
+        self, pg_cluster: PgCluster, tmp_path: Path
+    ) -> None:
+        name = pg_cluster.create("demo_cli", empty=True)
+        url = pg_cluster.url(name)
+        env = {**os.environ, "HAZARDLOOP_CIPHER_KEY_FILE": str(tmp_path / "master.key")}
+
+        def demo(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [sys.executable, "-m", "adapters.cli", "demo", "--db", url, "--hazards", "10",
+                 *args],
+                capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120,
+            )  # fmt: skip
+
+        try:
+            refused = demo("--fresh")
+            assert refused.returncode == 2
+            assert "--fresh deletes a SQLite file" in refused.stderr
+            built = demo()
+            assert built.returncode == 0, built.stderr
+            assert "Demo district D01" in built.stdout
+            assert (tmp_path / "demo-reports" / "overdue-2026-11-20.html").stat().st_size > 1000
+            assert not any("@" in p.name for p in tmp_path.iterdir())  # no file named by the URL
+            again = demo()
+            assert again.returncode == 2
+            assert "already holds events" in again.stderr
+        finally:
+            pg_cluster.drop(name)
 
     def test_a_postgresql_store_is_printed_without_its_password(
         self, district: dict[str, Any]
