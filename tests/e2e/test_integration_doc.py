@@ -1,7 +1,7 @@
 """docs/integration.md is true: its shell and Python examples run, in order, against a live
-`hazardloop serve`, and print what the page says they print — on each store: on PostgreSQL the
-page's `hazards.db` is the test's database URL. The README's embedding example runs too, after
-the README's own first steps."""
+`hazardloop serve`, and print what the page says they print. The README's embedding example
+runs too, after the README's own first steps. Both on each store: on PostgreSQL the pages'
+`hazards.db` is the test's database URL."""
 
 from __future__ import annotations
 
@@ -71,7 +71,9 @@ class TestIntegrationPage:
 class TestReadmeEmbedding:
     """The README's in-process example closes the README's case and reads the feed."""
 
-    def test_the_embedding_example_prints_what_the_readme_promises(self, tmp_path: Path) -> None:
+    def test_the_embedding_example_prints_what_the_readme_promises(
+        self, tmp_path: Path, store: str
+    ) -> None:
         readme = (ROOT / "README.md").read_text(encoding="utf-8")
         jsonl = re.search(r"cat > today.jsonl <<'EOF'\n(.*?)\nEOF", readme, re.S)
         pythons = re.findall(r"```python\n(.*?)\n```", readme, re.S)
@@ -79,11 +81,13 @@ class TestReadmeEmbedding:
         embedding = [code for code in pythons if "open_engine" in code]
         assert len(embedding) == 1
         (tmp_path / "today.jsonl").write_text(jsonl.group(1) + "\n", encoding="utf-8")
-        assert (
-            hazardloop("apply", "today.jsonl", "--db", "hazards.db", cwd=tmp_path).returncode == 0
-        )
-        assert run("python", pythons[0], tmp_path, ENV).returncode == 0  # the rectification
-        ran = run("python", embedding[0], tmp_path, ENV)
+        assert all('db="hazards.db"' in code for code in (pythons[0], embedding[0]))
+        # The README's `hazards.db` is `store`: that file on SQLite, a database on PostgreSQL.
+        env = {**ENV, **store_env()}
+        assert hazardloop("apply", "today.jsonl", "--db", store, cwd=tmp_path).returncode == 0
+        rectify = run("python", pythons[0].replace("hazards.db", store), tmp_path, env)
+        assert rectify.returncode == 0, rectify.stderr
+        ran = run("python", embedding[0].replace("hazards.db", store), tmp_path, env)
         assert ran.returncode == 0, ran.stderr
         total = re.search(r"\.total\)  # (\S+)", embedding[0])
         assert total is not None
