@@ -31,7 +31,6 @@ from adapters.store import (
     chain_format_error,
     chain_link,
     parse_db,
-    position_time,
 )
 from loop.errors import InvalidCommand, StoreError
 
@@ -351,9 +350,9 @@ def _subject(reader: _Reader, originator_id: str | None) -> str | None:
         )
     except reader.errors:
         return None  # not even an id this store could hold (a damaged chain row)
-    if row is None or not isinstance(row[0], bytes | bytearray | memoryview):
+    raw = _blob(row[0]) if row is not None else None
+    if raw is None:
         return None
-    raw = bytes(row[0])
     try:
         state = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
@@ -471,7 +470,6 @@ def _check_log(reader: _Reader, count: int) -> bool:
         "AND c.originator_id = {e_eoid} AND c.originator_version = e.originator_version "
         "ORDER BY e.{pos}"
     )
-    sha256 = hashlib.sha256
     genesis = GENESIS
     previous = genesis
     cases: dict[str, tuple[int, bytes]] = {}
@@ -487,8 +485,7 @@ def _check_log(reader: _Reader, count: int) -> bool:
             if last is None or last[0] != version - 1:
                 return False  # not the case's previous version, or none earlier in the log
             before = last[1]
-        here = position_time(position, micros)
-        previous = sha256(previous + before + here + framed).digest()
+        previous = chain_link(previous, before, position, micros, framed)
         if previous != log_hash:
             return False
         cases[oid] = (version, previous)

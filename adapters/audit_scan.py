@@ -104,7 +104,7 @@ def _check(conn: sqlite3.Connection, lo: int, hi: int) -> bool:
         previous = GENESIS
     cases: dict[bytes, tuple[int, bytes]] = {}
     sha256 = hashlib.sha256
-    pack = struct.Struct(">Qq").pack  # position, record time: as adapters.store.position_time
+    pack = struct.Struct(">Qq").pack  # position, record time: as adapters.store.chain_link
     join = b"".join
     get = cases.get
     genesis = GENESIS

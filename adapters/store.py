@@ -71,6 +71,8 @@ GENESIS = bytes(32)
 #: (before 2026-11-28: a log hash and a case hash per event, no record time) is refused.
 CHAIN_FORMAT = 2
 _SEP = b"\x1f"
+#: An event's position (8 bytes, unsigned) and record time (8 bytes, signed µs since the epoch),
+#: big-endian, as its hash takes them.
 _POSITION_TIME = struct.Struct(">Qq")
 #: The advisory lock under which a PostgreSQL store's tables are created (any fixed 64-bit key).
 SCHEMA_LOCK = int.from_bytes(hashlib.sha256(b"hazardloop:schema").digest()[:8], "big", signed=True)
@@ -82,12 +84,6 @@ def frame(originator_id: str, version: int, topic: str, state: bytes) -> bytes:
     """The exact stored columns of one event, as hashed: id, version, topic, state bytes."""
     parts = (originator_id.encode(), str(version).encode(), topic.encode(), state)
     return _SEP.join(parts)
-
-
-def position_time(position: int, recorded_micros: int) -> bytes:
-    """An event's position (8 bytes, unsigned) and record time (8 bytes, signed microseconds
-    since the epoch), big-endian, as its hash takes them."""
-    return _POSITION_TIME.pack(position, recorded_micros)
 
 
 def chain_link(
@@ -171,16 +167,18 @@ class _Chainer:
         self.chained_to = None  # until this chaining is complete, the cache is not to be trusted
         cases = self.case_heads
         keys = [_key(s.originator_id) for s in stored_events]
-        # The events one version earlier that neither the cache nor this batch will hold.
+        # For each case's first event in this batch, its event one version earlier when the
+        # cache does not hold it (a later event of the case in the batch follows this one).
         wanted: dict[str, int] = {}
-        ahead: dict[str, int] = {}  # each case's version as this batch runs, where it has one
+        seen: set[str] = set()
         for key, stored in zip(keys, stored_events, strict=True):
+            if key in seen:
+                continue
+            seen.add(key)
             version = stored.originator_version
             cached = cases.get(key)
-            known = ahead.get(key, cached[0] if cached else None)
-            if version > 1 and known != version - 1 and key not in wanted:
+            if version > 1 and (cached is None or cached[0] != version - 1):
                 wanted[key] = version - 1
-            ahead[key] = version
         found = lookup(list(wanted.items())) if wanted else {}
         rows: list[ChainRow] = []
         for key, stored, position in zip(keys, stored_events, positions, strict=True):
