@@ -46,13 +46,16 @@ def _schema(folder: Path, *, coverage: bool) -> Any:
 
 
 # Loaded when the module is collected (schemathesis parametrizes from the document); the
-# fixture below closes the stores and removes their folder when the module is done.
+# fixture below closes the stores and removes their folder when the session ends. Not when the
+# module ends: under xdist's worksteal a worker may run this module's tests in two stretches,
+# and a module fixture is torn down between them, while the stores made at collection are not
+# made again (the second stretch then failed with "unable to open database file").
 _FOLDER = Path(tempfile.mkdtemp(prefix="hazardloop-schemathesis-"))
 read_schema = _schema(_FOLDER / "reads", coverage=True).exclude(path="/commands")
 command_schema = _schema(_FOLDER / "commands", coverage=False).include(path="/commands")
 
 
-@pytest.fixture(scope="module", autouse=True)
+@pytest.fixture(scope="session", autouse=True)
 def _clean_up() -> Iterator[None]:
     yield
     for schema in (read_schema, command_schema):
