@@ -105,6 +105,10 @@ class _Writer:
         self.dialect = conn.dialect.name
         self.fast = self.dialect in _STORED
         self.time: Callable[[datetime | None], Any] = _as_given
+        #: Tables loaded through a temporary table in this chunk's transaction (PostgreSQL).
+        self.loaded: set[str] = set()
+        #: Whether temporary tables may be created (PostgreSQL; None: not asked yet).
+        self.temporary: bool | None = None
         if not self.fast:
             return
         if self.dialect not in _Writer.checked:
@@ -129,6 +133,17 @@ class _Writer:
             return value
 
         self.time = time
+
+    def _may_use_temporary_tables(self, driver: Any) -> bool:
+        """Whether our role may create temporary tables here (PostgreSQL's TEMP privilege, which
+        a locked-down database may withhold): asked once per chunk, when first needed."""
+        if self.temporary is None:
+            with driver.cursor() as cur:
+                found = cur.execute(
+                    "SELECT has_database_privilege(current_database(), 'TEMP')"
+                ).fetchone()
+            self.temporary = bool(found and found[0])
+        return self.temporary
 
     def write(
         self,
@@ -182,8 +197,9 @@ class _Writer:
             return
         if new and not _copy_insert(driver, table, new):
             rows = [*rows, *new]
-        if len(rows) >= COPY_FROM:
-            _copy_upsert(driver, table, rows, fixed)
+        if len(rows) >= COPY_FROM and self._may_use_temporary_tables(driver):
+            _copy_upsert(driver, table, rows, fixed, again=table.name in self.loaded)
+            self.loaded.add(table.name)
         elif rows:
             with driver.cursor() as cur:
                 cur.executemany(_upsert_sql(self.dialect, table, fixed, "VALUES"), rows)
@@ -231,30 +247,39 @@ def _copy_insert(driver: Any, table: Table, rows: Sequence[Sequence[Any]]) -> bo
                     write(row)
         except psycopg.errors.UniqueViolation:
             cur.execute("ROLLBACK TO SAVEPOINT hazardloop_copy")
+            cur.execute("RELEASE SAVEPOINT hazardloop_copy")
             return False
         cur.execute("RELEASE SAVEPOINT hazardloop_copy")
     return True
 
 
 def _copy_upsert(
-    driver: Any, table: Table, rows: Sequence[Sequence[Any]], fixed: frozenset[str]
+    driver: Any,
+    table: Table,
+    rows: Sequence[Sequence[Any]],
+    fixed: frozenset[str],
+    *,
+    again: bool = False,
 ) -> None:
     """Upsert `rows` on PostgreSQL: COPY them into a temporary table shaped like `table` (this
-    transaction's own: dropped at its end, so always the table's shape of the moment), then
-    one `INSERT … SELECT … ON CONFLICT` from it."""
-    load = f"_load_{table.name}"
+    transaction's own, in `pg_temp`: dropped at its end, so always the table's shape of the
+    moment), then one `INSERT … SELECT … ON CONFLICT` from it. `again`: the temporary table
+    was loaded before in this transaction (the ledger's rows written in full), so it is
+    emptied first."""
+    load = f"pg_temp._load_{table.name}"
     columns = ", ".join(c.name for c in table.columns)
     with driver.cursor() as cur:
-        cur.execute(
-            f"CREATE TEMPORARY TABLE IF NOT EXISTS {load} (LIKE {table.name}) ON COMMIT DROP"
-        )
+        if again:
+            cur.execute(f"TRUNCATE {load}")
+        else:
+            cur.execute(
+                f"CREATE TEMPORARY TABLE IF NOT EXISTS {load} (LIKE {table.name}) ON COMMIT DROP"
+            )
         with cur.copy(f"COPY {load} ({columns}) FROM STDIN") as copy:
             write = copy.write_row
             for row in rows:
                 write(row)
         cur.execute(_upsert_sql("postgresql", table, fixed, load))
-        # The same table may be loaded again in this transaction (the ledger, twice).
-        cur.execute(f"TRUNCATE {load}")
 
 
 class EventSource(Protocol):
