@@ -106,14 +106,19 @@ class TipsterVault:
             master_key, b"hazard-loop idempotency fingerprint v1", "sha256"
         )
         if self._pg is not None:
+            # A table that is there is not created again: a runtime role that may not create
+            # tables (the schema made by `hazardloop db init` as its owner) opens the store.
             # Engines opening a fresh store at once: PostgreSQL does not serialise
             # CREATE TABLE IF NOT EXISTS among themselves, so one at a time.
             with self._pg_cursor("open the tipster keys") as cur, cur.connection.transaction():
-                cur.execute("SELECT pg_advisory_xact_lock(%s)", (_KEYS_LOCK,))
-                cur.execute(
-                    f"CREATE TABLE IF NOT EXISTS {KEYS_TABLE} ("
-                    "hazard_id text PRIMARY KEY, wrapped bytea NOT NULL)"
-                )
+                cur.execute("SELECT to_regclass(%s) IS NOT NULL AS present", (KEYS_TABLE,))
+                row = cur.fetchone()
+                if not (row["present"] if isinstance(row, dict) else row[0]):
+                    cur.execute("SELECT pg_advisory_xact_lock(%s)", (_KEYS_LOCK,))
+                    cur.execute(
+                        f"CREATE TABLE IF NOT EXISTS {KEYS_TABLE} ("
+                        "hazard_id text PRIMARY KEY, wrapped bytea NOT NULL)"
+                    )
             return
         conn = self._connect()
         try:

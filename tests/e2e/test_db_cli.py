@@ -6,9 +6,13 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
+import pytest
+
 from adapters.bootstrap import Settings, build_engine
+from adapters.store import parse_db
 from loop.commands import parse_command
 from tests.conftest import StoreFactory
 from tests.stores import rows
@@ -20,10 +24,10 @@ VIEW_TABLES = {"ledger", "steps", "step_segments", "grids", "post_tenures", "pro
 API_TABLES = {"api_tokens", "webhook_subscribers"}
 
 
-def hazardloop(*args: str) -> subprocess.CompletedProcess[str]:
+def hazardloop(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "adapters.cli", *args],
-        capture_output=True, text=True, cwd=ROOT, timeout=120,
+        capture_output=True, text=True, cwd=ROOT, timeout=120, input=stdin,
         env={**os.environ, "HAZARDLOOP_LOG_LEVEL": "warning"},
     )  # fmt: skip
 
@@ -92,3 +96,74 @@ def test_a_bad_store_url_is_a_store_error() -> None:
     scheme = hazardloop("db", "upgrade", "--db", "mysql://x@y/z")
     assert scheme.returncode == 2
     assert "'mysql'" in scheme.stderr
+
+
+def _commands(name: str, hazards: int, hour: int) -> str:
+    at = f"2026-11-{2 + hour // 24:02d}T{hour % 24:02d}:00:00+08:00"
+    extra = {
+        "discover": {"grid": "G1", "category": "fire", "grade": "general", "title": "闸门"},
+        "assign": {"unit": "U1", "person": "li"},
+    }.get(name, {})
+    return "".join(
+        json.dumps({"command": name, "hazard_id": f"L-{i:04d}", "actor": "wang", "at": at}
+                   | extra) + "\n"
+        for i in range(hazards)
+    )  # fmt: skip
+
+
+def test_a_role_that_may_not_create_tables_runs_the_engine_after_init(
+    store_factory: StoreFactory, store_kind: str, tmp_path: Path
+) -> None:
+    """PostgreSQL, locked down: the owner runs `db init`; the runtime role may read and write
+    rows but create no table (and no temporary table). Commands, catch-ups (enough changed
+    rows for the views' writer to want a temporary table), a report and `audit verify` work."""
+    if store_kind != "postgres":
+        pytest.skip("database roles and their privileges are PostgreSQL's")
+    db = store_factory(tmp_path, "locked", empty=True)
+    init = hazardloop("db", "init", "--db", db)
+    assert init.returncode == 0, init.stderr
+    role = f"runtime_{uuid.uuid4().hex[:8]}"
+    dbname = parse_db(db).psycopg_kwargs()["dbname"]
+    for sql in (
+        f'CREATE ROLE "{role}" LOGIN',
+        "REVOKE CREATE ON SCHEMA public FROM PUBLIC",
+        f'REVOKE TEMPORARY ON DATABASE "{dbname}" FROM PUBLIC',
+        f'GRANT USAGE ON SCHEMA public TO "{role}"',
+        f'GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO "{role}"',
+        f'GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO "{role}"',
+    ):
+        rows(db, sql)
+    runtime = db.replace(f"{parse_db(db).psycopg_kwargs()['user']}@", f"{role}@", 1)
+    assert runtime != db
+    try:
+        hazards = 250  # over the writer's COPY_FROM: the second catch-up changes 500 rows
+        for hour, name in ((9, "discover"), (10, "report")):
+            applied = hazardloop(
+                "apply", "-", "--db", runtime, stdin=_commands(name, hazards, hour)
+            )
+            assert applied.returncode == 0, applied.stderr
+        first = hazardloop("projections", "catch-up", "--db", runtime)
+        assert first.returncode == 0, first.stderr
+        applied = hazardloop("apply", "-", "--db", runtime, stdin=_commands("assign", hazards, 11))
+        assert applied.returncode == 0, applied.stderr
+        second = hazardloop("projections", "catch-up", "--db", runtime)
+        assert second.returncode == 0, second.stderr
+        assert json.loads(second.stdout)["events"] == hazards
+        assert rows(db, "SELECT status, COUNT(*) FROM ledger GROUP BY status") == [
+            ("assigned", hazards)
+        ]
+        report = hazardloop("report", "overdue", "--db", runtime, "--format", "json",
+                            "--as-of", "2026-12-30T09:00:00+08:00")  # fmt: skip
+        assert report.returncode == 0, report.stderr
+        assert len(json.loads(report.stdout)["rows"]) == hazards
+        verified = hazardloop("audit", "verify", "--db", runtime)
+        assert verified.returncode == 0, verified.stdout + verified.stderr
+        assert verified.stdout.startswith(f"{3 * hazards}:")  # the head: COUNT:HASH
+    finally:
+        for sql in (
+            f'REVOKE ALL ON ALL TABLES IN SCHEMA public FROM "{role}"',
+            f'REVOKE ALL ON ALL SEQUENCES IN SCHEMA public FROM "{role}"',
+            f'REVOKE ALL ON SCHEMA public FROM "{role}"',
+            f'DROP ROLE "{role}"',
+        ):
+            rows(db, sql)
