@@ -116,7 +116,8 @@ def test_a_role_that_may_not_create_tables_runs_the_engine_after_init(
 ) -> None:
     """PostgreSQL, locked down: the owner runs `db init`; the runtime role may read and write
     rows but create no table (and no temporary table). Commands, catch-ups (enough changed
-    rows for the views' writer to want a temporary table), a report and `audit verify` work."""
+    rows for the views' writer to want a temporary table), a report, the nightly job with its
+    escalations, a new API token and `audit verify` work."""
     if store_kind != "postgres":
         pytest.skip("database roles and their privileges are PostgreSQL's")
     db = store_factory(tmp_path, "locked", empty=True)
@@ -156,9 +157,18 @@ def test_a_role_that_may_not_create_tables_runs_the_engine_after_init(
                             "--as-of", "2026-12-30T09:00:00+08:00")  # fmt: skip
         assert report.returncode == 0, report.stderr
         assert len(json.loads(report.stdout)["rows"]) == hazards
+        nightly = hazardloop("nightly", "--db", runtime, "--out", str(tmp_path / "nightly"),
+                             "--as-of", "2026-12-30", "--escalate")  # fmt: skip
+        assert nightly.returncode == 0, nightly.stderr
+        assert len(list((tmp_path / "nightly").glob("overdue-2026-12-30.*"))) == 4
+        token = hazardloop("tokens", "create", "--db", runtime, "--actor", "centre",
+                           "--role", "command_centre", "--grid", "*")  # fmt: skip
+        assert token.returncode == 0, token.stderr
+        escalated = rows(db, "SELECT COUNT(*) FROM stored_events")[0][0] - 3 * hazards
+        assert escalated >= hazards  # at least one escalation step per overdue case
         verified = hazardloop("audit", "verify", "--db", runtime)
         assert verified.returncode == 0, verified.stdout + verified.stderr
-        assert verified.stdout.startswith(f"{3 * hazards}:")  # the head: COUNT:HASH
+        assert verified.stdout.startswith(f"{3 * hazards + escalated}:")  # COUNT:HASH
     finally:
         for sql in (
             f'REVOKE ALL ON ALL TABLES IN SCHEMA public FROM "{role}"',
