@@ -353,16 +353,17 @@ class _Case:
 class _Changes:
     """Rows a chunk changed: each is written once, in its last version (keyed by identity)."""
 
-    __slots__ = ("cases", "fresh", "segments", "steps")
+    __slots__ = ("cases", "discovered", "fresh", "segments", "steps")
 
     def __init__(self) -> None:
         self.cases: dict[int, _Case] = {}
         self.steps: dict[int, list[Any]] = {}
         self.segments: dict[int, list[Any]] = {}
-        #: Rows first made in this chunk (by identity), and cases discovered in it (by key):
-        #: no earlier transaction wrote them, so they are inserted, not upserted, where that
-        #: is faster (PostgreSQL's COPY).
+        #: Rows first made in this chunk (by identity), and the cases discovered in it (by
+        #: key): no earlier transaction wrote their rows, so they are inserted, not upserted,
+        #: where that is faster (PostgreSQL's COPY).
         self.fresh: set[int] = set()
+        self.discovered: set[int] = set()
 
 
 class CasesProjection:
@@ -405,7 +406,7 @@ class CasesProjection:
             key = event.originator_id.int
             if type(event) is discovered:
                 case = cache[key] = _Case(_created(event))
-                changes.fresh.add(key)
+                changes.discovered.add(key)
             else:
                 found = cache.get(key)
                 case = found if found is not None else self._refold(event, time)
@@ -416,8 +417,9 @@ class CasesProjection:
         writer.write(conn, steps, changes.steps, fresh)
         writer.write(conn, step_segments, changes.segments, fresh, _SEGMENT_FIXED)
         rows, in_full, new = [], [], []
+        new_cases = changes.discovered
         for key, case in dirty.items():
-            if key in fresh:
+            if key in new_cases:
                 new.append(self._ledger_row(case, time))
                 case.fixed = _fixed(case.hazard)
                 continue
