@@ -12,8 +12,10 @@ from pathlib import Path
 import pytest
 
 from adapters.bootstrap import Settings, build_engine
+from adapters.http import create_app
 from adapters.store import parse_db
 from loop.commands import parse_command
+from tests.apiclient import ApiClient, issue
 from tests.conftest import StoreFactory
 from tests.stores import rows
 
@@ -117,7 +119,8 @@ def test_a_role_that_may_not_create_tables_runs_the_engine_after_init(
     """PostgreSQL, locked down: the owner runs `db init`; the runtime role may read and write
     rows but create no table (and no temporary table). Commands, catch-ups (enough changed
     rows for the views' writer to want a temporary table), a report, the nightly job with its
-    escalations, a new API token and `audit verify` work."""
+    escalations, a new API token, the HTTP API (a command, the ledger) and `audit verify`
+    work."""
     if store_kind != "postgres":
         pytest.skip("database roles and their privileges are PostgreSQL's")
     db = store_factory(tmp_path, "locked", empty=True)
@@ -166,6 +169,21 @@ def test_a_role_that_may_not_create_tables_runs_the_engine_after_init(
         assert token.returncode == 0, token.stderr
         escalated = rows(db, "SELECT COUNT(*) FROM stored_events")[0][0] - 3 * hazards
         assert escalated >= hazards  # at least one escalation step per overdue case
+        # The HTTP API in-process, as the runtime role: a token, a command, the ledger.
+        api = create_app(Settings(db=runtime))
+        try:
+            engine = api.state.engine
+            client = ApiClient(api, issue(engine, "li", "unit", unit="U1"))
+            rectify = {"command": "rectify", "hazard_id": "L-0000", "actor": "li",
+                       "note": "fixed"}  # fmt: skip
+            posted = client.post("/commands", json=rectify)
+            assert posted.status_code == 200, posted.text
+            listed = client.get("/hazards", params={"status": "rectified"})
+            assert listed.status_code == 200, listed.text
+            assert [h["hazard_id"] for h in listed.json()["items"]] == ["L-0000"]
+        finally:
+            api.state.engine.close()
+        escalated += 1  # the rectification
         verified = hazardloop("audit", "verify", "--db", runtime)
         assert verified.returncode == 0, verified.stdout + verified.stderr
         assert verified.stdout.startswith(f"{3 * hazards + escalated}:")  # COUNT:HASH
