@@ -119,8 +119,8 @@ def test_a_role_that_may_not_create_tables_runs_the_engine_after_init(
     """PostgreSQL, locked down: the owner runs `db init`; the runtime role may read and write
     rows but create no table (and no temporary table). Commands, catch-ups (enough changed
     rows for the views' writer to want a temporary table), a report, the nightly job with its
-    escalations, a new API token, the HTTP API (a command, the ledger) and `audit verify`
-    work."""
+    escalations, a new API token, the HTTP API (a command, the ledger), a webhook subscriber
+    and the push worker, and `audit verify` work."""
     if store_kind != "postgres":
         pytest.skip("database roles and their privileges are PostgreSQL's")
     db = store_factory(tmp_path, "locked", empty=True)
@@ -167,6 +167,19 @@ def test_a_role_that_may_not_create_tables_runs_the_engine_after_init(
         token = hazardloop("tokens", "create", "--db", runtime, "--actor", "centre",
                            "--role", "command_centre", "--grid", "*")  # fmt: skip
         assert token.returncode == 0, token.stderr
+        # The push worker: a subscriber whose receiver is down (a closed port) is tried once,
+        # its failure recorded, and the worker says events are pending (exit 1, not 2).
+        head = rows(db, "SELECT MAX(notification_id) FROM stored_events")[0][0]
+        added = hazardloop("webhooks", "add", "http://127.0.0.1:9/hook", "--after",
+                           str(head - 1), "--db", runtime)  # fmt: skip
+        assert added.returncode == 0, added.stderr
+        pushed = hazardloop("webhooks", "run", "--once", "--attempts", "1", "--timeout", "0.5",
+                            "--backoff", "0.01", "--db", runtime)  # fmt: skip
+        assert pushed.returncode == 1, pushed.stderr
+        assert "pending" in pushed.stderr
+        assert rows(db, "SELECT failures, last_error IS NOT NULL FROM webhook_subscribers") == [
+            (1, True)
+        ]
         escalated = rows(db, "SELECT COUNT(*) FROM stored_events")[0][0] - 3 * hazards
         assert escalated >= hazards  # at least one escalation step per overdue case
         # The HTTP API in-process, as the runtime role: a token, a command, the ledger.
