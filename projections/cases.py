@@ -188,21 +188,21 @@ class _Writer:
         # are (lists), without SQLAlchemy's per-row parameter handling.
         driver: Any = conn.connection.driver_connection
         assert driver is not None
+        values = _upsert_sql(self.dialect, table, fixed, "VALUES")
         if self.dialect == "sqlite":
-            driver.executemany(_upsert_sql(self.dialect, table, fixed, "VALUES"), [*rows, *new])
+            driver.executemany(values, [*rows, *new])
             return
-        if len(rows) + len(new) < COPY_FROM:
+        if len(rows) + len(new) >= COPY_FROM:
+            if new and not _copy_insert(driver, table, new):
+                rows = [*rows, *new]
+            new = ()
+            if len(rows) >= COPY_FROM and self._may_use_temporary_tables(driver):
+                _copy_upsert(driver, table, rows, fixed, again=table.name in self.loaded)
+                self.loaded.add(table.name)
+                return
+        if rows or new:
             with driver.cursor() as cur:
-                cur.executemany(_upsert_sql(self.dialect, table, fixed, "VALUES"), [*rows, *new])
-            return
-        if new and not _copy_insert(driver, table, new):
-            rows = [*rows, *new]
-        if len(rows) >= COPY_FROM and self._may_use_temporary_tables(driver):
-            _copy_upsert(driver, table, rows, fixed, again=table.name in self.loaded)
-            self.loaded.add(table.name)
-        elif rows:
-            with driver.cursor() as cur:
-                cur.executemany(_upsert_sql(self.dialect, table, fixed, "VALUES"), rows)
+                cur.executemany(values, [*rows, *new])
 
 
 #: From this many rows a PostgreSQL upsert goes through COPY into a temporary table and one
@@ -233,6 +233,14 @@ def _upsert_sql(dialect: str, table: Table, fixed: frozenset[str], source: str) 
     return sql
 
 
+def _copy(cur: Any, target: str, columns: str, rows: Sequence[Sequence[Any]]) -> None:
+    """COPY `rows` into `target` (its `columns`, in order): psycopg formats each row in C."""
+    with cur.copy(f"COPY {target} ({columns}) FROM STDIN") as copy:
+        write = copy.write_row
+        for row in rows:
+            write(row)
+
+
 def _copy_insert(driver: Any, table: Table, rows: Sequence[Sequence[Any]]) -> bool:
     """COPY rows no earlier transaction wrote straight into `table` on PostgreSQL; False (and
     nothing written) when one is there all the same, e.g. a view whose tracking position was
@@ -241,10 +249,7 @@ def _copy_insert(driver: Any, table: Table, rows: Sequence[Sequence[Any]]) -> bo
     with driver.cursor() as cur:
         cur.execute("SAVEPOINT hazardloop_copy")
         try:
-            with cur.copy(f"COPY {table.name} ({columns}) FROM STDIN") as copy:
-                write = copy.write_row
-                for row in rows:
-                    write(row)
+            _copy(cur, table.name, columns, rows)
         except psycopg.errors.UniqueViolation:
             cur.execute("ROLLBACK TO SAVEPOINT hazardloop_copy")
             cur.execute("RELEASE SAVEPOINT hazardloop_copy")
@@ -275,10 +280,7 @@ def _copy_upsert(
             cur.execute(
                 f"CREATE TEMPORARY TABLE IF NOT EXISTS {load} (LIKE {table.name}) ON COMMIT DROP"
             )
-        with cur.copy(f"COPY {load} ({columns}) FROM STDIN") as copy:
-            write = copy.write_row
-            for row in rows:
-                write(row)
+        _copy(cur, load, columns, rows)
         cur.execute(_upsert_sql("postgresql", table, fixed, load))
 
 
