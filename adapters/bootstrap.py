@@ -24,7 +24,7 @@ from adapters.tipsters import TipsterVault, load_master_key
 from loop.application import Clock, HazardLoop
 from loop.errors import InvalidPolicy, StoreError
 from loop.policy import Policy
-from projections.runner import ProjectionRunner
+from projections.runner import FOLD_HELPER_FROM, ProjectionRunner
 
 __all__ = ["Settings", "build_engine", "build_runner", "views_engine"]
 
@@ -53,6 +53,15 @@ class Settings(BaseSettings):
         default=None,
         description="file holding the master key (created with mode 0600 if missing); "
         "a PostgreSQL store needs this or cipher_key",
+    )
+    fold_helper_from: int = Field(
+        default=FOLD_HELPER_FROM,
+        ge=0,
+        description="a projection catch-up this many events behind folds cases in helper "
+        "processes (Linux, 2+ CPUs); 0: never",
+    )
+    fold_helpers: int | None = Field(
+        default=None, ge=1, description="helper processes of such a catch-up (default: CPUs - 1)"
     )
 
 
@@ -118,17 +127,23 @@ def views_engine(app: HazardLoop) -> Engine:
     return store_engine(location_of(app))
 
 
-def build_runner(app: HazardLoop, engine: Engine | None = None) -> ProjectionRunner:
+def build_runner(
+    app: HazardLoop, engine: Engine | None = None, settings: Settings | None = None
+) -> ProjectionRunner:
     """The projection runner with every projection of the product, over the store's database
-    (or over `engine`: a scratch database for views as known at a past moment)."""
+    (or over `engine`: a scratch database for views as known at a past moment); its fold
+    helpers as `settings` (default: the environment's) say."""
     from projections.cases import CasesProjection
     from projections.organisation import OrganisationProjection
 
+    settings = settings if settings is not None else Settings()
     try:
         return ProjectionRunner(
             app,
             engine if engine is not None else views_engine(app),
             [CasesProjection(), OrganisationProjection()],
+            fold_helper_from=settings.fold_helper_from,
+            fold_helpers=settings.fold_helpers,
         )
     except SQLAlchemyError as exc:
         raise StoreError(f"cannot open the read models: {exc}") from exc

@@ -13,10 +13,11 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 from uuid import UUID
 
 import psycopg
+from eventsourcing.utils import resolve_topic
 from sqlalchemy import Connection, Dialect, Table
 from sqlalchemy.dialects import postgresql, sqlite
 
@@ -24,7 +25,15 @@ from loop.hazard import Hazard
 from loop.lifecycle import Status
 from projections.tables import ledger, step_segments, steps, stored_moment
 
-__all__ = ["HANDLING_EVENTS", "CasesProjection", "EventSource", "upsert"]
+__all__ = [
+    "HANDLING_EVENTS",
+    "Batch",
+    "CasesProjection",
+    "EventSource",
+    "stored_time",
+    "topic_filter",
+    "upsert",
+]
 
 #: The events that count as a step being handled (the ball moved on because its holder acted).
 HANDLING_EVENTS: dict[str, frozenset[str]] = {
@@ -95,6 +104,29 @@ def _as_given(moment: datetime | None) -> Any:
     return moment
 
 
+def stored_time(dialect: str) -> Callable[[datetime | None], Any]:
+    """A date-time as `dialect` stores it, memoised by object: a chunk's rows share their
+    moments (one memo per chunk: it holds every moment it has seen). Any dialect the fast
+    writer does not know gets the date-time as it is, for SQLAlchemy to bind."""
+    if dialect not in _STORED:
+        return _as_given
+    stored = _STORED[dialect][0]
+    # id -> (the object, its stored form): holding the object keeps its id from being reused.
+    memo: dict[int, tuple[datetime, Any]] = {}
+
+    def time(moment: datetime | None) -> Any:
+        if moment is None:
+            return None
+        hit = memo.get(id(moment))
+        if hit is not None and hit[0] is moment:
+            return hit[1]
+        value = stored(moment)
+        memo[id(moment)] = (moment, value)
+        return value
+
+    return time
+
+
 class _Writer:
     """Writes collapsed rows: plain sequences through the driver (SQLite's sqlite3, PostgreSQL's
     psycopg), inside the transaction SQLAlchemy began; SQLAlchemy Core for any other dialect."""
@@ -117,22 +149,7 @@ class _Writer:
                     f"SQLAlchemy stores date-times differently on {self.dialect}: fix _STORED"
                 )
             _Writer.checked.add(self.dialect)
-        stored, self.mark = _STORED[self.dialect]
-        # id -> (the object, its stored form): holding the object keeps its id from being reused.
-        memo: dict[int, tuple[datetime, Any]] = {}
-
-        def time(moment: datetime | None) -> Any:
-            """A date-time as stored (memoised: a chunk's rows share their moments)."""
-            if moment is None:
-                return None
-            hit = memo.get(id(moment))
-            if hit is not None and hit[0] is moment:
-                return hit[1]
-            value = stored(moment)
-            memo[id(moment)] = (moment, value)
-            return value
-
-        self.time = time
+        self.time = stored_time(self.dialect)
 
     def _may_use_temporary_tables(self, driver: Any) -> bool:
         """Whether our role may create temporary tables here (PostgreSQL's TEMP privilege, which
@@ -144,24 +161,6 @@ class _Writer:
                 ).fetchone()
             self.temporary = bool(found and found[0])
         return self.temporary
-
-    def write(
-        self,
-        conn: Connection,
-        table: Table,
-        changed: dict[int, list[Any]],
-        fresh: set[int],
-        fixed: frozenset[str] = frozenset(),
-    ) -> None:
-        """Write a chunk's changed rows (by identity); those in `fresh` were made in it."""
-        if self.dialect != "postgresql":
-            self.upsert(conn, table, list(changed.values()), fixed)
-            return
-        old: list[list[Any]] = []
-        new: list[list[Any]] = []
-        for ident, row in changed.items():
-            (new if ident in fresh else old).append(row)
-        self.upsert(conn, table, old, fixed, new)
 
     def upsert(
         self,
@@ -368,6 +367,41 @@ class _Changes:
         self.discovered: set[int] = set()
 
 
+def topic_filter(base: type) -> Callable[[str], bool]:
+    """Whether a stored event's topic names a subclass of `base` (memoised per topic). A topic
+    that does not resolve is wanted: decoding it gives the mapper's own error."""
+    seen: dict[str, bool] = {}
+
+    def wants(topic: str) -> bool:
+        found = seen.get(topic)
+        if found is None:
+            try:
+                cls = resolve_topic(topic)
+            except Exception:
+                return True
+            found = seen[topic] = isinstance(cls, type) and issubclass(cls, base)
+        return found
+
+    return wants
+
+
+_is_hazard_event = topic_filter(Hazard.Event)
+
+
+class Batch(NamedTuple):
+    """The rows one fold changed, each in its last version, as lists in their table's column
+    order: `…_new` were first made in it (no earlier transaction or batch wrote them)."""
+
+    steps: list[list[Any]]
+    steps_new: list[list[Any]]
+    segments: list[list[Any]]
+    segments_new: list[list[Any]]
+    ledger: list[tuple[Any, ...]]
+    ledger_new: list[tuple[Any, ...]]
+    #: Ledger rows whose `_LEDGER_FIXED` columns changed: written in full.
+    ledger_in_full: list[tuple[Any, ...]]
+
+
 class CasesProjection:
     """Ledger, steps and segments, from hazard events."""
 
@@ -396,7 +430,14 @@ class CasesProjection:
 
     def process(self, conn: Connection, items: Sequence[tuple[int, Any]]) -> None:
         writer = _Writer(conn)
-        time = writer.time
+        self.store(conn, writer, self.fold(items, writer.time))
+
+    def fold(self, items: Sequence[tuple[int, Any]], time: Callable[[Any], Any]) -> Batch:
+        """Fold `(position, event)` pairs into the cases held in memory; return the rows they
+        changed, each in its last version (`time`: date-times as the store keeps them).
+
+        Writes nothing: the batch is written by `store`, in this process or, from a fold
+        helper, in the runner's (projections/helper.py)."""
         changes = _Changes()
         cache = self.cache
         dirty = changes.cases
@@ -416,23 +457,23 @@ class CasesProjection:
             dirty[key] = case
             track(case, event, changes, time)
         fresh = changes.fresh
-        writer.write(conn, steps, changes.steps, fresh)
-        writer.write(conn, step_segments, changes.segments, fresh, _SEGMENT_FIXED)
-        rows, in_full, new = [], [], []
+        batch = Batch([], [], [], [], [], [], [])
+        for ident, row in changes.steps.items():
+            (batch.steps_new if ident in fresh else batch.steps).append(row)
+        for ident, row in changes.segments.items():
+            (batch.segments_new if ident in fresh else batch.segments).append(row)
         new_cases = changes.discovered
         for key, case in dirty.items():
             if key in new_cases:
-                new.append(self._ledger_row(case, time))
+                batch.ledger_new.append(self._ledger_row(case, time))
                 case.fixed = _fixed(case.hazard)
                 continue
             fixed = _fixed(case.hazard)
             if fixed == case.fixed:
-                rows.append(self._ledger_row(case, time))
+                batch.ledger.append(self._ledger_row(case, time))
             else:  # no event changes these today; if one does, its row is written in full
-                in_full.append(self._ledger_row(case, time))
+                batch.ledger_in_full.append(self._ledger_row(case, time))
                 case.fixed = fixed
-        writer.upsert(conn, ledger, rows, _LEDGER_FIXED, new)
-        writer.upsert(conn, ledger, in_full)
         for key, case in dirty.items():
             if case.hazard.status in _TERMINAL:
                 cache.pop(key, None)  # only `reopen` follows: fold it again if it comes
@@ -440,6 +481,27 @@ class CasesProjection:
                 cache.move_to_end(key)
         while len(cache) > self.cache_size:
             cache.popitem(last=False)
+        return batch
+
+    def wants(self, topic: str) -> bool:
+        """Whether events of `topic` are folded here (a fold helper decodes no others)."""
+        return _is_hazard_event(topic)
+
+    @classmethod
+    def store_all(cls, conn: Connection, batches: Iterable[Batch]) -> None:
+        """Write batches from `fold`, in order, in the transaction of `conn`."""
+        writer = _Writer(conn)
+        for batch in batches:
+            cls.store(conn, writer, batch)
+
+    @staticmethod
+    def store(conn: Connection, writer: _Writer, batch: Batch) -> None:
+        """Write a batch of rows from `fold` in the transaction of `conn` (one `writer` per
+        transaction; its date-times stored as `stored_time` of the dialect gives them)."""
+        writer.upsert(conn, steps, batch.steps, new=batch.steps_new)
+        writer.upsert(conn, step_segments, batch.segments, _SEGMENT_FIXED, batch.segments_new)
+        writer.upsert(conn, ledger, batch.ledger, _LEDGER_FIXED, batch.ledger_new)
+        writer.upsert(conn, ledger, batch.ledger_in_full)
 
     def _refold(self, event: Hazard.Event, time: Callable[[Any], Any]) -> _Case:
         """Fold a case memory lacks again from its earlier events in the event store.

@@ -14,10 +14,12 @@ from typing import Any
 from sqlalchemy import Connection, Table, select, update
 
 from loop.organisation import Grid
-from projections.cases import upsert
+from projections.cases import topic_filter, upsert
 from projections.tables import grids, post_tenures
 
 __all__ = ["OrganisationProjection"]
+
+_is_grid_event = topic_filter(Grid.Event)
 
 
 class OrganisationProjection:
@@ -31,6 +33,11 @@ class OrganisationProjection:
 
     def reset(self) -> None:
         self.codes.clear()
+
+    def wants(self, topic: str) -> bool:
+        """Whether events of `topic` change these tables (the runner decodes no others for
+        this projection while a fold helper folds the cases)."""
+        return _is_grid_event(topic)
 
     def process(self, conn: Connection, items: Sequence[tuple[int, Any]]) -> None:
         for _, event in items:

@@ -10,9 +10,10 @@ between chunks when asked. docs/projections.md says why no event is skipped or s
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from types import FrameType
@@ -44,9 +45,12 @@ from sqlalchemy.exc import TimeoutError as SATimeoutError
 
 from loop.application import HazardLoop
 from loop.gc_pause import no_cyclic_gc
+from projections.cases import stored_time
+from projections.helper import Foldable, FoldHelper, can_fork
 from projections.tables import METADATA, tracking
 
 __all__ = [
+    "FOLD_HELPER_FROM",
     "LagReport",
     "Projection",
     "ProjectionRunner",
@@ -74,6 +78,54 @@ class Projection(Protocol):
 
     def process(self, conn: Connection, items: Sequence[tuple[int, Any]]) -> None:
         """Fold `(position, domain event)` pairs, in log order, into the tables via `conn`."""
+
+
+#: From this many events behind, a catch-up folds cases on a second core (`ProjectionRunner`).
+FOLD_HELPER_FROM = 20_000
+
+
+def _shareable(app: HazardLoop) -> bool:
+    """Whether another process can open the application's event store (not an in-memory one)."""
+    name = str(app.env.get("SQLITE_DBNAME", ""))
+    return ":memory:" not in name and "mode=memory" not in name
+
+
+def _spare_cpus() -> int:
+    return max(1, (os.cpu_count() or 1) - 1)
+
+
+class _Helpers:
+    """Fold helpers sharing one projection's cases, each folding those of its part."""
+
+    def __init__(self, projection: Foldable, helpers: list[FoldHelper]) -> None:
+        self.projection = projection
+        self.helpers = helpers
+
+    def start(self) -> None:
+        for h in self.helpers:
+            h.start()
+
+    def fold(self, first: int, last: int, count: int) -> Iterator[Any]:
+        """Every helper starts on the chunk at once; their batches, slice by slice."""
+        return _interleave([h.fold(first, last, count) for h in self.helpers])
+
+    def stop(self, *, kill: bool = False) -> None:
+        for h in self.helpers:
+            h.stop(kill=kill)
+
+
+def _interleave(streams: list[Iterator[Any]]) -> Iterator[Any]:
+    """One item from each stream in turn, until all have ended."""
+    while streams:
+        for stream in list(streams):
+            batch = next(stream, _END)
+            if batch is _END:
+                streams.remove(stream)
+            else:
+                yield batch
+
+
+_END = object()
 
 
 class StaleTracking(Exception):
@@ -104,12 +156,21 @@ class ProjectionRunner:
         *,
         chunk_size: int = 100_000,
         page_cache_kib: int = 256 * 1024,
+        fold_helper_from: int | None = FOLD_HELPER_FROM,
+        fold_slice: int = 10_000,
+        fold_helpers: int | None = None,
     ) -> None:
         self.app = app
         self.engine = engine
         self.projections = list(projections)
         self.chunk_size = chunk_size
         self.page_cache_kib = page_cache_kib
+        #: From this many events behind, `catch_up` folds cases on a second core (a forked
+        #: helper, projections/helper.py) in slices of `fold_slice` events; None or 0: never.
+        self.fold_helper_from = fold_helper_from
+        self.fold_slice = fold_slice
+        #: How many helpers share the cases (by id): as many as the CPUs, bar the runner's.
+        self.fold_helpers = fold_helpers if fold_helpers is not None else _spare_cpus()
         self.mapper = reading_mapper(app)
         #: Reads the log in rows (`log_reader`), decoded as `self.mapper` decodes them.
         self.read = log_reader(app.recorder)
@@ -188,28 +249,89 @@ class ProjectionRunner:
 
     def _catch_up(self, until: int | None, progress: Callable[[int], None] | None) -> int:
         seen = 0
-        while True:
-            try:
-                n = self._step(until)
-            except StaleTracking:
-                self._forget()
-                continue
-            if n == 0:
-                return seen
-            seen += n
-            if progress is not None:
-                progress(n)
+        helper: _Helpers | None = None
+        try:
+            while True:
+                if helper is None:
+                    helper = self._start_helper(until)
+                try:
+                    n = self._step(until, helper)
+                except StaleTracking:
+                    self._forget()
+                    self._stop_helper(helper, kill=True)
+                    helper = None
+                    continue
+                except BaseException:
+                    self._stop_helper(helper, kill=True)
+                    helper = None
+                    raise
+                if n == 0:
+                    return seen
+                seen += n
+                if progress is not None:
+                    progress(n)
+        finally:
+            self._stop_helper(helper)
+
+    def _foldable(self) -> Foldable | None:
+        """The projection a helper may fold for: the first with `fold`, `store_all`, `wants`."""
+        for p in self.projections:
+            if all(hasattr(p, a) for a in ("fold", "store_all", "wants")):
+                return p  # type: ignore[return-value]
+        return None
+
+    def _start_helper(self, until: int | None) -> _Helpers | None:
+        """A fold helper, when the backlog is worth one and this machine and store allow it."""
+        threshold = self.fold_helper_from
+        folded = self._foldable()
+        if not threshold or folded is None or not can_fork() or not _shareable(self.app):
+            return None
+        positions = self.positions()
+        if self._committed is not None and positions != self._committed:
+            self._forget()  # the helper starts with our cases: they must be current
+        head = self.head() if until is None else min(until, self.head())
+        if head - positions[folded.name] < threshold:
+            return None
+        app, dialect = self.app, self.engine.dialect.name
+        k = max(1, self.fold_helpers)
+        helpers = _Helpers(
+            folded,
+            [
+                FoldHelper(
+                    folded,
+                    open_store=lambda: type(app)(env=dict(app.env), policy=app.policy,
+                                                 calendar=app.calendar, clock=app.clock),
+                    make_reader=lambda a: log_reader(a.recorder),
+                    make_decoder=lambda a: row_decoder(reading_mapper(a)),
+                    stored_time=lambda: stored_time(dialect),
+                    slice_size=self.fold_slice,
+                    part=(i, k),
+                )
+                for i in range(k)
+            ],
+        )  # fmt: skip
+        helpers.start()
+        return helpers
+
+    def _stop_helper(self, helper: _Helpers | None, *, kill: bool = False) -> None:
+        """Stop a helper; the cases it folded are not ours, so ours are forgotten (a case not
+        in memory is folded again from the event store when its next event comes)."""
+        if helper is not None:
+            helper.stop(kill=kill)
+            helper.projection.reset()
 
     def _forget(self) -> None:
         for p in self.projections:
             p.reset()
         self._committed = None
 
-    def _step(self, until: int | None) -> int:
+    def _step(self, until: int | None, helper: _Helpers | None = None) -> int:
         positions = self.positions()
         if self._committed is not None and positions != self._committed:
             # Another runner (a report's catch-up, a rebuild) moved a projection since our last
             # chunk: the cases we hold were folded up to our position, not to the new one.
+            if helper is not None:
+                raise StaleTracking("a projection was advanced by another runner")
             self._forget()
         self._committed = None
         start = min(positions.values()) + 1
@@ -224,6 +346,16 @@ class ProjectionRunner:
         if self.on_chunk is not None:
             self.on_chunk(start, last)
         decode = self.decode
+        folded: Any = helper.projection if helper is not None else None
+        batches: Any = None
+        read = len(rows)
+        if helper is not None and positions[folded.name] < last:
+            # The helper starts on the chunk now; the rows it sends are written below.
+            first = max(start, positions[folded.name] + 1)
+            batches = helper.fold(first, last, sum(1 for r in rows if r[0] >= first))
+            wanted = [getattr(p, "wants", None) for p in self.projections if p is not folded]
+            if all(w is not None for w in wanted):  # the others say which events they take
+                rows = [r for r in rows if any(w(r[3]) for w in wanted if w is not None)]
         decoded = [(n, decode(o, v, t, b)) for n, o, v, t, b in rows]
         try:
             with self.engine.begin() as conn:
@@ -238,8 +370,12 @@ class ProjectionRunner:
                     # Claim the chunk first: this takes the write lock, and fails if another
                     # runner moved the position since we read it.
                     self._advance(conn, p.name, pos, last)
+                    if p is folded:
+                        continue
                     items = decoded if pos < start else [x for x in decoded if x[0] > pos]
                     p.process(conn, items)
+                if batches is not None:
+                    folded.store_all(conn, batches)
         except (StaleTracking, IntegrityError, OperationalError) as exc:
             self._forget()
             if isinstance(exc, OperationalError) and "locked" not in str(exc):
@@ -249,7 +385,7 @@ class ProjectionRunner:
             self._forget()
             raise
         self._committed = {name: max(pos, last) for name, pos in positions.items()}
-        return len(rows)
+        return read
 
     def run(
         self,

@@ -134,21 +134,24 @@ class TestGeneratedHistories:
     )
     @given(history=st.lists(step_strategy, min_size=1, max_size=60), probes=st.lists(
         st.floats(min_value=0, max_value=1.05), min_size=1, max_size=6),
-        copy_from=st.sampled_from([1, 3]))  # fmt: skip
+        copy_from=st.sampled_from([1, 3]), fold_from=st.sampled_from([0, 0, 1, 8]))  # fmt: skip
     def test_rebuild_equals_incremental_and_overdue_equals_brute_force(
         self,
         store_factory: StoreFactory,
         history: list[tuple[str, str, bool, int, bool, int]],
         probes: list[float],
         copy_from: int,
+        fold_from: int,
     ) -> None:
         # On PostgreSQL, from `copy_from` rows a table's writes go through COPY (new rows
         # straight in, changed ones through a temporary table): 1 and 3 put these small
-        # histories through COPY and, with 3, executemany too.
+        # histories through COPY and, with 3, executemany too. From `fold_from` events behind
+        # (0: never), the incremental catch-ups fold the cases in two helper processes, five
+        # events a slice (where the platform can fork them).
         shipped = cases.COPY_FROM
         cases.COPY_FROM = copy_from
         try:
-            self._check_history(store_factory, history, probes)
+            self._check_history(store_factory, history, probes, fold_from)
         finally:
             cases.COPY_FROM = shipped
 
@@ -157,12 +160,14 @@ class TestGeneratedHistories:
         store_factory: StoreFactory,
         history: list[tuple[str, str, bool, int, bool, int]],
         probes: list[float],
+        fold_from: int,
     ) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             clock = FakeClock(START + timedelta(days=400))
             db = store_factory(Path(tmp), "h")
             app = build_engine(Settings(db=db, cipher_key=KEY), clock=clock)
             runner = build_runner(app)
+            runner.fold_helper_from, runner.fold_helpers, runner.fold_slice = fold_from, 2, 5
             at = START
             for i, (hazard_id, name, flag, hours, catch_up, pick) in enumerate(history):
                 at += timedelta(hours=hours)

@@ -1,0 +1,238 @@
+"""The fold helper: a projection's folding on a second core, its rows written by the runner.
+
+A large catch-up (a rebuild, a worker far behind) is bound by one Python process's CPU: reading
+and decoding each event, folding its case with the domain's own `apply`, building its rows, and
+the database's upserts. With a helper, the runner's process keeps the transaction (it claims the
+tracking positions, runs the other projections, writes every row and commits), while a child
+process, forked from it, reads the same positions of the log through its own connection,
+decodes and folds them in slices, and sends each slice's changed rows back: the runner writes
+slice k while the helper folds slice k+1. Nothing about exactly-once changes: the helper writes
+nothing, and rows and positions still commit in one transaction. docs/projections.md, "Folding
+on a second core", says why fork, and what happens when either process fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import signal
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from multiprocessing.connection import Connection
+from typing import Any, Protocol
+from uuid import UUID
+
+__all__ = ["FoldHelper", "FoldHelperError", "Foldable", "can_fork"]
+
+
+class Foldable(Protocol):
+    """A projection whose folding can run in a helper: `fold` returns the rows a slice of
+    events changed (picklable), `store` writes them in the runner's transaction."""
+
+    name: str
+    refolded: int
+    events: Any
+
+    def wants(self, topic: str) -> bool: ...
+
+    def fold(self, items: Any, time: Callable[[Any], Any]) -> Any: ...
+
+    def store_all(self, conn: Any, batches: Iterator[Any]) -> None: ...
+
+    def reset(self) -> None: ...
+
+
+class FoldHelperError(RuntimeError):
+    """The helper failed (its error, as it gave it) or ended; the chunk was rolled back."""
+
+
+def can_fork() -> bool:
+    """Whether a helper can be forked here: Linux (fork is the platform's own way to start a
+    process there; elsewhere it is unsafe or missing) with more than one CPU."""
+    return (
+        sys.platform == "linux"
+        and "fork" in multiprocessing.get_all_start_methods()
+        and (os.cpu_count() or 1) > 1
+    )
+
+
+class FoldHelper:
+    """One forked child that folds chunks of the log for `projection`, slice by slice.
+
+    `open_store()` runs in the child and gives it an application of its own (its own connections:
+    nothing the parent opened is used there); `make_reader(app)` and `make_decoder(app)` build its
+    log reader and row decoder; `dialect` says how date-times are stored (`stored_time`).
+    """
+
+    def __init__(
+        self,
+        projection: Foldable,
+        *,
+        open_store: Callable[[], Any],
+        make_reader: Callable[[Any], Callable[[int, int, int | None], Sequence[Any]]],
+        make_decoder: Callable[[Any], Callable[..., Any]],
+        stored_time: Callable[[], Callable[[Any], Any]],
+        slice_size: int = 10_000,
+        part: tuple[int, int] = (0, 1),
+        stall_seconds: float = 600.0,
+    ) -> None:
+        self.projection = projection
+        self.slice_size = slice_size
+        #: (i, k): this helper folds the cases whose id's integer is i modulo k.
+        self.part = part
+        self.stall_seconds = stall_seconds
+        self._serve_args = (open_store, make_reader, make_decoder, stored_time)
+        self._conn: Connection | None = None
+        self._process: Any = None
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._process is None else int(self._process.pid)
+
+    def start(self) -> None:
+        ctx = multiprocessing.get_context("fork")
+        ours, theirs = ctx.Pipe(duplex=True)
+        process = ctx.Process(
+            target=_serve,
+            args=(theirs, ours, self.projection, self.slice_size, self.part, *self._serve_args),
+            name=f"hazardloop-fold-{self.projection.name}-{self.part[0]}",
+            daemon=True,
+        )
+        process.start()
+        theirs.close()  # the child's end: only the child holds it now
+        self._conn, self._process = ours, process
+
+    def fold(self, first: int, last: int, count: int) -> Iterator[Any]:
+        """Ask for positions `first`..`last` (`count` events, as the runner read them) and yield
+        the rows of each slice as the helper sends them. The helper starts at once."""
+        conn = self._connection()
+        conn.send(("fold", first, last, count))
+        return self._batches(conn)
+
+    def _batches(self, conn: Connection) -> Iterator[Any]:
+        while True:
+            message = self._receive(conn)
+            kind = message[0]
+            if kind == "rows":
+                yield message[1]
+            elif kind == "done":
+                self.projection.refolded += int(message[2])
+                return
+            else:
+                raise FoldHelperError(f"the fold helper failed: {message[1]}")
+
+    def stop(self, *, kill: bool = False) -> None:
+        """End the helper: asked first (killed if it does not end within a few seconds), or
+        killed at once (`kill`: after a failure it may be busy with a chunk no one will take)."""
+        conn, process = self._conn, self._process
+        self._conn = self._process = None
+        if conn is not None:
+            if not kill:
+                with contextlib.suppress(OSError, ValueError):
+                    conn.send(("stop",))
+            conn.close()
+        if process is not None:
+            if kill:
+                process.kill()
+            process.join(5)
+            if process.is_alive():
+                process.kill()
+                process.join(5)
+
+    def _connection(self) -> Connection:
+        if self._conn is None:
+            raise FoldHelperError("the fold helper is not running")
+        return self._conn
+
+    def _receive(self, conn: Connection) -> Any:
+        waited = 0.0
+        while not conn.poll(0.5):
+            waited += 0.5
+            if not self._process.is_alive():
+                raise self._ended()
+            if waited >= self.stall_seconds:
+                raise FoldHelperError(f"the fold helper sent nothing for {waited:.0f} s")
+        try:
+            return conn.recv()
+        except (EOFError, OSError) as exc:
+            raise self._ended() from exc
+
+    def _ended(self) -> FoldHelperError:
+        self._process.join(5)
+        return FoldHelperError(
+            f"the fold helper process ended (exit code {self._process.exitcode})"
+        )
+
+
+def _serve(
+    conn: Connection,
+    parents: Connection,
+    projection: Foldable,
+    slice_size: int,
+    part: tuple[int, int],
+    open_store: Callable[[], Any],
+    make_reader: Callable[[Any], Callable[[int, int, int | None], Sequence[Any]]],
+    make_decoder: Callable[[Any], Callable[..., Any]],
+    stored_time: Callable[[], Callable[[Any], Any]],
+) -> None:
+    """The child: fold what the parent asks for until it says stop or goes away."""
+    parents.close()  # else the pipe outlives the parent, and `recv` would wait for ever
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the runner's to handle
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        app = open_store()
+        read, decode = make_reader(app), make_decoder(app)
+        projection.events = app.events  # a case not in memory is folded again from here
+    except BaseException as exc:
+        _report(conn, exc)
+        return
+    wants = projection.wants
+    i, k = part
+    while True:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):
+            return  # the parent is gone
+        if message[0] != "fold":
+            return
+        _, first, last, count = message
+        try:
+            time_of = stored_time()
+            seen = 0
+            refolded = projection.refolded
+            at = first
+            while at <= last:
+                rows = read(at, slice_size, last)
+                if not rows:
+                    break
+                seen += len(rows)
+                if k == 1:
+                    items = [(n, decode(o, v, t, b)) for n, o, v, t, b in rows if wants(t)]
+                else:
+                    items = [
+                        (n, decode(o, v, t, b))
+                        for n, o, v, t, b in rows
+                        if _case_int(o) % k == i and wants(t)
+                    ]
+                conn.send(("rows", projection.fold(items, time_of)))
+                at = rows[-1][0] + 1
+            if seen != count:
+                raise RuntimeError(
+                    f"read {seen} events at positions {first}..{last}, the runner {count}"
+                )
+            conn.send(("done", seen, projection.refolded - refolded))
+        except BaseException as exc:
+            _report(conn, exc)
+            return
+
+
+def _report(conn: Connection, exc: BaseException) -> None:
+    text = " ".join(str(exc).split())
+    with contextlib.suppress(Exception):
+        conn.send(("error", f"{type(exc).__name__}: {text}"))
+
+
+def _case_int(originator_id: Any) -> int:
+    """The integer of a row's originator id (a `UUID`, or its text from another reader)."""
+    return originator_id.int if isinstance(originator_id, UUID) else UUID(str(originator_id)).int

@@ -1,0 +1,183 @@
+"""Catch-ups that fold cases in helper processes (projections/helper.py) write exactly what one
+process writes, and fail as a whole: a helper that raises or dies leaves nothing committed."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, select
+
+from adapters.bootstrap import Settings, build_engine, build_runner
+from adapters.demo import AS_OF, build_district
+from loop.application import HazardLoop
+from projections import helper as helper_module
+from projections.cases import CasesProjection
+from projections.helper import FoldHelperError, can_fork
+from projections.runner import ProjectionRunner
+from projections.tables import grids, ledger, post_tenures, step_segments, steps, tracking
+from tests.conftest import StoreFactory
+
+pytestmark = pytest.mark.skipif(not can_fork(), reason="fold helpers need Linux and 2+ CPUs")
+
+TABLES = (ledger, steps, step_segments, grids, post_tenures, tracking)
+
+
+def snapshot(engine: Engine) -> dict[str, list[tuple[Any, ...]]]:
+    """Every view table and the tracking positions, ordered by key."""
+    out = {}
+    with engine.connect() as conn:
+        for table in TABLES:
+            keys = list(table.primary_key.columns)
+            out[table.name] = [tuple(r) for r in conn.execute(select(table).order_by(*keys))]
+    return out
+
+
+@pytest.fixture(scope="module")
+def district(
+    store_factory: StoreFactory, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[HazardLoop, dict[str, list[tuple[Any, ...]]]]]:
+    """A demo district (grids, posts, 300 hazards) and its views as one process builds them."""
+    db = store_factory(tmp_path_factory.mktemp("fold"), "district")
+    build_district(db, hazards=300, seed=7)
+    app = build_engine(Settings(db=db), clock=lambda: AS_OF)
+    runner = build_runner(app)
+    runner.fold_helper_from = 0
+    runner.rebuild()
+    expected = snapshot(runner.engine)
+    runner.engine.dispose()
+    yield app, expected
+    app.close()
+
+
+def helped_runner(app: HazardLoop, helpers: int, **options: Any) -> ProjectionRunner:
+    runner = build_runner(app)
+    runner.fold_helper_from, runner.fold_helpers = 1, helpers
+    for name, value in options.items():
+        setattr(runner, name, value)
+    return runner
+
+
+def empty_views(runner: ProjectionRunner) -> None:
+    """Drop every view row and position, as `rebuild` does, without catching up."""
+    with runner.engine.begin() as conn:
+        for table in TABLES:
+            conn.execute(table.delete())
+    for p in runner.projections:
+        p.reset()
+
+
+@pytest.mark.parametrize(
+    ("helpers", "slice_size", "chunk_size"),
+    [(1, 10_000, 100_000), (2, 97, 100_000), (3, 250, 700)],
+)
+def test_helpers_write_what_one_process_writes(
+    district: tuple[HazardLoop, dict[str, Any]],
+    monkeypatch: pytest.MonkeyPatch,
+    helpers: int,
+    slice_size: int,
+    chunk_size: int,
+) -> None:
+    """One or more helpers, one slice or many, one chunk or many: the same views, and the
+    runner's own process folded nothing (its fold is never called)."""
+    app, expected = district
+    started: list[int] = []
+    start = helper_module.FoldHelper.start
+
+    def counted(self: helper_module.FoldHelper) -> None:
+        start(self)
+        started.append(self.part[0])
+
+    folded_here: list[int] = []
+    fold = CasesProjection.fold
+
+    def fold_spy(self: CasesProjection, items: Any, time: Any) -> Any:
+        folded_here.append(os.getpid())  # in a helper this appends to the helper's copy
+        return fold(self, items, time)
+
+    monkeypatch.setattr(helper_module.FoldHelper, "start", counted)
+    monkeypatch.setattr(CasesProjection, "fold", fold_spy)
+    runner = helped_runner(app, helpers, fold_slice=slice_size, chunk_size=chunk_size)
+    head = runner.head()
+    assert runner.rebuild() == head
+    assert snapshot(runner.engine) == expected
+    assert sorted(started) == list(range(helpers)), "one start per helper, for the whole run"
+    assert folded_here == []
+    assert runner.positions() == {"cases": head, "organisation": head}
+    runner.engine.dispose()
+
+
+def test_a_small_catch_up_after_a_helped_one_folds_the_cases_again(
+    district: tuple[HazardLoop, dict[str, Any]],
+) -> None:
+    """The cases a helper folded are not the runner's: it forgets its own, and a later catch-up
+    in its own process folds a case again from the event store before its next event."""
+    app, expected = district
+    runner = helped_runner(app, 2, fold_slice=500)
+    head = runner.head()
+    last_cases = head - 40  # catch up to here with helpers, the rest in this process
+    empty_views(runner)
+    runner.catch_up(until=last_cases)
+    cases = runner.projections[0]
+    assert isinstance(cases, CasesProjection)
+    assert len(cases.cache) == 0
+    runner.fold_helper_from = 1_000  # 40 events behind: no helper
+    assert runner.catch_up() == 40
+    assert cases.refolded > 0
+    assert snapshot(runner.engine) == expected
+    runner.engine.dispose()
+
+
+@pytest.mark.parametrize("failure", ["raises", "killed"])
+def test_a_failing_helper_leaves_nothing_committed(
+    district: tuple[HazardLoop, dict[str, Any]],
+    monkeypatch: pytest.MonkeyPatch,
+    failure: str,
+) -> None:
+    """A helper that raises (its error is named) or is killed mid-chunk: the chunk is rolled
+    back, and the next catch-up ends as one process builds the views."""
+    app, expected = district
+    runner = helped_runner(app, 2, fold_slice=200)
+    empty_views(runner)
+    ours = os.getpid()
+    fold = CasesProjection.fold
+    calls: list[int] = []
+
+    def failing(self: CasesProjection, items: Any, time: Any) -> Any:
+        calls.append(1)
+        if os.getpid() != ours and len(calls) == 3:
+            if failure == "killed":
+                os.kill(os.getpid(), signal.SIGKILL)
+            raise RuntimeError("boom in slice 3")
+        return fold(self, items, time)
+
+    monkeypatch.setattr(CasesProjection, "fold", failing)
+    expected_error = "RuntimeError: boom in slice 3" if failure == "raises" else "exit code -9"
+    with pytest.raises(FoldHelperError, match=expected_error):
+        runner.catch_up()
+    assert runner.positions() == {"cases": 0, "organisation": 0}
+    assert snapshot(runner.engine)["ledger"] == []
+    assert calls == []  # the runner's process folded nothing
+    monkeypatch.setattr(CasesProjection, "fold", fold)
+    assert runner.catch_up() == runner.head()
+    assert snapshot(runner.engine) == expected
+    runner.engine.dispose()
+
+
+def test_no_helper_below_the_threshold_or_for_a_store_in_memory(
+    district: tuple[HazardLoop, dict[str, Any]], tmp_path: Path
+) -> None:
+    app, _ = district
+    runner = build_runner(app, settings=Settings(fold_helper_from=10**9))
+    assert runner._start_helper(None) is None
+    runner = build_runner(app, settings=Settings(fold_helper_from=0))
+    assert runner._start_helper(None) is None
+    memory = HazardLoop(env={"PERSISTENCE_MODULE": "eventsourcing.sqlite",
+                             "SQLITE_DBNAME": ":memory:"})  # fmt: skip
+    runner = build_runner(memory, runner.engine, settings=Settings(fold_helper_from=1))
+    assert runner._start_helper(None) is None
+    runner.engine.dispose()
