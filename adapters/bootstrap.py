@@ -54,14 +54,15 @@ class Settings(BaseSettings):
         description="file holding the master key (created with mode 0600 if missing); "
         "a PostgreSQL store needs this or cipher_key",
     )
-    fold_helper_from: int = Field(
-        default=FOLD_HELPER_FROM,
+    fold_helper_from: int | None = Field(
+        default=None,
         ge=0,
         description="a projection catch-up this many events behind folds cases in helper "
-        "processes (Linux, 2+ CPUs); 0: never",
+        f"processes (Linux, 2+ CPUs); 0: never (default: {FOLD_HELPER_FROM} on SQLite, "
+        "0 on PostgreSQL)",
     )
     fold_helpers: int | None = Field(
-        default=None, ge=1, description="helper processes of such a catch-up (default: CPUs - 1)"
+        default=None, ge=1, description="helper processes of such a catch-up (default: CPUs)"
     )
 
 

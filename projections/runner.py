@@ -90,8 +90,8 @@ def _shareable(app: HazardLoop) -> bool:
     return ":memory:" not in name and "mode=memory" not in name
 
 
-def _spare_cpus() -> int:
-    return max(1, (os.cpu_count() or 1) - 1)
+def _cpus() -> int:
+    return max(1, os.cpu_count() or 1)
 
 
 class _Helpers:
@@ -156,7 +156,7 @@ class ProjectionRunner:
         *,
         chunk_size: int = 100_000,
         page_cache_kib: int = 256 * 1024,
-        fold_helper_from: int | None = FOLD_HELPER_FROM,
+        fold_helper_from: int | None = None,
         fold_slice: int = 10_000,
         fold_helpers: int | None = None,
     ) -> None:
@@ -165,12 +165,20 @@ class ProjectionRunner:
         self.projections = list(projections)
         self.chunk_size = chunk_size
         self.page_cache_kib = page_cache_kib
-        #: From this many events behind, `catch_up` folds cases on a second core (a forked
-        #: helper, projections/helper.py) in slices of `fold_slice` events; None or 0: never.
-        self.fold_helper_from = fold_helper_from
+        #: From this many events behind, `catch_up` folds cases in forked helper processes
+        #: (projections/helper.py) in slices of `fold_slice` events; 0: never. By default
+        #: FOLD_HELPER_FROM on SQLite, never on PostgreSQL: there the server's own processes
+        #: share the CPUs, and on the 2-CPU machine measured helpers made it slower
+        #: (docs/performance.md, "Fold helpers").
+        self.fold_helper_from = (
+            fold_helper_from
+            if fold_helper_from is not None
+            else (FOLD_HELPER_FROM if engine.dialect.name == "sqlite" else 0)
+        )
         self.fold_slice = fold_slice
-        #: How many helpers share the cases (by id): as many as the CPUs, bar the runner's.
-        self.fold_helpers = fold_helpers if fold_helpers is not None else _spare_cpus()
+        #: How many helpers share the cases (by id): as many as the CPUs (the runner's own
+        #: work, reading and writing, is the smaller part, so it takes a share of one).
+        self.fold_helpers = fold_helpers if fold_helpers is not None else _cpus()
         self.mapper = reading_mapper(app)
         #: Reads the log in rows (`log_reader`), decoded as `self.mapper` decodes them.
         self.read = log_reader(app.recorder)
