@@ -58,11 +58,13 @@ class Settings(BaseSettings):
         default=None,
         ge=0,
         description="a projection catch-up this many events behind folds cases in helper "
-        f"processes (Linux, 2+ CPUs); 0: never (default: {FOLD_HELPER_FROM} on SQLite, "
-        "0 on PostgreSQL)",
+        f"processes (Linux, 2+ CPUs); 0: never (default: {FOLD_HELPER_FROM} with a SQLite "
+        "event store, 0 with PostgreSQL)",
     )
     fold_helpers: int | None = Field(
-        default=None, ge=1, description="helper processes of such a catch-up (default: CPUs)"
+        default=None,
+        ge=1,
+        description="helper processes of such a catch-up (default: usable CPUs, at most 8)",
     )
 
 

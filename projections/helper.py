@@ -23,7 +23,7 @@ from multiprocessing.connection import Connection
 from typing import Any, Protocol
 from uuid import UUID
 
-__all__ = ["FoldHelper", "FoldHelperError", "Foldable", "can_fork"]
+__all__ = ["FoldHelper", "FoldHelperError", "Foldable", "can_fork", "usable_cpus"]
 
 
 class Foldable(Protocol):
@@ -47,13 +47,22 @@ class FoldHelperError(RuntimeError):
     """The helper failed (its error, as it gave it) or ended; the chunk was rolled back."""
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity, which a container's cpuset limits), not
+    the host's count."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
 def can_fork() -> bool:
     """Whether a helper can be forked here: Linux (fork is the platform's own way to start a
-    process there; elsewhere it is unsafe or missing) with more than one CPU."""
+    process there; elsewhere it is unsafe or missing) with more than one usable CPU."""
     return (
         sys.platform == "linux"
         and "fork" in multiprocessing.get_all_start_methods()
-        and (os.cpu_count() or 1) > 1
+        and usable_cpus() > 1
     )
 
 
@@ -75,7 +84,7 @@ class FoldHelper:
         stored_time: Callable[[], Callable[[Any], Any]],
         slice_size: int = 10_000,
         part: tuple[int, int] = (0, 1),
-        stall_seconds: float = 600.0,
+        stall_seconds: float = 120.0,
     ) -> None:
         self.projection = projection
         self.slice_size = slice_size
@@ -85,17 +94,28 @@ class FoldHelper:
         self._serve_args = (open_store, make_reader, make_decoder, stored_time)
         self._conn: Connection | None = None
         self._process: Any = None
+        #: Hazard events the helper folded (every chunk asked of it so far).
+        self.folded = 0
 
     @property
     def pid(self) -> int | None:
         return None if self._process is None else int(self._process.pid)
 
-    def start(self) -> None:
+    def start(self, inherited: Sequence[Connection] = ()) -> None:
+        """Fork the helper; it closes our end of its pipe and of `inherited` (other helpers'
+        pipes), so that our death closes every pipe it reads. `ready` waits for it."""
         ctx = multiprocessing.get_context("fork")
         ours, theirs = ctx.Pipe(duplex=True)
         process = ctx.Process(
             target=_serve,
-            args=(theirs, ours, self.projection, self.slice_size, self.part, *self._serve_args),
+            args=(
+                theirs,
+                [ours, *inherited],
+                self.projection,
+                self.slice_size,
+                self.part,
+                *self._serve_args,
+            ),
             name=f"hazardloop-fold-{self.projection.name}-{self.part[0]}",
             daemon=True,
         )
@@ -103,12 +123,38 @@ class FoldHelper:
         theirs.close()  # the child's end: only the child holds it now
         self._conn, self._process = ours, process
 
+    @property
+    def connection(self) -> Connection | None:
+        return self._conn
+
+    def ready(self, timeout: float = 60.0) -> None:
+        """Wait until the helper has opened the store; its error if it could not."""
+        conn = self._connection()
+        if not conn.poll(timeout):
+            raise FoldHelperError(f"the fold helper did not start within {timeout:.0f} s")
+        message = self._receive(conn)
+        if message[0] != "ready":
+            raise FoldHelperError(f"the fold helper could not start: {message[1]}")
+
     def fold(self, first: int, last: int, count: int) -> Iterator[Any]:
         """Ask for positions `first`..`last` (`count` events, as the runner read them) and yield
         the rows of each slice as the helper sends them. The helper starts at once."""
         conn = self._connection()
-        conn.send(("fold", first, last, count))
+        try:
+            conn.send(("fold", first, last, count))
+        except OSError as exc:  # it is gone: say why, if it said
+            raise self._failure() from exc
         return self._batches(conn)
+
+    def _failure(self) -> FoldHelperError:
+        """Why the helper went away: its last message if it left one, else its exit code."""
+        conn = self._conn
+        with contextlib.suppress(EOFError, OSError):
+            if conn is not None and conn.poll(0):
+                message = conn.recv()
+                if message[0] == "error":
+                    return FoldHelperError(f"the fold helper failed: {message[1]}")
+        return self._ended()
 
     def _batches(self, conn: Connection) -> Iterator[Any]:
         while True:
@@ -118,6 +164,7 @@ class FoldHelper:
                 yield message[1]
             elif kind == "done":
                 self.projection.refolded += int(message[2])
+                self.folded += int(message[3])
                 return
             else:
                 raise FoldHelperError(f"the fold helper failed: {message[1]}")
@@ -167,7 +214,7 @@ class FoldHelper:
 
 def _serve(
     conn: Connection,
-    parents: Connection,
+    parents: list[Connection],
     projection: Foldable,
     slice_size: int,
     part: tuple[int, int],
@@ -177,13 +224,15 @@ def _serve(
     stored_time: Callable[[], Callable[[Any], Any]],
 ) -> None:
     """The child: fold what the parent asks for until it says stop or goes away."""
-    parents.close()  # else the pipe outlives the parent, and `recv` would wait for ever
+    for end in parents:  # else a pipe outlives the parent, and `recv` would wait for ever
+        end.close()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the runner's to handle
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     try:
         app = open_store()
         read, decode = make_reader(app), make_decoder(app)
         projection.events = app.events  # a case not in memory is folded again from here
+        conn.send(("ready",))
     except BaseException as exc:
         _report(conn, exc)
         return
@@ -199,7 +248,7 @@ def _serve(
         _, first, last, count = message
         try:
             time_of = stored_time()
-            seen = 0
+            seen = folded = 0
             refolded = projection.refolded
             at = first
             while at <= last:
@@ -215,13 +264,14 @@ def _serve(
                         for n, o, v, t, b in rows
                         if _case_int(o) % k == i and wants(t)
                     ]
+                folded += len(items)
                 conn.send(("rows", projection.fold(items, time_of)))
                 at = rows[-1][0] + 1
             if seen != count:
                 raise RuntimeError(
                     f"read {seen} events at positions {first}..{last}, the runner {count}"
                 )
-            conn.send(("done", seen, projection.refolded - refolded))
+            conn.send(("done", seen, projection.refolded - refolded, folded))
         except BaseException as exc:
             _report(conn, exc)
             return

@@ -10,7 +10,6 @@ between chunks when asked. docs/projections.md says why no event is skipped or s
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -46,7 +45,7 @@ from sqlalchemy.exc import TimeoutError as SATimeoutError
 from loop.application import HazardLoop
 from loop.gc_pause import no_cyclic_gc
 from projections.cases import stored_time
-from projections.helper import Foldable, FoldHelper, can_fork
+from projections.helper import Foldable, FoldHelper, FoldHelperError, can_fork, usable_cpus
 from projections.tables import METADATA, tracking
 
 __all__ = [
@@ -90,8 +89,8 @@ def _shareable(app: HazardLoop) -> bool:
     return ":memory:" not in name and "mode=memory" not in name
 
 
-def _cpus() -> int:
-    return max(1, os.cpu_count() or 1)
+#: At most this many helpers by default, however many CPUs (each reads every chunk).
+MAX_FOLD_HELPERS = 8
 
 
 class _Helpers:
@@ -102,8 +101,20 @@ class _Helpers:
         self.helpers = helpers
 
     def start(self) -> None:
-        for h in self.helpers:
-            h.start()
+        """Fork every helper and wait until each has opened the store: its error if one could
+        not (every helper stopped then, none left behind)."""
+        try:
+            for i, h in enumerate(self.helpers):
+                h.start([c for c in (o.connection for o in self.helpers[:i]) if c is not None])
+            for h in self.helpers:
+                h.ready()
+        except BaseException:
+            self.stop(kill=True)
+            raise
+
+    @property
+    def folded(self) -> int:
+        return sum(h.folded for h in self.helpers)
 
     def fold(self, first: int, last: int, count: int) -> Iterator[Any]:
         """Every helper starts on the chunk at once; their batches, slice by slice."""
@@ -167,18 +178,23 @@ class ProjectionRunner:
         self.page_cache_kib = page_cache_kib
         #: From this many events behind, `catch_up` folds cases in forked helper processes
         #: (projections/helper.py) in slices of `fold_slice` events; 0: never. By default
-        #: FOLD_HELPER_FROM on SQLite, never on PostgreSQL: there the server's own processes
-        #: share the CPUs, and on the 2-CPU machine measured helpers made it slower
-        #: (docs/performance.md, "Fold helpers").
+        #: FOLD_HELPER_FROM when the event store is SQLite, never on PostgreSQL: there the
+        #: server's own processes share the CPUs, and on the 2-CPU machine measured helpers
+        #: made it slower (docs/performance.md, "Fold helpers").
+        sqlite_store = isinstance(app.recorder, SQLiteApplicationRecorder)
         self.fold_helper_from = (
             fold_helper_from
             if fold_helper_from is not None
-            else (FOLD_HELPER_FROM if engine.dialect.name == "sqlite" else 0)
+            else (FOLD_HELPER_FROM if sqlite_store else 0)
         )
         self.fold_slice = fold_slice
-        #: How many helpers share the cases (by id): as many as the CPUs (the runner's own
-        #: work, reading and writing, is the smaller part, so it takes a share of one).
-        self.fold_helpers = fold_helpers if fold_helpers is not None else _cpus()
+        #: How many helpers share the cases (by id): as many as the CPUs this process may use
+        #: (the runner's own work, reading and writing, is the smaller part), at most 8.
+        self.fold_helpers = (
+            fold_helpers if fold_helpers is not None else min(usable_cpus(), MAX_FOLD_HELPERS)
+        )
+        #: Hazard events folded by helpers for this runner so far.
+        self.helped = 0
         self.mapper = reading_mapper(app)
         #: Reads the log in rows (`log_reader`), decoded as `self.mapper` decodes them.
         self.read = log_reader(app.recorder)
@@ -318,15 +334,25 @@ class ProjectionRunner:
                 for i in range(k)
             ],
         )  # fmt: skip
-        helpers.start()
+        try:
+            helpers.start()
+        except FoldHelperError as exc:
+            # e.g. the server refuses another connection: fold in this process instead.
+            structlog.get_logger("hazardloop.projections").warning(
+                "fold helpers unavailable, folding in one process", error=_one_line(exc)
+            )
+            return None
         return helpers
 
     def _stop_helper(self, helper: _Helpers | None, *, kill: bool = False) -> None:
         """Stop a helper; the cases it folded are not ours, so ours are forgotten (a case not
         in memory is folded again from the event store when its next event comes)."""
         if helper is not None:
-            helper.stop(kill=kill)
-            helper.projection.reset()
+            try:
+                self.helped += helper.folded
+                helper.stop(kill=kill)
+            finally:
+                helper.projection.reset()
 
     def _forget(self) -> None:
         for p in self.projections:

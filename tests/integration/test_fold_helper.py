@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Engine, select
+from structlog.testing import capture_logs
 
 from adapters.bootstrap import Settings, build_engine, build_runner
 from adapters.demo import AS_OF, build_district
@@ -62,6 +63,11 @@ def helped_runner(app: HazardLoop, helpers: int, **options: Any) -> ProjectionRu
     return runner
 
 
+def hazard_events(app: HazardLoop) -> int:
+    notes = app.recorder.select_notifications(1, app.recorder.max_notification_id() or 0)
+    return sum(1 for n in notes if n.topic.startswith("loop.hazard:Hazard."))
+
+
 def empty_views(runner: ProjectionRunner) -> None:
     """Drop every view row and position, as `rebuild` does, without catching up."""
     with runner.engine.begin() as conn:
@@ -88,8 +94,8 @@ def test_helpers_write_what_one_process_writes(
     started: list[int] = []
     start = helper_module.FoldHelper.start
 
-    def counted(self: helper_module.FoldHelper) -> None:
-        start(self)
+    def counted(self: helper_module.FoldHelper, inherited: Any = ()) -> None:
+        start(self, inherited)
         started.append(self.part[0])
 
     folded_here: list[int] = []
@@ -107,6 +113,8 @@ def test_helpers_write_what_one_process_writes(
     assert snapshot(runner.engine) == expected
     assert sorted(started) == list(range(helpers)), "one start per helper, for the whole run"
     assert folded_here == []
+    # Each hazard event was folded by exactly one helper (the parts do not overlap).
+    assert runner.helped == hazard_events(app)
     assert runner.positions() == {"cases": head, "organisation": head}
     runner.engine.dispose()
 
@@ -129,6 +137,53 @@ def test_a_small_catch_up_after_a_helped_one_folds_the_cases_again(
     assert runner.catch_up() == 40
     assert cases.refolded > 0
     assert snapshot(runner.engine) == expected
+    runner.engine.dispose()
+
+
+def test_one_runner_in_one_process_then_with_helpers_then_in_one_process_again(
+    district: tuple[HazardLoop, dict[str, Any]],
+) -> None:
+    """The runner's own cases are older than the views after its helpers folded on: it must
+    forget them, or the next event folded onto one would find the case versions behind."""
+    app, expected = district
+    runner = helped_runner(app, 2, fold_slice=300)
+    head = runner.head()
+    empty_views(runner)
+    runner.fold_helper_from = 0
+    runner.catch_up(until=head // 3)
+    cases = runner.projections[0]
+    assert isinstance(cases, CasesProjection)
+    assert len(cases.cache) > 0
+    runner.fold_helper_from = 1
+    runner.catch_up(until=2 * head // 3)
+    assert runner.helped > 0
+    runner.fold_helper_from = 0
+    assert runner.catch_up() == head - 2 * head // 3
+    assert snapshot(runner.engine) == expected
+    runner.engine.dispose()
+
+
+def test_helpers_that_cannot_open_the_store_leave_the_fold_to_the_runner(
+    district: tuple[HazardLoop, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A helper that cannot start (here: building its application fails; e.g. a server that
+    refuses another connection) says why; the runner folds in its own process instead."""
+    app, expected = district
+    runner = helped_runner(app, 2)
+    empty_views(runner)
+
+    def refuse(self: HazardLoop, *args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("too many connections")
+
+    monkeypatch.setattr(HazardLoop, "__init__", refuse)  # the helpers build theirs after this
+    with capture_logs() as logs:
+        assert runner.catch_up() == runner.head()
+    assert runner.helped == 0
+    assert snapshot(runner.engine) == expected
+    (warning,) = [
+        e for e in logs if e["event"] == "fold helpers unavailable, folding in one process"
+    ]
+    assert "too many connections" in warning["error"]
     runner.engine.dispose()
 
 
