@@ -89,6 +89,9 @@ def _shareable(app: HazardLoop) -> bool:
     return ":memory:" not in name and "mode=memory" not in name
 
 
+#: Events per slice of a catch-up under two chunks behind (see `_start_helper`).
+FOLD_SLICE_SHORT = 10_000
+
 #: At most this many helpers by default, however many CPUs (each reads every chunk).
 MAX_FOLD_HELPERS = 8
 
@@ -139,6 +142,15 @@ def _interleave(streams: list[Iterator[Any]]) -> Iterator[Any]:
 _END = object()
 
 
+@dataclass(frozen=True)
+class _Ahead:
+    """A chunk read, and asked of the fold helpers, before the one before it committed."""
+
+    start: int
+    rows: Sequence[Any]
+    batches: Iterator[Any] | None
+
+
 class StaleTracking(Exception):
     """Raised when another runner advanced a projection first; the chunk is rolled back."""
 
@@ -168,7 +180,7 @@ class ProjectionRunner:
         chunk_size: int = 100_000,
         page_cache_kib: int = 256 * 1024,
         fold_helper_from: int | None = None,
-        fold_slice: int = 10_000,
+        fold_slice: int | None = None,
         fold_helpers: int | None = None,
     ) -> None:
         self.app = app
@@ -177,7 +189,9 @@ class ProjectionRunner:
         self.chunk_size = chunk_size
         self.page_cache_kib = page_cache_kib
         #: From this many events behind, `catch_up` folds cases in forked helper processes
-        #: (projections/helper.py) in slices of `fold_slice` events; 0: never. By default
+        #: (projections/helper.py), each chunk in slices of `fold_slice` events (None: the
+        #: whole chunk when two chunks behind or more, else FOLD_SLICE_SHORT), the next chunk
+        #: while the runner writes one; 0: never. By default
         #: FOLD_HELPER_FROM when the event store is SQLite, never on PostgreSQL: there the
         #: server's own processes share the CPUs, and on the 2-CPU machine measured helpers
         #: made it slower (docs/performance.md, "Fold helpers").
@@ -195,6 +209,8 @@ class ProjectionRunner:
         )
         #: Hazard events folded by helpers for this runner so far.
         self.helped = 0
+        #: The next chunk, read and given to the helpers before the last one committed.
+        self._ahead: _Ahead | None = None
         self.mapper = reading_mapper(app)
         #: Reads the log in rows (`log_reader`), decoded as `self.mapper` decodes them.
         self.read = log_reader(app.recorder)
@@ -314,8 +330,18 @@ class ProjectionRunner:
         if self._committed is not None and positions != self._committed:
             self._forget()  # the helper starts with our cases: they must be current
         head = self.head() if until is None else min(until, self.head())
-        if head - positions[folded.name] < threshold:
+        backlog = head - positions[folded.name]
+        if backlog < threshold:
             return None
+        # Over several chunks the helpers fold the next chunk while the runner writes one,
+        # and whole-chunk batches collapse a case's rows once; a backlog of a chunk or two
+        # goes in slices, so that the runner writes while the helpers fold (both measured:
+        # docs/performance.md, "Fold helpers").
+        slice_size = self.fold_slice or (
+            self.chunk_size
+            if backlog >= 2 * self.chunk_size
+            else min(self.chunk_size, FOLD_SLICE_SHORT)
+        )
         app, dialect = self.app, self.engine.dialect.name
         k = max(1, self.fold_helpers)
         helpers = _Helpers(
@@ -328,7 +354,7 @@ class ProjectionRunner:
                     make_reader=lambda a: log_reader(a.recorder),
                     make_decoder=lambda a: row_decoder(reading_mapper(a)),
                     stored_time=lambda: stored_time(dialect),
-                    slice_size=self.fold_slice,
+                    slice_size=slice_size,
                     part=(i, k),
                 )
                 for i in range(k)
@@ -347,6 +373,7 @@ class ProjectionRunner:
     def _stop_helper(self, helper: _Helpers | None, *, kill: bool = False) -> None:
         """Stop a helper; the cases it folded are not ours, so ours are forgotten (a case not
         in memory is folded again from the event store when its next event comes)."""
+        self._ahead = None
         if helper is not None:
             try:
                 self.helped += helper.folded
@@ -358,8 +385,10 @@ class ProjectionRunner:
         for p in self.projections:
             p.reset()
         self._committed = None
+        self._ahead = None
 
     def _step(self, until: int | None, helper: _Helpers | None = None) -> int:
+        ahead, self._ahead = self._ahead, None
         positions = self.positions()
         if self._committed is not None and positions != self._committed:
             # Another runner (a report's catch-up, a rebuild) moved a projection since our last
@@ -372,7 +401,13 @@ class ProjectionRunner:
         if until is not None and start > until:
             self._committed = positions
             return 0
-        rows = self.read(start, self.chunk_size, until)
+        batches: Any = None
+        if ahead is not None:
+            if helper is None or ahead.start != start:
+                raise StaleTracking("the chunk read ahead is not the next one")
+            rows, batches = ahead.rows, ahead.batches
+        else:
+            rows = self.read(start, self.chunk_size, until)
         if not rows:
             self._committed = positions
             return 0
@@ -381,12 +416,15 @@ class ProjectionRunner:
             self.on_chunk(start, last)
         decode = self.decode
         folded: Any = helper.projection if helper is not None else None
-        batches: Any = None
         read = len(rows)
+        following: _Ahead | None = None
         if helper is not None and positions[folded.name] < last:
-            # The helper starts on the chunk now; the rows it sends are written below.
-            first = max(start, positions[folded.name] + 1)
-            batches = helper.fold(first, last, sum(1 for r in rows if r[0] >= first))
+            if batches is None:  # the helpers start on the chunk now
+                first = max(start, positions[folded.name] + 1)
+                batches = helper.fold(first, last, sum(1 for r in rows if r[0] >= first))
+            # And on the next one as soon as they are done with this: they fold it while this
+            # one is written. Should this one fail, the caller stops them (they are ahead).
+            following = self._read_ahead(helper, positions, last, until)
             wanted = [getattr(p, "wants", None) for p in self.projections if p is not folded]
             if all(w is not None for w in wanted):  # the others say which events they take
                 rows = [r for r in rows if any(w(r[3]) for w in wanted if w is not None)]
@@ -419,7 +457,27 @@ class ProjectionRunner:
             self._forget()
             raise
         self._committed = {name: max(pos, last) for name, pos in positions.items()}
+        self._ahead = following
         return read
+
+    def _read_ahead(
+        self, helper: _Helpers, positions: dict[str, int], last: int, until: int | None
+    ) -> _Ahead | None:
+        """Read the chunk after `last` (as the next `_step` would, once this chunk commits)
+        and ask the helpers to fold it after the current one."""
+        after = {name: max(pos, last) for name, pos in positions.items()}
+        start = min(after.values()) + 1
+        if until is not None and start > until:
+            return None
+        rows = self.read(start, self.chunk_size, until)
+        if not rows:
+            return None
+        done, end = after[helper.projection.name], rows[-1][0]
+        batches = None
+        if done < end:
+            first = max(start, done + 1)
+            batches = helper.fold(first, end, sum(1 for r in rows if r[0] >= first))
+        return _Ahead(start, rows, batches)
 
     def run(
         self,

@@ -79,16 +79,17 @@ def empty_views(runner: ProjectionRunner) -> None:
 
 @pytest.mark.parametrize(
     ("helpers", "slice_size", "chunk_size"),
-    [(1, 10_000, 100_000), (2, 97, 100_000), (3, 250, 700)],
+    [(1, 10_000, 100_000), (2, 97, 100_000), (3, 250, 700), (2, None, 400)],
 )
 def test_helpers_write_what_one_process_writes(
     district: tuple[HazardLoop, dict[str, Any]],
     monkeypatch: pytest.MonkeyPatch,
     helpers: int,
-    slice_size: int,
+    slice_size: int | None,
     chunk_size: int,
 ) -> None:
-    """One or more helpers, one slice or many, one chunk or many: the same views, and the
+    """One or more helpers, one slice or many, one chunk or many (the next read and folded
+    while one is written; whole chunks when `slice_size` is None): the same views, and the
     runner's own process folded nothing (its fold is never called)."""
     app, expected = district
     started: list[int] = []
@@ -146,7 +147,7 @@ def test_one_runner_in_one_process_then_with_helpers_then_in_one_process_again(
     """The runner's own cases are older than the views after its helpers folded on: it must
     forget them, or the next event folded onto one would find the case versions behind."""
     app, expected = district
-    runner = helped_runner(app, 2, fold_slice=300)
+    runner = helped_runner(app, 2, fold_slice=300, chunk_size=400)
     head = runner.head()
     empty_views(runner)
     runner.fold_helper_from = 0
