@@ -144,25 +144,33 @@ class FoldHelper:
             conn.send(("fold", first, last, count))
         except OSError as exc:  # it is gone: say why, if it said
             raise self._failure() from exc
-        return self._batches(conn)
+        return self._batches(conn, first, last)
 
     def _failure(self) -> FoldHelperError:
-        """Why the helper went away: its last message if it left one, else its exit code."""
+        """Why the helper went away: the error it left, if it left one (after any rows it sent
+        before it failed), else its exit code."""
         conn = self._conn
         with contextlib.suppress(EOFError, OSError):
-            if conn is not None and conn.poll(0):
+            while conn is not None and conn.poll(0):
                 message = conn.recv()
                 if message[0] == "error":
                     return FoldHelperError(f"the fold helper failed: {message[1]}")
         return self._ended()
 
-    def _batches(self, conn: Connection) -> Iterator[Any]:
+    def _batches(self, conn: Connection, first: int, last: int) -> Iterator[Any]:
         while True:
             message = self._receive(conn)
             kind = message[0]
             if kind == "rows":
                 yield message[1]
             elif kind == "done":
+                # Requests are answered in order; a chunk's answer read as another's (its
+                # messages left unread) would be a bug of ours: refuse it rather than commit.
+                if tuple(message[4:6]) != (first, last):
+                    raise FoldHelperError(
+                        f"the fold helper answered for positions {message[4]}..{message[5]}, "
+                        f"not {first}..{last}"
+                    )
                 self.projection.refolded += int(message[2])
                 self.folded += int(message[3])
                 return
@@ -271,7 +279,7 @@ def _serve(
                 raise RuntimeError(
                     f"read {seen} events at positions {first}..{last}, the runner {count}"
                 )
-            conn.send(("done", seen, projection.refolded - refolded, folded))
+            conn.send(("done", seen, projection.refolded - refolded, folded, first, last))
         except BaseException as exc:
             _report(conn, exc)
             return

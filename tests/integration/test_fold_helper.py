@@ -189,15 +189,19 @@ def test_helpers_that_cannot_open_the_store_leave_the_fold_to_the_runner(
 
 
 @pytest.mark.parametrize("failure", ["raises", "killed"])
+@pytest.mark.parametrize(("chunk_size", "slice_size"), [(100_000, 200), (400, 100)])
 def test_a_failing_helper_leaves_nothing_committed(
     district: tuple[HazardLoop, dict[str, Any]],
     monkeypatch: pytest.MonkeyPatch,
     failure: str,
+    chunk_size: int,
+    slice_size: int,
 ) -> None:
-    """A helper that raises (its error is named) or is killed mid-chunk: the chunk is rolled
-    back, and the next catch-up ends as one process builds the views."""
+    """A helper that raises (its error is named, after the rows it sent) or is killed mid-chunk,
+    with one chunk or with the next one read ahead and queued: the chunk is rolled back, and
+    the next catch-up ends as one process builds the views."""
     app, expected = district
-    runner = helped_runner(app, 2, fold_slice=200)
+    runner = helped_runner(app, 2, fold_slice=slice_size, chunk_size=chunk_size)
     empty_views(runner)
     ours = os.getpid()
     fold = CasesProjection.fold
@@ -236,4 +240,57 @@ def test_no_helper_below_the_threshold_or_for_a_store_in_memory(
                              "SQLITE_DBNAME": ":memory:"})  # fmt: skip
     runner = build_runner(memory, runner.engine, settings=Settings(fold_helper_from=1))
     assert runner._start_helper(None) is None
+    runner.engine.dispose()
+
+
+def test_another_runner_moving_the_positions_mid_catch_up_restarts_the_helpers(
+    district: tuple[HazardLoop, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another runner takes the chunk the helpers were folding (and the one read ahead): the
+    chunk is refused (compare-and-set on the positions), the helpers are stopped and started
+    again from the positions the other runner left, and the views end as one process builds
+    them."""
+    app, expected = district
+    starts: list[int] = []
+    start = helper_module.FoldHelper.start
+
+    def counted(self: helper_module.FoldHelper, inherited: Any = ()) -> None:
+        start(self, inherited)
+        starts.append(self.part[0])
+
+    monkeypatch.setattr(helper_module.FoldHelper, "start", counted)
+    runner = helped_runner(app, 2, chunk_size=400)
+    empty_views(runner)
+    other = build_runner(app, settings=Settings(fold_helper_from=0))
+    moved: list[int] = []
+
+    def on_chunk(first: int, last: int) -> None:
+        if first > 1 and not moved:  # the second chunk, read ahead: another runner takes it
+            moved.append(other.catch_up(until=last + 200))
+
+    runner.on_chunk = on_chunk
+    runner.catch_up()
+    assert moved
+    assert moved[0] > 0
+    assert len(starts) == 4, "two helpers, started again once"
+    assert snapshot(runner.engine) == expected
+    runner.engine.dispose()
+    other.engine.dispose()
+
+
+def test_whole_chunks_from_two_chunks_behind_and_slices_under_that(
+    district: tuple[HazardLoop, dict[str, Any]],
+) -> None:
+    app, _ = district
+    runner = helped_runner(app, 1)
+    empty_views(runner)
+    head = runner.head()
+    for chunk_size, slice_size in ((head // 2, head // 2), (20_000, 10_000), (100_000, 10_000)):
+        runner.chunk_size = chunk_size
+        helpers = runner._start_helper(None)
+        assert helpers is not None
+        try:
+            assert [h.slice_size for h in helpers.helpers] == [slice_size]
+        finally:
+            runner._stop_helper(helpers, kill=True)
     runner.engine.dispose()
