@@ -63,6 +63,19 @@ def helped_runner(app: HazardLoop, helpers: int, **options: Any) -> ProjectionRu
     return runner
 
 
+def count_starts(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The part number of each helper started from now on (in the order started)."""
+    started: list[int] = []
+    start = helper_module.FoldHelper.start
+
+    def counted(self: helper_module.FoldHelper, inherited: Any = ()) -> None:
+        start(self, inherited)
+        started.append(self.part[0])
+
+    monkeypatch.setattr(helper_module.FoldHelper, "start", counted)
+    return started
+
+
 def hazard_events(app: HazardLoop) -> int:
     notes = app.recorder.select_notifications(1, app.recorder.max_notification_id() or 0)
     return sum(1 for n in notes if n.topic.startswith("loop.hazard:Hazard."))
@@ -92,13 +105,7 @@ def test_helpers_write_what_one_process_writes(
     while one is written; whole chunks when `slice_size` is None): the same views, and the
     runner's own process folded nothing (its fold is never called)."""
     app, expected = district
-    started: list[int] = []
-    start = helper_module.FoldHelper.start
-
-    def counted(self: helper_module.FoldHelper, inherited: Any = ()) -> None:
-        start(self, inherited)
-        started.append(self.part[0])
-
+    started = count_starts(monkeypatch)
     folded_here: list[int] = []
     fold = CasesProjection.fold
 
@@ -106,7 +113,6 @@ def test_helpers_write_what_one_process_writes(
         folded_here.append(os.getpid())  # in a helper this appends to the helper's copy
         return fold(self, items, time)
 
-    monkeypatch.setattr(helper_module.FoldHelper, "start", counted)
     monkeypatch.setattr(CasesProjection, "fold", fold_spy)
     runner = helped_runner(app, helpers, fold_slice=slice_size, chunk_size=chunk_size)
     head = runner.head()
@@ -251,14 +257,7 @@ def test_another_runner_moving_the_positions_mid_catch_up_restarts_the_helpers(
     again from the positions the other runner left, and the views end as one process builds
     them."""
     app, expected = district
-    starts: list[int] = []
-    start = helper_module.FoldHelper.start
-
-    def counted(self: helper_module.FoldHelper, inherited: Any = ()) -> None:
-        start(self, inherited)
-        starts.append(self.part[0])
-
-    monkeypatch.setattr(helper_module.FoldHelper, "start", counted)
+    starts = count_starts(monkeypatch)
     runner = helped_runner(app, 2, chunk_size=400)
     empty_views(runner)
     other = build_runner(app, settings=Settings(fold_helper_from=0))
