@@ -71,7 +71,8 @@ class FoldHelper:
 
     `open_store()` runs in the child and gives it an application of its own (its own connections:
     nothing the parent opened is used there); `make_reader(app)` and `make_decoder(app)` build its
-    log reader and row decoder; `dialect` says how date-times are stored (`stored_time`).
+    log reader and row decoder; `stored_time()` gives, per chunk, how the views' database stores
+    a date-time (`projections.cases.stored_time`).
     """
 
     def __init__(
@@ -264,14 +265,11 @@ def _serve(
                 if not rows:
                     break
                 seen += len(rows)
-                if k == 1:
-                    items = [(n, decode(o, v, t, b)) for n, o, v, t, b in rows if wants(t)]
-                else:
-                    items = [
-                        (n, decode(o, v, t, b))
-                        for n, o, v, t, b in rows
-                        if _case_int(o) % k == i and wants(t)
-                    ]
+                items = [
+                    (n, decode(o, v, t, b))
+                    for n, o, v, t, b in rows
+                    if (k == 1 or _case_int(o) % k == i) and wants(t)
+                ]
                 folded += len(items)
                 conn.send(("rows", projection.fold(items, time_of)))
                 at = rows[-1][0] + 1

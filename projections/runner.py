@@ -142,6 +142,15 @@ def _interleave(streams: list[Iterator[Any]]) -> Iterator[Any]:
 _END = object()
 
 
+def _ask(helper: _Helpers, done: int, start: int, rows: Sequence[Any]) -> Iterator[Any] | None:
+    """Ask the helpers for the chunk `rows` (read from `start`) past the position `done` their
+    projection has reached; None when it is past the chunk already."""
+    if done >= rows[-1][0]:
+        return None
+    first = max(start, done + 1)
+    return helper.fold(first, rows[-1][0], sum(1 for r in rows if r[0] >= first))
+
+
 @dataclass(frozen=True)
 class _Ahead:
     """A chunk read, and asked of the fold helpers, before the one before it committed."""
@@ -420,8 +429,7 @@ class ProjectionRunner:
         following: _Ahead | None = None
         if helper is not None and positions[folded.name] < last:
             if batches is None:  # the helpers start on the chunk now
-                first = max(start, positions[folded.name] + 1)
-                batches = helper.fold(first, last, sum(1 for r in rows if r[0] >= first))
+                batches = _ask(helper, positions[folded.name], start, rows)
             # And on the next one as soon as they are done with this: they fold it while this
             # one is written. Should this one fail, the caller stops them (they are ahead).
             following = self._read_ahead(helper, positions, last, until)
@@ -472,12 +480,7 @@ class ProjectionRunner:
         rows = self.read(start, self.chunk_size, until)
         if not rows:
             return None
-        done, end = after[helper.projection.name], rows[-1][0]
-        batches = None
-        if done < end:
-            first = max(start, done + 1)
-            batches = helper.fold(first, end, sum(1 for r in rows if r[0] >= first))
-        return _Ahead(start, rows, batches)
+        return _Ahead(start, rows, _ask(helper, after[helper.projection.name], start, rows))
 
     def run(
         self,
