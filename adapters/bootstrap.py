@@ -24,7 +24,7 @@ from adapters.tipsters import TipsterVault, load_master_key
 from loop.application import Clock, HazardLoop
 from loop.errors import InvalidPolicy, StoreError
 from loop.policy import Policy
-from projections.runner import FOLD_HELPER_FROM, ProjectionRunner
+from projections.runner import DEFER_INDEXES_FROM, FOLD_HELPER_FROM, ProjectionRunner
 
 __all__ = ["Settings", "build_engine", "build_runner", "views_engine"]
 
@@ -65,6 +65,12 @@ class Settings(BaseSettings):
         default=None,
         ge=1,
         description="helper processes of such a catch-up (default: usable CPUs, at most 8)",
+    )
+    defer_indexes_from: int = Field(
+        default=DEFER_INDEXES_FROM,
+        ge=0,
+        description="a catch-up that starts a projection from zero this many events behind "
+        "drops the views' secondary indexes and builds them once at its end; 0: never",
     )
 
 
@@ -147,6 +153,7 @@ def build_runner(
             [CasesProjection(), OrganisationProjection()],
             fold_helper_from=settings.fold_helper_from,
             fold_helpers=settings.fold_helpers,
+            defer_indexes_from=settings.defer_indexes_from,
         )
     except SQLAlchemyError as exc:
         raise StoreError(f"cannot open the read models: {exc}") from exc

@@ -491,8 +491,8 @@ class CasesProjection:
     def store_all(cls, conn: Connection, batches: Iterable[Batch]) -> None:
         """Write batches from `fold`, in order, in the transaction of `conn`."""
         writer = _Writer(conn)
-        for batch in batches:
-            cls.store(conn, writer, batch)
+        for batch in batches:  # from a helper, a plain tuple
+            cls.store(conn, writer, batch if type(batch) is Batch else Batch._make(batch))
 
     @staticmethod
     def store(conn: Connection, writer: _Writer, batch: Batch) -> None:

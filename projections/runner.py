@@ -12,11 +12,11 @@ from __future__ import annotations
 import contextlib
 import signal
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from types import FrameType
-from typing import Any, Protocol, TypeGuard, TypeVar
+from typing import Any, Protocol, TypeGuard, TypeVar, cast
 from uuid import UUID
 
 import orjson
@@ -37,7 +37,7 @@ from eventsourcing.sqlite import SQLiteApplicationRecorder
 from eventsourcing.utils import resolve_topic, retry
 from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Composed, Identifier
-from sqlalchemy import Connection, Engine, Table, delete, insert, inspect, select, update
+from sqlalchemy import Connection, Engine, Index, Table, delete, insert, inspect, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.exc import InterfaceError as SAInterfaceError
 from sqlalchemy.exc import TimeoutError as SATimeoutError
@@ -45,10 +45,18 @@ from sqlalchemy.exc import TimeoutError as SATimeoutError
 from loop.application import HazardLoop
 from loop.gc_pause import no_cyclic_gc
 from projections.cases import stored_time
-from projections.helper import Foldable, FoldHelper, FoldHelperError, can_fork, usable_cpus
+from projections.helper import (
+    HEX_DIGITS,
+    Foldable,
+    FoldHelper,
+    FoldHelperError,
+    can_fork,
+    usable_cpus,
+)
 from projections.tables import METADATA, tracking
 
 __all__ = [
+    "DEFER_INDEXES_FROM",
     "FOLD_HELPER_FROM",
     "LagReport",
     "Projection",
@@ -83,10 +91,28 @@ class Projection(Protocol):
 FOLD_HELPER_FROM = 20_000
 
 
+def _index_names(conn: Connection) -> set[str]:
+    """The names of the indexes in the views' database (its current schema on PostgreSQL)."""
+    dialect = conn.dialect.name
+    if dialect == "sqlite":
+        sql = "SELECT name FROM sqlite_master WHERE type = 'index'"
+    elif dialect == "postgresql":
+        sql = "SELECT indexname FROM pg_indexes WHERE schemaname = current_schema()"
+    else:
+        found = inspect(conn)
+        return {str(i["name"]) for t in found.get_table_names() for i in found.get_indexes(t)}
+    return {str(name) for (name,) in conn.exec_driver_sql(sql)}
+
+
 def _shareable(app: HazardLoop) -> bool:
     """Whether another process can open the application's event store (not an in-memory one)."""
     name = str(app.env.get("SQLITE_DBNAME", ""))
     return ":memory:" not in name and "mode=memory" not in name
+
+
+#: From this many events behind, a catch-up from zero builds the views' secondary indexes once at
+#: its end instead of row by row (`ProjectionRunner`, docs/projections.md "Rebuilding").
+DEFER_INDEXES_FROM = 100_000
 
 
 #: Events per slice of a catch-up under two chunks behind (see `_start_helper`).
@@ -142,13 +168,13 @@ def _interleave(streams: list[Iterator[Any]]) -> Iterator[Any]:
 _END = object()
 
 
-def _ask(helper: _Helpers, done: int, start: int, rows: Sequence[Any]) -> Iterator[Any] | None:
-    """Ask the helpers for the chunk `rows` (read from `start`) past the position `done` their
-    projection has reached; None when it is past the chunk already."""
-    if done >= rows[-1][0]:
+def _ask(helper: _Helpers, done: int, chunk: Chunk) -> Iterator[Any] | None:
+    """Ask the helpers for `chunk` past the position `done` their projection has reached; None
+    when it is past the chunk already."""
+    if done >= chunk.last:
         return None
-    first = max(start, done + 1)
-    return helper.fold(first, rows[-1][0], sum(1 for r in rows if r[0] >= first))
+    first = max(chunk.start, done + 1)
+    return helper.fold(first, chunk.last, chunk.count_from(first))
 
 
 @dataclass(frozen=True)
@@ -156,7 +182,7 @@ class _Ahead:
     """A chunk read, and asked of the fold helpers, before the one before it committed."""
 
     start: int
-    rows: Sequence[Any]
+    chunk: Chunk
     batches: Iterator[Any] | None
 
 
@@ -191,6 +217,7 @@ class ProjectionRunner:
         fold_helper_from: int | None = None,
         fold_slice: int | None = None,
         fold_helpers: int | None = None,
+        defer_indexes_from: int = DEFER_INDEXES_FROM,
     ) -> None:
         self.app = app
         self.engine = engine
@@ -216,6 +243,11 @@ class ProjectionRunner:
         self.fold_helpers = (
             fold_helpers if fold_helpers is not None else min(usable_cpus(), MAX_FOLD_HELPERS)
         )
+        #: From this many events behind, a catch-up that starts a projection from zero drops
+        #: the secondary indexes of its tables and builds them once at the end (0: never).
+        self.defer_indexes_from = defer_indexes_from
+        #: Catch-ups that built their indexes at the end, so far.
+        self.deferred = 0
         #: Hazard events folded by helpers for this runner so far.
         self.helped = 0
         #: The next chunk, read and given to the helpers before the last one committed.
@@ -297,6 +329,53 @@ class ProjectionRunner:
             return self._catch_up(until, progress)
 
     def _catch_up(self, until: int | None, progress: Callable[[int], None] | None) -> int:
+        deferred = self._defer_indexes(until)
+        try:
+            return self._chunks(until, progress)
+        finally:
+            if deferred:
+                self._build_indexes(deferred)
+                self.deferred += 1
+
+    def _defer_indexes(self, until: int | None) -> list[Index]:
+        """Before a catch-up: the secondary indexes of projections that start from zero with a
+        backlog of `defer_indexes_from` events or more, dropped (built again at the end). Any
+        other catch-up first builds whatever index is missing (one left by a catch-up that was
+        killed, say)."""
+        positions = self.positions()
+        head = self.head() if until is None else min(until, self.head())
+        fresh = [
+            p
+            for p in self.projections
+            if positions[p.name] == 0 and 0 < self.defer_indexes_from <= head
+        ]
+        if not fresh:
+            self._build_indexes(self._indexes(self.projections))
+            return []
+        deferred = self._indexes(fresh)
+        with self.engine.begin() as conn:
+            for index in deferred:
+                index.drop(conn, checkfirst=True)
+        self._build_indexes(self._indexes(p for p in self.projections if p not in fresh))
+        return deferred
+
+    @staticmethod
+    def _indexes(projections: Iterable[Projection]) -> list[Index]:
+        """The secondary indexes of these projections' tables (not those of a key or of a
+        UNIQUE constraint: the writes need them)."""
+        return [i for p in projections for t in p.tables for i in t.indexes if not i.unique]
+
+    def _build_indexes(self, indexes: list[Index]) -> None:
+        """Create those of `indexes` that the database lacks (one query when none is missing)."""
+        if not indexes:
+            return
+        with self.engine.begin() as conn:
+            have = _index_names(conn)
+            for index in indexes:
+                if index.name not in have:
+                    index.create(conn)
+
+    def _chunks(self, until: int | None, progress: Callable[[int], None] | None) -> int:
         seen = 0
         helper: _Helpers | None = None
         try:
@@ -414,29 +493,25 @@ class ProjectionRunner:
         if ahead is not None:
             if helper is None or ahead.start != start:
                 raise StaleTracking("the chunk read ahead is not the next one")
-            rows, batches = ahead.rows, ahead.batches
+            chunk, batches = ahead.chunk, ahead.batches
         else:
-            rows = self.read(start, self.chunk_size, until)
-        if not rows:
+            chunk = self._read_chunk(start, until, helper)
+        if not chunk.count:
             self._committed = positions
             return 0
-        last = rows[-1][0]
+        last = chunk.last
         if self.on_chunk is not None:
             self.on_chunk(start, last)
         decode = self.decode
         folded: Any = helper.projection if helper is not None else None
-        read = len(rows)
         following: _Ahead | None = None
         if helper is not None and positions[folded.name] < last:
             if batches is None:  # the helpers start on the chunk now
-                batches = _ask(helper, positions[folded.name], start, rows)
+                batches = _ask(helper, positions[folded.name], chunk)
             # And on the next one as soon as they are done with this: they fold it while this
             # one is written. Should this one fail, the caller stops them (they are ahead).
             following = self._read_ahead(helper, positions, last, until)
-            wanted = [getattr(p, "wants", None) for p in self.projections if p is not folded]
-            if all(w is not None for w in wanted):  # the others say which events they take
-                rows = [r for r in rows if any(w(r[3]) for w in wanted if w is not None)]
-        decoded = [(n, decode(o, v, t, b)) for n, o, v, t, b in rows]
+        decoded = [(n, decode(o, v, t, b)) for n, o, v, t, b in chunk.rows]
         try:
             with self.engine.begin() as conn:
                 if conn.dialect.name == "sqlite":
@@ -466,7 +541,20 @@ class ProjectionRunner:
             raise
         self._committed = {name: max(pos, last) for name, pos in positions.items()}
         self._ahead = following
-        return read
+        return chunk.count
+
+    def _read_chunk(self, start: int, until: int | None, helper: _Helpers | None) -> Chunk:
+        """The next chunk of the log. While helpers fold, the rows of only the events the
+        other projections take (all of them, if one does not say which: no `wants`)."""
+        if helper is not None:
+            folded: Any = helper.projection
+            wanted = [getattr(p, "wants", None) for p in self.projections if p is not folded]
+            if all(w is not None for w in wanted):
+                takes = [w for w in wanted if w is not None]
+                return read_chunk(
+                    self.read, start, self.chunk_size, until, lambda t: any(w(t) for w in takes)
+                )
+        return full_chunk(start, self.read(start, self.chunk_size, until))
 
     def _read_ahead(
         self, helper: _Helpers, positions: dict[str, int], last: int, until: int | None
@@ -477,10 +565,10 @@ class ProjectionRunner:
         start = min(after.values()) + 1
         if until is not None and start > until:
             return None
-        rows = self.read(start, self.chunk_size, until)
-        if not rows:
+        chunk = self._read_chunk(start, until, helper)
+        if not chunk.count:
             return None
-        return _Ahead(start, rows, _ask(helper, after[helper.projection.name], start, rows))
+        return _Ahead(start, chunk, _ask(helper, after[helper.projection.name], chunk))
 
     def run(
         self,
@@ -958,16 +1046,67 @@ class _SQLiteReader:
 
     def __init__(self, recorder: SQLiteApplicationRecorder) -> None:
         self.recorder = recorder
+        table = recorder.events_table_name
+        columns = "rowid, originator_id, originator_version, topic, state"
         # The library's own statement, with the columns named in the order of a Row.
-        rows = (
-            "SELECT rowid, originator_id, originator_version, topic, state "
-            f"FROM {recorder.events_table_name} WHERE rowid>=? "
-        )
+        rows = f"SELECT {columns} FROM {table} WHERE rowid>=? "
         self.statement = rows + "ORDER BY rowid LIMIT ?"
         self.statement_to = rows + "AND rowid<=? ORDER BY rowid LIMIT ?"
+        # A chunk's extent, counted by SQLite (`chunk`): what a full read would have returned.
+        span = f"SELECT rowid FROM {table} WHERE rowid>=? "
+        self.span = f"SELECT count(*), max(rowid) FROM ({span}ORDER BY rowid LIMIT ?)"
+        self.span_to = (
+            f"SELECT count(*), max(rowid) FROM ({span}AND rowid<=? ORDER BY rowid LIMIT ?)"
+        )
+        self.topics = f"SELECT DISTINCT topic FROM {table} WHERE rowid BETWEEN ? AND ?"
+        self.of_topics = (
+            f"SELECT {columns} FROM {table} WHERE rowid BETWEEN ? AND ? AND topic IN ({{}}) "
+            "ORDER BY rowid"
+        )
+        self.counting = f"SELECT count(*) FROM {table} WHERE rowid BETWEEN ? AND ?"
+        # A part of the cases (`part`): the id's last byte, from its text, as `case_part` has it.
+        digit = f"(instr('{HEX_DIGITS}', substr(originator_id, {{}}, 1)) - 1)"
+        self.of_part = (
+            f"SELECT {columns} FROM {table} WHERE rowid>=? AND rowid<=? "
+            f"AND ({digit.format(-2)} * 16 + {digit.format(-1)}) % ? = ? ORDER BY rowid LIMIT ?"
+        )
 
     def __call__(self, start: int, limit: int, stop: int | None) -> list[Row]:
         statement, params = _bounded(self.statement, self.statement_to, start, limit, stop)
+        return self._rows(statement, params)
+
+    def chunk(
+        self, start: int, limit: int, stop: int | None, wanted: Callable[[str], bool]
+    ) -> Chunk:
+        """The chunk `self(start, limit, stop)` would read, with the rows of only the topics
+        `wanted` takes: SQLite counts the others and leaves them where they are."""
+        statement, params = _bounded(self.span, self.span_to, start, limit, stop)
+        with self.recorder.datastore.transaction(commit=False) as c:
+            cursor = c.sqlite_cursor
+            cursor.row_factory = None
+            count, last = cursor.execute(statement, params).fetchone()
+            if not count:
+                return Chunk(start, 0, 0, [], self.count)
+            topics = [t for (t,) in cursor.execute(self.topics, (start, last)) if wanted(t)]
+        rows: list[Row] = []
+        if topics:  # another snapshot: these positions are committed and never change
+            marks = ", ".join("?" * len(topics))
+            rows = self._rows(self.of_topics.format(marks), (start, last, *topics))
+        return Chunk(start, int(last), int(count), rows, self.count)
+
+    def count(self, start: int, stop: int) -> int:
+        """How many events lie at positions `start`..`stop`."""
+        with self.recorder.datastore.transaction(commit=False) as c:
+            cursor = c.sqlite_cursor
+            cursor.row_factory = None
+            return int(cursor.execute(self.counting, (start, stop)).fetchone()[0])
+
+    def part(self, start: int, limit: int, stop: int, i: int, k: int) -> list[Row]:
+        """Like `self(start, limit, stop)`, only the events of cases in part `i` of `k`
+        (`projections.helper.case_part`): SQLite skips the others."""
+        return self._rows(self.of_part, (start, stop, k, i, limit))
+
+    def _rows(self, statement: str, params: tuple[Any, ...]) -> list[Row]:
         # The library's read transaction: BEGIN, the SELECT, rollback (one snapshot), with its
         # errors turned into eventsourcing's, as in `select_notifications`.
         with self.recorder.datastore.transaction(commit=False) as c:
@@ -987,6 +1126,46 @@ class _SQLiteReader:
                 uuid = uuids[originator_id] = UUID(originator_id)
             append((position, uuid, version, topic, state))
         return out
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """What a read of the log from `start` found: `count` events up to position `last`, and
+    `rows`, those of them a `wanted` filter took; `count_of(first, last)` counts a part."""
+
+    start: int
+    last: int
+    count: int
+    rows: list[Row]
+    count_of: Callable[[int, int], int]
+
+    def count_from(self, first: int) -> int:
+        """The events at positions `first`..`last`."""
+        return self.count if first <= self.start else self.count_of(first, self.last)
+
+
+def read_chunk(
+    reader: LogReader, start: int, limit: int, stop: int | None, wanted: Callable[[str], bool]
+) -> Chunk:
+    """`reader.chunk` where the reader has one; else a full read, filtered here."""
+    chunk = getattr(reader, "chunk", None)
+    if chunk is not None:
+        return cast(Chunk, chunk(start, limit, stop, wanted))
+    rows = reader(start, limit, stop)
+    chunk = full_chunk(start, rows)
+    return Chunk(chunk.start, chunk.last, chunk.count, [r for r in rows if wanted(r[3])],
+                 chunk.count_of)  # fmt: skip
+
+
+def full_chunk(start: int, rows: Sequence[Row]) -> Chunk:
+    """The chunk of `rows`, every one of them (read from `start`)."""
+    if not rows:
+        return Chunk(start, 0, 0, [], lambda a, b: 0)
+    positions = [r[0] for r in rows]
+    return Chunk(
+        start, rows[-1][0], len(rows), list(rows),
+        lambda a, b: sum(1 for p in positions if a <= p <= b),
+    )  # fmt: skip
 
 
 class _PostgresReader:

@@ -3,9 +3,11 @@ process writes, and fail as a whole: a helper that raises or dies leaves nothing
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +19,9 @@ from adapters.bootstrap import Settings, build_engine, build_runner
 from adapters.demo import AS_OF, build_district
 from loop.application import HazardLoop
 from projections import helper as helper_module
-from projections.cases import CasesProjection
+from projections.cases import Batch, CasesProjection
 from projections.helper import FoldHelperError, can_fork
-from projections.runner import ProjectionRunner
+from projections.runner import ProjectionRunner, _SQLiteReader
 from projections.tables import grids, ledger, post_tenures, step_segments, steps, tracking
 from tests.conftest import StoreFactory
 
@@ -293,3 +295,42 @@ def test_whole_chunks_from_two_chunks_behind_and_slices_under_that(
         finally:
             runner._stop_helper(helpers, kill=True)
     runner.engine.dispose()
+
+
+def test_a_helper_that_counts_the_chunk_otherwise_fails_the_chunk(
+    district: tuple[HazardLoop, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The helpers read only their part of the chunk, and SQLite counts the whole of it for
+    them: a count that is not the runner's stops the chunk, nothing committed."""
+    app, expected = district
+    runner = helped_runner(app, 2)
+    if not isinstance(runner.read, _SQLiteReader):
+        pytest.skip("PostgreSQL's helpers read the whole chunk and count it themselves")
+    empty_views(runner)
+    count = _SQLiteReader.count
+    monkeypatch.setattr(_SQLiteReader, "count", lambda self, a, b: count(self, a, b) + 1)
+    with pytest.raises(FoldHelperError, match=r"read \d+ events at positions 1\.\.\d+, the runner"):
+        runner.catch_up()
+    assert runner.positions() == {"cases": 0, "organisation": 0}
+    monkeypatch.setattr(_SQLiteReader, "count", count)
+    assert runner.catch_up() == runner.head()
+    assert snapshot(runner.engine) == expected
+    runner.engine.dispose()
+
+
+def test_messages_travel_by_marshal_and_date_times_by_pickle() -> None:
+    """Rows of text and numbers go by marshal; a message marshal cannot write (a date-time, as
+    rows for PostgreSQL hold) by pickle; both arrive as sent (a tuple subclass as a tuple)."""
+    ours, theirs = multiprocessing.Pipe()
+    rows = ("rows", (["H1", 1, None, True, 2.5, "2026-09-01 01:00:00.000000"], []))
+    moment = ("rows", ([datetime(2026, 9, 1, 1, 0)], ()))  # naive, as for PostgreSQL
+    for message, kind in ((rows, b"m"), (moment, b"p"), (("done", 3, 0, 2, 1, 9), b"m")):
+        helper_module._put(theirs, message)
+        assert ours.poll(5)
+        data = ours.recv_bytes()
+        assert data[:1] == kind
+        helper_module._put(theirs, message)
+        assert helper_module._get(ours) == message
+    batch = Batch([], [["s"]], [], [], [], [("l",)], [])
+    helper_module._put(theirs, ("rows", tuple(batch)))
+    assert Batch._make(helper_module._get(ours)[1]) == batch

@@ -17,7 +17,8 @@ from eventsourcing.persistence import MapperDeserialisationError, Notification
 from adapters.bootstrap import build_runner
 from loop.application import HazardLoop
 from loop.commands import parse_command
-from projections.runner import log_reader, reading_mapper, row_decoder
+from projections.helper import case_part
+from projections.runner import log_reader, read_chunk, reading_mapper, row_decoder
 from tests.conftest import SHANGHAI
 
 START = datetime(2026, 9, 1, 9, 0, tzinfo=SHANGHAI)
@@ -141,3 +142,50 @@ def test_a_recorder_that_reads_its_own_way_is_read_through_select_notifications(
         assert [row[2] for row in rows] == [1, 1, 1]
     finally:
         recorder.__class__ = base
+
+
+def test_a_chunk_holds_what_a_full_read_holds(engine: HazardLoop) -> None:
+    """`read_chunk` (SQLite: counted and filtered by the database; else a full read filtered
+    here): the count and last position of the full read, only the rows `wanted` takes, each
+    as the full read has it, and counts of any part of it."""
+    head = write_some(engine)
+    read = log_reader(engine.recorder)
+    for wanted in (lambda t: t.endswith("Discovered"), lambda t: False, lambda t: True):
+        for start, limit, stop in ((1, 1000, None), (2, 4, None), (3, 100, 7), (head, 5, None),
+                                   (head + 1, 5, None), (4, 10, 3)):  # fmt: skip
+            full = read(start, limit, stop)
+            chunk = read_chunk(read, start, limit, stop, wanted)
+            assert chunk.count == len(full)
+            assert chunk.last == (full[-1][0] if full else 0)
+            same_values(chunk.rows, [r for r in full if wanted(r[3])])
+            for first in range(start, start + len(full)):
+                assert chunk.count_from(first) == sum(1 for r in full if r[0] >= first)
+
+
+def test_the_sqlite_reader_reads_a_part_of_the_cases_as_case_part_says(
+    engine: HazardLoop, store_kind: str
+) -> None:
+    """SQLite's `part` computes `case_part` from the stored text: for each k, the parts are
+    disjoint, together the full read, and each row lies in the part of its case's id."""
+    if store_kind != "sqlite":
+        pytest.skip("the PostgreSQL reader has no `part`: its helpers filter in Python")
+    at = START
+    for i in range(64):  # 64 cases: random ids, so every part of every k below gets some
+        at += timedelta(minutes=1)
+        engine.handle(parse_command({
+            "command": "discover", "hazard_id": f"P{i}", "actor": "wang", "at": at.isoformat(),
+            "grid": "G1", "category": "fire", "grade": "general", "title": "t",
+        }))  # fmt: skip
+    read = log_reader(engine.recorder)
+    head = int(engine.recorder.max_notification_id() or 0)
+    full = read(1, 1000, None)
+    assert read.count(1, head) == head == len(full)  # type: ignore[attr-defined]
+    for k in (2, 3, 5):
+        parts = [read.part(1, 1000, head, i, k) for i in range(k)]  # type: ignore[attr-defined]
+        for i, rows in enumerate(parts):
+            assert rows, f"part {i} of {k} is empty"
+            assert all(case_part(r[1], k) == i for r in rows)
+        same_values(sorted((r for p in parts for r in p), key=lambda r: r[0]), full)
+        # The limit and the bounds, as a full read's.
+        few = read.part(3, 2, head - 1, 0, k)  # type: ignore[attr-defined]
+        same_values(few, [r for r in full[2 : head - 1] if case_part(r[1], k) == 0][:2])
