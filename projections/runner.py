@@ -145,6 +145,10 @@ class _Helpers:
     def folded(self) -> int:
         return sum(h.folded for h in self.helpers)
 
+    def whole_chunks(self, chunk_size: int) -> bool:
+        """Whether each helper folds a chunk in one slice (one batch per chunk)."""
+        return all(h.slice_size >= chunk_size for h in self.helpers)
+
     def fold(self, first: int, last: int, count: int) -> Iterator[Any]:
         """Every helper starts on the chunk at once; their batches, slice by slice."""
         return _interleave([h.fold(first, last, count) for h in self.helpers])
@@ -511,6 +515,14 @@ class ProjectionRunner:
             # And on the next one as soon as they are done with this: they fold it while this
             # one is written. Should this one fail, the caller stops them (they are ahead).
             following = self._read_ahead(helper, positions, last, until)
+            if batches is not None and helper.whole_chunks(self.chunk_size):
+                # One batch per helper: wait for them before the transaction, so that SQLite's
+                # write lock is held while the rows are written, not while they are folded.
+                try:
+                    batches = list(batches)
+                except BaseException:
+                    self._forget()
+                    raise
         decoded = [(n, decode(o, v, t, b)) for n, o, v, t, b in chunk.rows]
         try:
             with self.engine.begin() as conn:

@@ -2,12 +2,16 @@
 
 Each round runs every mode once, alternating, on the same store: the views dropped, a fresh
 runner, `catch_up` timed. A mode is `0` (one process) or `K[:SLICE]` (K helpers, slices of
-SLICE events). Prints events/s, the runner's and the helpers' CPU, and checks after every run
-that the views are those of the first run (every view table, hashed in key order).
+SLICE events), then options: `,chunk=N` (events per transaction), `,defer=N` (the runner's
+`defer_indexes_from`; `,defer=0` keeps the indexes up row by row). Prints events/s, the
+runner's and the helpers' CPU, and checks after every run that the views are those of the
+first run (every view table, hashed in key order).
 
     .venv/bin/python scripts/bench_fold_helpers.py --db /tmp/h10k.db --hazards 10000 \\
         --rounds 3 0 2 2:20000
     .venv/bin/python scripts/bench_fold_helpers.py --pg --hazards 10000 --rounds 3 0 1 2
+    .venv/bin/python scripts/bench_fold_helpers.py --db /tmp/hl1m/store.db --until 1500000 \
+        --rounds 2 2 2,defer=0 2,chunk=250000
 
 A store that does not exist yet is built first (`scripts/bench_projections.py`'s builder);
 `--pg` builds one in a throwaway PostgreSQL server. `--until N` stops at position N.
@@ -57,12 +61,21 @@ def run(url: str, modes: list[str], rounds: int, until: int | None) -> dict[str,
     first: str | None = None
     for _ in range(rounds):
         for mode in modes:
-            helpers, _, slice_size = mode.partition(":")
+            head, *options = mode.split(",")
+            helpers, _, slice_size = head.partition(":")
             runner = build_runner(app)
             runner.fold_helper_from = 1 if int(helpers) else 0
             runner.fold_helpers = max(1, int(helpers))
             if slice_size:
                 runner.fold_slice = int(slice_size)
+            for option in options:
+                name, _, value = option.partition("=")
+                if name not in ("chunk", "defer"):
+                    raise SystemExit(f"unknown option {name!r} in mode {mode!r}")
+                if name == "chunk":
+                    runner.chunk_size = int(value)
+                else:
+                    runner.defer_indexes_from = int(value)
             forget_views(runner)
             helpers_before = children_cpu()
             started, cpu = time.perf_counter(), time.process_time()
@@ -86,7 +99,12 @@ def run(url: str, modes: list[str], rounds: int, until: int | None) -> dict[str,
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("modes", nargs="+", help="0 (one process) or K[:SLICE]")
+    parser.add_argument(
+        "modes",
+        nargs="+",
+        help="0 (one process) or K[:SLICE] (K helpers), then any of ,chunk=EVENTS (events per "
+        "transaction) and ,defer=N (`defer_indexes_from`; 0: indexes kept up row by row)",
+    )
     parser.add_argument("--db", help="a SQLite store (built if missing)")
     parser.add_argument("--pg", action="store_true", help="a throwaway PostgreSQL server")
     parser.add_argument("--hazards", type=int, default=10_000, help="when building a store")

@@ -19,6 +19,7 @@ from adapters.bootstrap import Settings, build_engine, build_runner
 from adapters.demo import AS_OF, build_district
 from loop.application import HazardLoop
 from projections import helper as helper_module
+from projections import runner as runner_module
 from projections.cases import Batch, CasesProjection
 from projections.helper import FoldHelperError, can_fork
 from projections.runner import ProjectionRunner, _SQLiteReader
@@ -197,34 +198,38 @@ def test_helpers_that_cannot_open_the_store_leave_the_fold_to_the_runner(
 
 
 @pytest.mark.parametrize("failure", ["raises", "killed"])
-@pytest.mark.parametrize(("chunk_size", "slice_size"), [(100_000, 200), (400, 100)])
+@pytest.mark.parametrize(("chunk_size", "slice_size"), [(100_000, 200), (400, 100), (400, None)])
 def test_a_failing_helper_leaves_nothing_committed(
     district: tuple[HazardLoop, dict[str, Any]],
     monkeypatch: pytest.MonkeyPatch,
     failure: str,
     chunk_size: int,
-    slice_size: int,
+    slice_size: int | None,
 ) -> None:
     """A helper that raises (its error is named, after the rows it sent) or is killed mid-chunk,
-    with one chunk or with the next one read ahead and queued: the chunk is rolled back, and
-    the next catch-up ends as one process builds the views."""
+    with one chunk or with the next one read ahead and queued, in slices or whole chunks (their
+    batches awaited before the transaction): the chunk is rolled back, and the next catch-up
+    ends as one process builds the views."""
     app, expected = district
     runner = helped_runner(app, 2, fold_slice=slice_size, chunk_size=chunk_size)
     empty_views(runner)
     ours = os.getpid()
     fold = CasesProjection.fold
     calls: list[int] = []
+    fail_at = 3 if slice_size else 1  # whole chunks: the first, with the second queued
 
     def failing(self: CasesProjection, items: Any, time: Any) -> Any:
         calls.append(1)
-        if os.getpid() != ours and len(calls) == 3:
+        if os.getpid() != ours and len(calls) == fail_at:
             if failure == "killed":
                 os.kill(os.getpid(), signal.SIGKILL)
-            raise RuntimeError("boom in slice 3")
+            raise RuntimeError(f"boom in slice {fail_at}")
         return fold(self, items, time)
 
     monkeypatch.setattr(CasesProjection, "fold", failing)
-    expected_error = "RuntimeError: boom in slice 3" if failure == "raises" else "exit code -9"
+    expected_error = (
+        f"RuntimeError: boom in slice {fail_at}" if failure == "raises" else "exit code -9"
+    )
     with pytest.raises(FoldHelperError, match=expected_error):
         runner.catch_up()
     assert runner.positions() == {"cases": 0, "organisation": 0}
@@ -334,3 +339,39 @@ def test_messages_travel_by_marshal_and_date_times_by_pickle() -> None:
     batch = Batch([], [["s"]], [], [], [], [("l",)], [])
     helper_module._put(theirs, ("rows", tuple(batch)))
     assert Batch._make(helper_module._get(ours)[1]) == batch
+
+
+def test_whole_chunk_batches_are_awaited_before_the_chunk_takes_the_write_lock(
+    district: tuple[HazardLoop, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In whole chunks, every helper's batch is in before the runner claims the chunk's
+    positions (the first write of its transaction, which takes SQLite's write lock): the lock
+    is held while rows are written, not while they are folded. In slices, the runner writes
+    each as it comes, inside the transaction (that is their point)."""
+    app, expected = district
+    order: list[tuple[str, int]] = []
+    fold, advance = runner_module._Helpers.fold, ProjectionRunner._advance
+
+    def folding(self: runner_module._Helpers, first: int, last: int, count: int) -> Any:
+        batches = fold(self, first, last, count)
+        yield from batches
+        order.append(("folded", last))
+
+    def claiming(conn: Any, name: str, pos: int, last: int) -> None:
+        if name == "cases":
+            order.append(("claimed", last))
+        advance(conn, name, pos, last)
+
+    monkeypatch.setattr(runner_module._Helpers, "fold", folding)
+    monkeypatch.setattr(ProjectionRunner, "_advance", staticmethod(claiming))
+    for slice_size, whole in ((None, True), (100, False)):
+        order.clear()
+        runner = helped_runner(app, 2, fold_slice=slice_size, chunk_size=400)
+        assert runner.rebuild() == runner.head()
+        assert snapshot(runner.engine) == expected
+        lasts = [last for kind, last in order if kind == "claimed"]
+        assert len(lasts) > 2
+        for last in lasts:
+            before = order.index(("folded", last)) < order.index(("claimed", last))
+            assert before is whole, (slice_size, order)
+        runner.engine.dispose()
