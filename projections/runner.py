@@ -1077,7 +1077,7 @@ class _SQLiteReader:
         )
         self.counting = f"SELECT count(*) FROM {table} WHERE rowid BETWEEN ? AND ?"
         # A part of the cases (`part`): the id's last byte, from its text, as `case_part` has it.
-        digit = f"(instr('{HEX_DIGITS}', substr(originator_id, {{}}, 1)) - 1)"
+        digit = f"(instr('{HEX_DIGITS}', lower(substr(originator_id, {{}}, 1))) - 1)"
         self.of_part = (
             f"SELECT {columns} FROM {table} WHERE rowid>=? AND rowid<=? "
             f"AND ({digit.format(-2)} * 16 + {digit.format(-1)}) % ? = ? ORDER BY rowid LIMIT ?"
@@ -1112,6 +1112,12 @@ class _SQLiteReader:
             cursor = c.sqlite_cursor
             cursor.row_factory = None
             return int(cursor.execute(self.counting, (start, stop)).fetchone()[0])
+
+    @property
+    def parts(self) -> bool:
+        """Whether `part` can be used: the store's ids are UUIDs (as text: 32 hex digits and
+        dashes), so that every id falls in exactly one part."""
+        return self.recorder.datastore.originator_id_type == "uuid"
 
     def part(self, start: int, limit: int, stop: int, i: int, k: int) -> list[Row]:
         """Like `self(start, limit, stop)`, only the events of cases in part `i` of `k`

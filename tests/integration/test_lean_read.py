@@ -189,3 +189,18 @@ def test_the_sqlite_reader_reads_a_part_of_the_cases_as_case_part_says(
         # The limit and the bounds, as a full read's.
         few = read.part(3, 2, head - 1, 0, k)  # type: ignore[attr-defined]
         same_values(few, [r for r in full[2 : head - 1] if case_part(r[1], k) == 0][:2])
+
+
+def test_parts_are_read_by_sql_only_where_ids_are_uuids(tmp_path: Any) -> None:
+    """A store whose ids are free text (eventsourcing's ORIGINATOR_ID_TYPE=text) has no parts
+    by id digits: its helpers read the whole chunk and split it in Python."""
+    from eventsourcing.application import Application
+
+    kinds = {}
+    for kind in ("uuid", "text"):
+        app = Application(env={"PERSISTENCE_MODULE": "eventsourcing.sqlite",
+                               "SQLITE_DBNAME": str(tmp_path / f"{kind}.db"),
+                               "ORIGINATOR_ID_TYPE": kind})  # fmt: skip
+        kinds[kind] = getattr(log_reader(app.recorder), "parts", None)
+        app.close()
+    assert kinds == {"uuid": True, "text": False}
