@@ -108,6 +108,8 @@ class FoldHelper:
         self._process: Any = None
         #: Hazard events the helper folded (every chunk asked of it so far).
         self.folded = 0
+        #: Hazard events it folded for the last chunk it finished.
+        self.folded_last = 0
 
     @property
     def pid(self) -> int | None:
@@ -184,7 +186,8 @@ class FoldHelper:
                         f"not {first}..{last}"
                     )
                 self.projection.refolded += int(message[2])
-                self.folded += int(message[3])
+                self.folded_last = int(message[3])
+                self.folded += self.folded_last
                 return
             else:
                 raise FoldHelperError(f"the fold helper failed: {message[1]}")

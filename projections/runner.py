@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -144,6 +145,11 @@ class _Helpers:
     @property
     def folded(self) -> int:
         return sum(h.folded for h in self.helpers)
+
+    @property
+    def folded_last(self) -> int:
+        """Events the helpers folded for the last chunk they finished."""
+        return sum(h.folded_last for h in self.helpers)
 
     def whole_chunks(self, chunk_size: int) -> bool:
         """Whether each helper folds a chunk in one slice (one batch per chunk)."""
@@ -520,9 +526,12 @@ class ProjectionRunner:
                 # write lock is held while the rows are written, not while they are folded.
                 try:
                     batches = list(batches)
+                    self._check_folded(helper, positions, chunk)
                 except BaseException:
                     self._forget()
                     raise
+            else:
+                batches = self._checked(batches, helper, positions, chunk)
         decoded = [(n, decode(o, v, t, b)) for n, o, v, t, b in chunk.rows]
         try:
             with self.engine.begin() as conn:
@@ -554,6 +563,37 @@ class ProjectionRunner:
         self._committed = {name: max(pos, last) for name, pos in positions.items()}
         self._ahead = following
         return chunk.count
+
+    def _check_folded(self, helper: _Helpers, positions: dict[str, int], chunk: Chunk) -> None:
+        """The helpers, between them, folded every event of the chunk their projection takes
+        (no case in no part, none in two): against SQLite's count by topic."""
+        folded: Any = helper.projection
+        if positions[folded.name] >= chunk.start:
+            return  # the chunk in part only: its counts by topic do not apply
+        want = sum(n for topic, n in chunk.topics().items() if folded.wants(topic))
+        got = helper.folded_last
+        if got != want:
+            raise FoldHelperError(
+                f"the fold helpers folded {got} events of positions {chunk.start}..{chunk.last}, "
+                f"which hold {want} for {folded.name}"
+            )
+
+    def _checked(
+        self,
+        batches: Iterator[Any] | None,
+        helper: _Helpers,
+        positions: dict[str, int],
+        chunk: Chunk,
+    ) -> Iterator[Any] | None:
+        """`batches`, checked (`_check_folded`) once the last has come."""
+        if batches is None:
+            return None
+
+        def checked(stream: Iterator[Any]) -> Iterator[Any]:
+            yield from stream
+            self._check_folded(helper, positions, chunk)
+
+        return checked(batches)
 
     def _read_chunk(self, start: int, until: int | None, helper: _Helpers | None) -> Chunk:
         """The next chunk of the log. While helpers fold, the rows of only the events the
@@ -1070,7 +1110,9 @@ class _SQLiteReader:
         self.span_to = (
             f"SELECT count(*), max(rowid) FROM ({span}AND rowid<=? ORDER BY rowid LIMIT ?)"
         )
-        self.topics = f"SELECT DISTINCT topic FROM {table} WHERE rowid BETWEEN ? AND ?"
+        self.topics = (
+            f"SELECT topic, count(*) FROM {table} WHERE rowid BETWEEN ? AND ? GROUP BY topic"
+        )
         self.of_topics = (
             f"SELECT {columns} FROM {table} WHERE rowid BETWEEN ? AND ? AND topic IN ({{}}) "
             "ORDER BY rowid"
@@ -1098,13 +1140,14 @@ class _SQLiteReader:
             cursor.row_factory = None
             count, last = cursor.execute(statement, params).fetchone()
             if not count:
-                return Chunk(start, 0, 0, [], self.count)
-            topics = [t for (t,) in cursor.execute(self.topics, (start, last)) if wanted(t)]
+                return Chunk(start, 0, 0, [], self.count, dict)
+            counts = {str(t): int(n) for t, n in cursor.execute(self.topics, (start, last))}
+        topics = [t for t in counts if wanted(t)]
         rows: list[Row] = []
         if topics:  # another snapshot: these positions are committed and never change
             marks = ", ".join("?" * len(topics))
             rows = self._rows(self.of_topics.format(marks), (start, last, *topics))
-        return Chunk(start, int(last), int(count), rows, self.count)
+        return Chunk(start, int(last), int(count), rows, self.count, lambda: counts)
 
     def count(self, start: int, stop: int) -> int:
         """How many events lie at positions `start`..`stop`."""
@@ -1149,13 +1192,15 @@ class _SQLiteReader:
 @dataclass(frozen=True)
 class Chunk:
     """What a read of the log from `start` found: `count` events up to position `last`, and
-    `rows`, those of them a `wanted` filter took; `count_of(first, last)` counts a part."""
+    `rows`, those of them a `wanted` filter took; `count_of(first, last)` counts a part, and
+    `topics()` the chunk's events by topic."""
 
     start: int
     last: int
     count: int
     rows: list[Row]
     count_of: Callable[[int, int], int]
+    topics: Callable[[], dict[str, int]]
 
     def count_from(self, first: int) -> int:
         """The events at positions `first`..`last`."""
@@ -1172,17 +1217,18 @@ def read_chunk(
     rows = reader(start, limit, stop)
     chunk = full_chunk(start, rows)
     return Chunk(chunk.start, chunk.last, chunk.count, [r for r in rows if wanted(r[3])],
-                 chunk.count_of)  # fmt: skip
+                 chunk.count_of, chunk.topics)  # fmt: skip
 
 
 def full_chunk(start: int, rows: Sequence[Row]) -> Chunk:
     """The chunk of `rows`, every one of them (read from `start`)."""
     if not rows:
-        return Chunk(start, 0, 0, [], lambda a, b: 0)
+        return Chunk(start, 0, 0, [], lambda a, b: 0, dict)
     positions = [r[0] for r in rows]
     return Chunk(
         start, rows[-1][0], len(rows), list(rows),
         lambda a, b: sum(1 for p in positions if a <= p <= b),
+        lambda: dict(Counter(r[3] for r in rows)),
     )  # fmt: skip
 
 
