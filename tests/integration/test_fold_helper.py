@@ -314,10 +314,18 @@ def test_a_helper_that_counts_the_chunk_otherwise_fails_the_chunk(
     empty_views(runner)
     count = _SQLiteReader.count
     monkeypatch.setattr(_SQLiteReader, "count", lambda self, a, b: count(self, a, b) + 1)
-    with pytest.raises(FoldHelperError, match=r"read \d+ events at positions 1\.\.\d+, the runner"):
+    fails_then_heals(
+        runner, expected, r"read \d+ events at positions 1\.\.\d+, the runner",
+        lambda: monkeypatch.setattr(_SQLiteReader, "count", count),
+    )  # fmt: skip
+
+
+def fails_then_heals(runner: ProjectionRunner, expected: Any, error: str, heal: Any) -> None:
+    """The catch-up fails with `error`, nothing committed; healed, it ends as one process."""
+    with pytest.raises(FoldHelperError, match=error):
         runner.catch_up()
     assert runner.positions() == {"cases": 0, "organisation": 0}
-    monkeypatch.setattr(_SQLiteReader, "count", count)
+    heal()
     assert runner.catch_up() == runner.head()
     assert snapshot(runner.engine) == expected
     runner.engine.dispose()
@@ -398,10 +406,7 @@ def test_helpers_that_fold_fewer_events_than_the_chunk_holds_fail_it(
         return [r for r in rows if r[1].int % 7]  # a seventh of the cases, in no part
 
     monkeypatch.setattr(_SQLiteReader, "part", lossy)
-    with pytest.raises(FoldHelperError, match=r"folded \d+ events of positions 1\.\.400, which"):
-        runner.catch_up()
-    assert runner.positions() == {"cases": 0, "organisation": 0}
-    monkeypatch.setattr(_SQLiteReader, "part", part)
-    assert runner.catch_up() == runner.head()
-    assert snapshot(runner.engine) == expected
-    runner.engine.dispose()
+    fails_then_heals(
+        runner, expected, r"folded \d+ events of positions 1\.\.400, which",
+        lambda: monkeypatch.setattr(_SQLiteReader, "part", part),
+    )  # fmt: skip
