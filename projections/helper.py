@@ -261,6 +261,9 @@ def _serve(
         return
     wants = projection.wants
     i, k = part
+    # The reader's own `part` (SQLite) reads only this part's events: the others' are not even
+    # made Python objects; then SQLite counts the chunk for the check below.
+    read_part = getattr(read, "part", None) if k > 1 and getattr(read, "parts", False) else None
     while True:
         try:
             message = conn.recv()
@@ -273,11 +276,6 @@ def _serve(
             time_of = stored_time()
             folded = 0
             refolded = projection.refolded
-            # The reader's own `part` (SQLite) reads only this part's events: the others' are
-            # not even made Python objects; then SQLite counts the chunk for the check below.
-            read_part = (
-                getattr(read, "part", None) if k > 1 and getattr(read, "parts", False) else None
-            )
             seen = read.count(first, last) if read_part else 0  # type: ignore[attr-defined]
             at = first
             while at <= last:

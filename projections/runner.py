@@ -191,7 +191,6 @@ def _ask(helper: _Helpers, done: int, chunk: Chunk) -> Iterator[Any] | None:
 class _Ahead:
     """A chunk read, and asked of the fold helpers, before the one before it committed."""
 
-    start: int
     chunk: Chunk
     batches: Iterator[Any] | None
 
@@ -353,12 +352,9 @@ class ProjectionRunner:
         other catch-up first builds whatever index is missing (one left by a catch-up that was
         killed, say)."""
         positions = self.positions()
-        head = self.head() if until is None else min(until, self.head())
-        fresh = [
-            p
-            for p in self.projections
-            if positions[p.name] == 0 and 0 < self.defer_indexes_from <= head
-        ]
+        fresh = [p for p in self.projections if positions[p.name] == 0]
+        if fresh and not 0 < self.defer_indexes_from <= self._target(until):
+            fresh = []
         if not fresh:
             self._build_indexes(self._indexes(self.projections))
             return []
@@ -411,6 +407,11 @@ class ProjectionRunner:
         finally:
             self._stop_helper(helper)
 
+    def _target(self, until: int | None) -> int:
+        """The position a catch-up to `until` (None: the head of the log) ends at."""
+        head = self.head()
+        return head if until is None else min(until, head)
+
     def _foldable(self) -> Foldable | None:
         """The projection a helper may fold for: the first with `fold`, `store_all`, `wants`."""
         for p in self.projections:
@@ -427,8 +428,7 @@ class ProjectionRunner:
         positions = self.positions()
         if self._committed is not None and positions != self._committed:
             self._forget()  # the helper starts with our cases: they must be current
-        head = self.head() if until is None else min(until, self.head())
-        backlog = head - positions[folded.name]
+        backlog = self._target(until) - positions[folded.name]
         if backlog < threshold:
             return None
         # Over several chunks the helpers fold the next chunk while the runner writes one,
@@ -501,7 +501,7 @@ class ProjectionRunner:
             return 0
         batches: Any = None
         if ahead is not None:
-            if helper is None or ahead.start != start:
+            if helper is None or ahead.chunk.start != start:
                 raise StaleTracking("the chunk read ahead is not the next one")
             chunk, batches = ahead.chunk, ahead.batches
         else:
@@ -620,7 +620,7 @@ class ProjectionRunner:
         chunk = self._read_chunk(start, until, helper)
         if not chunk.count:
             return None
-        return _Ahead(start, chunk, _ask(helper, after[helper.projection.name], chunk))
+        return _Ahead(chunk, _ask(helper, after[helper.projection.name], chunk))
 
     def run(
         self,
@@ -1198,7 +1198,7 @@ class Chunk:
     start: int
     last: int
     count: int
-    rows: list[Row]
+    rows: Sequence[Row]
     count_of: Callable[[int, int], int]
     topics: Callable[[], dict[str, int]]
 
@@ -1224,10 +1224,9 @@ def full_chunk(start: int, rows: Sequence[Row]) -> Chunk:
     """The chunk of `rows`, every one of them (read from `start`)."""
     if not rows:
         return Chunk(start, 0, 0, [], lambda a, b: 0, dict)
-    positions = [r[0] for r in rows]
     return Chunk(
-        start, rows[-1][0], len(rows), list(rows),
-        lambda a, b: sum(1 for p in positions if a <= p <= b),
+        start, rows[-1][0], len(rows), rows,
+        lambda a, b: sum(1 for r in rows if a <= r[0] <= b),
         lambda: dict(Counter(r[3] for r in rows)),
     )  # fmt: skip
 
