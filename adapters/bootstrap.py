@@ -24,7 +24,12 @@ from adapters.tipsters import TipsterVault, load_master_key
 from loop.application import Clock, HazardLoop
 from loop.errors import InvalidPolicy, StoreError
 from loop.policy import Policy
-from projections.runner import DEFER_INDEXES_FROM, FOLD_HELPER_FROM, ProjectionRunner
+from projections.runner import (
+    DEFER_INDEXES_FROM,
+    FOLD_HELPER_FROM,
+    REBUILD_CHUNK_SIZE,
+    ProjectionRunner,
+)
 
 __all__ = ["Settings", "build_engine", "build_runner", "views_engine"]
 
@@ -71,6 +76,12 @@ class Settings(BaseSettings):
         ge=0,
         description="a catch-up that starts a projection from zero this many events behind "
         "drops the views' secondary indexes and builds them once at its end; 0: never",
+    )
+    rebuild_chunk_size: int = Field(
+        default=REBUILD_CHUNK_SIZE,
+        ge=0,
+        description="events per transaction of a catch-up that starts a projection from zero "
+        "with at least twice as many events to read (others: 100,000); 0: no bigger ones",
     )
 
 
@@ -154,6 +165,7 @@ def build_runner(
             fold_helper_from=settings.fold_helper_from,
             fold_helpers=settings.fold_helpers,
             defer_indexes_from=settings.defer_indexes_from,
+            rebuild_chunk_size=settings.rebuild_chunk_size,
         )
     except SQLAlchemyError as exc:
         raise StoreError(f"cannot open the read models: {exc}") from exc

@@ -59,6 +59,7 @@ from projections.tables import METADATA, tracking
 __all__ = [
     "DEFER_INDEXES_FROM",
     "FOLD_HELPER_FROM",
+    "REBUILD_CHUNK_SIZE",
     "LagReport",
     "Projection",
     "ProjectionRunner",
@@ -114,6 +115,12 @@ def _shareable(app: HazardLoop) -> bool:
 #: From this many events behind, a catch-up from zero builds the views' secondary indexes once at
 #: its end instead of row by row (`ProjectionRunner`, docs/projections.md "Rebuilding").
 DEFER_INDEXES_FROM = 100_000
+
+
+#: Events per transaction of a catch-up that builds a projection from zero over a log of twice
+#: as many events or more (`ProjectionRunner.rebuild_chunk_size`; docs/projections.md,
+#: "Rebuilding: bigger transactions").
+REBUILD_CHUNK_SIZE = 500_000
 
 
 #: Events per slice of a catch-up under two chunks behind (see `_start_helper`).
@@ -227,6 +234,7 @@ class ProjectionRunner:
         fold_slice: int | None = None,
         fold_helpers: int | None = None,
         defer_indexes_from: int = DEFER_INDEXES_FROM,
+        rebuild_chunk_size: int = REBUILD_CHUNK_SIZE,
     ) -> None:
         self.app = app
         self.engine = engine
@@ -255,6 +263,13 @@ class ProjectionRunner:
         #: From this many events behind, a catch-up that starts a projection from zero drops
         #: the secondary indexes of its tables and builds them once at the end (0: never).
         self.defer_indexes_from = defer_indexes_from
+        #: Events per transaction of a catch-up that starts a projection from zero with at least
+        #: twice as many events to read (a rebuild, a new store's first catch-up); fewer
+        #: transactions write fewer rows: a case whose events span two chunks has its rows
+        #: written in each. Any other catch-up: `chunk_size`. 0: always `chunk_size`.
+        self.rebuild_chunk_size = rebuild_chunk_size
+        #: The events per transaction of the last catch-up (`chunk_size` before any).
+        self.last_chunk_size = chunk_size
         #: Catch-ups that built their indexes at the end, so far.
         self.deferred = 0
         #: Hazard events folded by helpers for this runner so far.
@@ -339,12 +354,23 @@ class ProjectionRunner:
 
     def _catch_up(self, until: int | None, progress: Callable[[int], None] | None) -> int:
         deferred = self._defer_indexes(until)
+        configured = self.chunk_size
+        self.chunk_size = self.last_chunk_size = self._chunk_size_for(until)
         try:
             return self._chunks(until, progress)
         finally:
+            self.chunk_size = configured
             if deferred:
                 self._build_indexes(deferred)
                 self.deferred += 1
+
+    def _chunk_size_for(self, until: int | None) -> int:
+        """Events per transaction for a catch-up to `until`: `rebuild_chunk_size` when it
+        starts a projection from zero with twice that or more to read, else `chunk_size`."""
+        bigger = self.rebuild_chunk_size
+        if bigger <= self.chunk_size or 0 not in self.positions().values():
+            return self.chunk_size
+        return bigger if self._target(until) >= 2 * bigger else self.chunk_size
 
     def _defer_indexes(self, until: int | None) -> list[Index]:
         """Before a catch-up: the secondary indexes of projections that start from zero with a

@@ -73,7 +73,7 @@ def run(url: str, modes: list[str], rounds: int, until: int | None) -> dict[str,
                 if name not in ("chunk", "defer"):
                     raise SystemExit(f"unknown option {name!r} in mode {mode!r}")
                 if name == "chunk":
-                    runner.chunk_size = int(value)
+                    runner.chunk_size = runner.rebuild_chunk_size = int(value)
                 else:
                     runner.defer_indexes_from = int(value)
             forget_views(runner)

@@ -152,3 +152,54 @@ def test_a_projection_rebuilt_alone_defers_only_its_own_indexes(engine: HazardLo
     assert all(s == SECONDARY for s in seen)
     assert runner.deferred == 1
     runner.engine.dispose()
+
+
+def spans(runner: ProjectionRunner) -> list[int]:
+    """The number of positions each chunk of the runner's catch-ups covers, as read."""
+    seen: list[int] = []
+    runner.on_chunk = lambda start, last: seen.append(last - start + 1)
+    return seen
+
+
+def test_a_catch_up_from_zero_over_a_long_log_takes_bigger_transactions(
+    engine: HazardLoop,
+) -> None:
+    """`rebuild_chunk_size` events per transaction for a catch-up that starts a projection from
+    zero with twice that many or more to read; `chunk_size` for any other (docs/projections.md,
+    "Rebuilding: bigger transactions"). The views are the same either way."""
+    head = write_some(engine)
+    assert head == 9
+    plain = runner_for(engine, 0)
+    assert plain.rebuild() == head
+    expected = snapshot(plain.engine)
+    plain.engine.dispose()
+
+    runner = runner_for(engine, 0)
+    runner.rebuild_chunk_size = 4  # 2 x 4 <= 9
+    seen = spans(runner)
+    assert runner.rebuild() == head
+    assert seen == [4, 4, 1]
+    assert (runner.chunk_size, runner.last_chunk_size) == (2, 4)
+    assert snapshot(runner.engine) == expected
+
+    runner.rebuild_chunk_size = 5  # 2 x 5 > 9: not worth it
+    seen = spans(runner)
+    assert runner.rebuild() == head
+    assert seen == [2, 2, 2, 2, 1]
+    assert runner.last_chunk_size == 2
+
+    # Past zero, the plain size, however far behind: here 5 behind of a 9-event log.
+    runner.rebuild_chunk_size = 4
+    with runner.engine.begin() as conn:
+        conn.execute(tracking.update().values(position=4))
+    seen = spans(runner)
+    assert runner.catch_up() == head - 4
+    assert seen == [2, 2, 1]
+    assert snapshot(runner.engine) == expected
+
+    # A catch-up that fails keeps its configured size for the next one.
+    runner.on_chunk = lambda start, last: (_ for _ in ()).throw(RuntimeError("went down"))
+    with pytest.raises(RuntimeError, match="went down"):
+        runner.rebuild()
+    assert (runner.chunk_size, runner.last_chunk_size) == (2, 4)
+    runner.engine.dispose()
