@@ -80,8 +80,10 @@ class Settings(BaseSettings):
     rebuild_chunk_size: int = Field(
         default=REBUILD_CHUNK_SIZE,
         ge=0,
-        description="events per transaction of a catch-up that starts a projection from zero "
-        "with at least twice as many events to read (others: 100,000); 0: no bigger ones",
+        le=1_000_000,
+        description="events per transaction of a catch-up whose fold helpers fold the cases "
+        "from zero with at least twice as many events to read (other catch-ups: their own "
+        "chunk size); 0: no bigger ones",
     )
 
 

@@ -462,8 +462,8 @@ def projections_catch_up(
             "--chunk-size",
             min=1,
             max=1_000_000,
-            help="Events per transaction (default: the runner's, 100,000; 500,000 for a "
-            "projection built from zero over 1,000,000 events or more).",
+            help="Events per transaction (default: the runner's, 100,000; for a rebuild "
+            "over a long log, HAZARDLOOP_REBUILD_CHUNK_SIZE, 500,000).",
         ),
     ] = None,
 ) -> None:

@@ -149,6 +149,8 @@ def views_known_at(app: HazardLoop, known_at: datetime) -> Iterator[tuple[Engine
         engine = create_engine(f"sqlite:///{scratch}/views.db")
         try:
             runner = build_runner(app, engine)
+            # Built per request in a long-lived server, too: the smaller transactions' memory.
+            runner.rebuild_chunk_size = 0
             if position:
                 runner.catch_up(until=position)
             yield engine, position

@@ -117,9 +117,9 @@ def _shareable(app: HazardLoop) -> bool:
 DEFER_INDEXES_FROM = 100_000
 
 
-#: Events per transaction of a catch-up that builds a projection from zero over a log of twice
-#: as many events or more (`ProjectionRunner.rebuild_chunk_size`; docs/projections.md,
-#: "Rebuilding: bigger transactions").
+#: Events per transaction of a catch-up whose fold helpers build their projection from zero over
+#: a log of twice as many events or more (`ProjectionRunner.rebuild_chunk_size`;
+#: docs/projections.md, "Rebuilding: bigger transactions").
 REBUILD_CHUNK_SIZE = 500_000
 
 
@@ -263,10 +263,11 @@ class ProjectionRunner:
         #: From this many events behind, a catch-up that starts a projection from zero drops
         #: the secondary indexes of its tables and builds them once at the end (0: never).
         self.defer_indexes_from = defer_indexes_from
-        #: Events per transaction of a catch-up that starts a projection from zero with at least
-        #: twice as many events to read (a rebuild, a new store's first catch-up); fewer
-        #: transactions write fewer rows: a case whose events span two chunks has its rows
-        #: written in each. Any other catch-up: `chunk_size`. 0: always `chunk_size`.
+        #: Events per transaction of a catch-up whose fold helpers fold their projection from
+        #: zero with at least twice as many events to read (a rebuild, a new store's first
+        #: catch-up); fewer transactions write fewer rows: a case whose events span two chunks
+        #: has its rows written in each. Any other catch-up: `chunk_size`. 0: always
+        #: `chunk_size`.
         self.rebuild_chunk_size = rebuild_chunk_size
         #: The events per transaction of the last catch-up (`chunk_size` before any).
         self.last_chunk_size = chunk_size
@@ -353,9 +354,10 @@ class ProjectionRunner:
             return self._catch_up(until, progress)
 
     def _catch_up(self, until: int | None, progress: Callable[[int], None] | None) -> int:
+        size = self._chunk_size_for(until)  # first: nothing to undo should it fail
         deferred = self._defer_indexes(until)
         configured = self.chunk_size
-        self.chunk_size = self.last_chunk_size = self._chunk_size_for(until)
+        self.chunk_size = self.last_chunk_size = size
         try:
             return self._chunks(until, progress)
         finally:
@@ -365,12 +367,23 @@ class ProjectionRunner:
                 self.deferred += 1
 
     def _chunk_size_for(self, until: int | None) -> int:
-        """Events per transaction for a catch-up to `until`: `rebuild_chunk_size` when it
-        starts a projection from zero with twice that or more to read, else `chunk_size`."""
+        """Events per transaction for a catch-up to `until`: `rebuild_chunk_size` when fold
+        helpers will fold their projection from zero with twice that or more to read (the case
+        measured: the runner then holds only the helpers' batches and the events the other
+        projections take), else `chunk_size`."""
         bigger = self.rebuild_chunk_size
-        if bigger <= self.chunk_size or 0 not in self.positions().values():
+        folded = self._foldable()
+        if bigger <= self.chunk_size or folded is None or not self._may_help():
             return self.chunk_size
-        return bigger if self._target(until) >= 2 * bigger else self.chunk_size
+        if self.positions()[folded.name] != 0:
+            return self.chunk_size
+        target = self._target(until)
+        return bigger if target >= max(2 * bigger, self.fold_helper_from) else self.chunk_size
+
+    def _may_help(self) -> bool:
+        """Whether fold helpers may run at all: on, possible on this machine, and the store
+        one that other processes can open."""
+        return bool(self.fold_helper_from) and can_fork() and _shareable(self.app)
 
     def _defer_indexes(self, until: int | None) -> list[Index]:
         """Before a catch-up: the secondary indexes of projections that start from zero with a
@@ -449,7 +462,7 @@ class ProjectionRunner:
         """A fold helper, when the backlog is worth one and this machine and store allow it."""
         threshold = self.fold_helper_from
         folded = self._foldable()
-        if not threshold or folded is None or not can_fork() or not _shareable(self.app):
+        if folded is None or not self._may_help():
             return None
         positions = self.positions()
         if self._committed is not None and positions != self._committed:

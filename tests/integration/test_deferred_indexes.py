@@ -11,6 +11,7 @@ from sqlalchemy import Connection, Engine, select
 
 from adapters.bootstrap import build_runner
 from loop.application import HazardLoop
+from projections.helper import can_fork
 from projections.runner import ProjectionRunner, _index_names
 from projections.tables import grids, ledger, post_tenures, step_segments, steps, tracking
 from tests.integration.test_lean_read import write_some
@@ -161,12 +162,13 @@ def spans(runner: ProjectionRunner) -> list[int]:
     return seen
 
 
+@pytest.mark.skipif(not can_fork(), reason="fold helpers need Linux and 2+ CPUs")
 def test_a_catch_up_from_zero_over_a_long_log_takes_bigger_transactions(
     engine: HazardLoop,
 ) -> None:
-    """`rebuild_chunk_size` events per transaction for a catch-up that starts a projection from
-    zero with twice that many or more to read; `chunk_size` for any other (docs/projections.md,
-    "Rebuilding: bigger transactions"). The views are the same either way."""
+    """`rebuild_chunk_size` events per transaction for a catch-up whose fold helpers fold the
+    cases from zero with twice that many or more to read; `chunk_size` for any other
+    (docs/projections.md, "Rebuilding: bigger transactions"). The views are the same."""
     head = write_some(engine)
     assert head == 9
     plain = runner_for(engine, 0)
@@ -175,10 +177,12 @@ def test_a_catch_up_from_zero_over_a_long_log_takes_bigger_transactions(
     plain.engine.dispose()
 
     runner = runner_for(engine, 0)
+    runner.fold_helper_from, runner.fold_helpers = 1, 2
     runner.rebuild_chunk_size = 4  # 2 x 4 <= 9
     seen = spans(runner)
     assert runner.rebuild() == head
     assert seen == [4, 4, 1]
+    assert runner.helped > 0, "the helpers folded"
     assert (runner.chunk_size, runner.last_chunk_size) == (2, 4)
     assert snapshot(runner.engine) == expected
 
@@ -188,18 +192,32 @@ def test_a_catch_up_from_zero_over_a_long_log_takes_bigger_transactions(
     assert seen == [2, 2, 2, 2, 1]
     assert runner.last_chunk_size == 2
 
-    # Past zero, the plain size, however far behind: here 5 behind of a 9-event log.
+    # Past zero, the plain size, however far behind: 8 behind here, twice 4.
     runner.rebuild_chunk_size = 4
     with runner.engine.begin() as conn:
-        conn.execute(tracking.update().values(position=4))
+        conn.execute(tracking.update().values(position=1))
     seen = spans(runner)
-    assert runner.catch_up() == head - 4
-    assert seen == [2, 2, 1]
+    assert runner.catch_up() == head - 1
+    assert seen == [2, 2, 2, 2]
+    assert snapshot(runner.engine) == expected
+
+    # The cases up to date, the organisation from zero: no helper folds, the plain size.
+    seen = spans(runner)
+    assert runner.rebuild(["organisation"]) == head
+    assert seen == [2, 2, 2, 2, 1]
+
+    # Without helpers (one process decodes every event of a chunk), the plain size.
+    runner.fold_helper_from = 0
+    seen = spans(runner)
+    assert runner.rebuild() == head
+    assert seen == [2, 2, 2, 2, 1]
     assert snapshot(runner.engine) == expected
 
     # A catch-up that fails keeps its configured size for the next one.
+    runner.fold_helper_from = 1
     runner.on_chunk = lambda start, last: (_ for _ in ()).throw(RuntimeError("went down"))
     with pytest.raises(RuntimeError, match="went down"):
         runner.rebuild()
     assert (runner.chunk_size, runner.last_chunk_size) == (2, 4)
+    assert indexes(runner) >= SECONDARY
     runner.engine.dispose()
