@@ -354,8 +354,11 @@ class ProjectionRunner:
             return self._catch_up(until, progress)
 
     def _catch_up(self, until: int | None, progress: Callable[[int], None] | None) -> int:
-        size = self._chunk_size_for(until)  # first: nothing to undo should it fail
-        deferred = self._defer_indexes(until)
+        positions = self.positions()
+        # Where the catch-up ends matters only to a projection that starts from zero.
+        target = self._target(until) if 0 in positions.values() else 0
+        size = self._chunk_size_for(positions, target)  # first: nothing to undo should it fail
+        deferred = self._defer_indexes(positions, target)
         configured = self.chunk_size
         self.chunk_size = self.last_chunk_size = size
         try:
@@ -366,33 +369,31 @@ class ProjectionRunner:
                 self._build_indexes(deferred)
                 self.deferred += 1
 
-    def _chunk_size_for(self, until: int | None) -> int:
-        """Events per transaction for a catch-up to `until`: `rebuild_chunk_size` when fold
-        helpers will fold their projection from zero with twice that or more to read (the case
-        measured: the runner then holds only the helpers' batches and the events the other
-        projections take), else `chunk_size`."""
+    def _chunk_size_for(self, positions: dict[str, int], target: int) -> int:
+        """Events per transaction for a catch-up from `positions` to `target`:
+        `rebuild_chunk_size` when fold helpers will fold their projection from zero with twice
+        that or more to read (the case measured: the runner then holds only the helpers'
+        batches and the events the other projections take), else `chunk_size`."""
         bigger = self.rebuild_chunk_size
         folded = self._foldable()
-        if bigger <= self.chunk_size or folded is None or not self._may_help():
+        if bigger <= self.chunk_size or folded is None or positions[folded.name] != 0:
             return self.chunk_size
-        if self.positions()[folded.name] != 0:
+        if target < max(2 * bigger, self.fold_helper_from) or not self._may_help():
             return self.chunk_size
-        target = self._target(until)
-        return bigger if target >= max(2 * bigger, self.fold_helper_from) else self.chunk_size
+        return bigger
 
     def _may_help(self) -> bool:
         """Whether fold helpers may run at all: on, possible on this machine, and the store
         one that other processes can open."""
         return bool(self.fold_helper_from) and can_fork() and _shareable(self.app)
 
-    def _defer_indexes(self, until: int | None) -> list[Index]:
-        """Before a catch-up: the secondary indexes of projections that start from zero with a
-        backlog of `defer_indexes_from` events or more, dropped (built again at the end). Any
-        other catch-up first builds whatever index is missing (one left by a catch-up that was
-        killed, say)."""
-        positions = self.positions()
+    def _defer_indexes(self, positions: dict[str, int], target: int) -> list[Index]:
+        """Before a catch-up from `positions` to `target`: the secondary indexes of projections
+        that start from zero with a backlog of `defer_indexes_from` events or more, dropped
+        (built again at the end). Any other catch-up first builds whatever index is missing
+        (one left by a catch-up that was killed, say)."""
         fresh = [p for p in self.projections if positions[p.name] == 0]
-        if fresh and not 0 < self.defer_indexes_from <= self._target(until):
+        if fresh and not 0 < self.defer_indexes_from <= target:
             fresh = []
         if not fresh:
             self._build_indexes(self._indexes(self.projections))
