@@ -105,23 +105,27 @@ def _as_given(moment: datetime | None) -> Any:
 
 
 def stored_time(dialect: str) -> Callable[[datetime | None], Any]:
-    """A date-time as `dialect` stores it, memoised by object: a chunk's rows share their
-    moments (one memo per chunk: it holds every moment it has seen). Any dialect the fast
-    writer does not know gets the date-time as it is, for SQLAlchemy to bind."""
+    """A date-time as `dialect` stores it, memoised by value: a chunk's rows share their moments,
+    and many cases share a deadline (one memo per chunk: it holds every moment it has seen).
+    Any dialect the fast writer does not know gets the date-time as it is, for SQLAlchemy to
+    bind."""
     if dialect not in _STORED:
         return _as_given
     stored = _STORED[dialect][0]
-    # id -> (the object, its stored form): holding the object keeps its id from being reused.
-    memo: dict[int, tuple[datetime, Any]] = {}
+    # Equal aware date-times are the same instant, so they are stored alike; a datetime caches
+    # its hash, so a lookup costs less than telling objects apart by id. Except: two date-times
+    # of one zone compare by their wall clocks, ignoring `fold`, so the second of a repeated
+    # hour (fold=1) would find the first's value: those are converted every time, never memoised.
+    memo: dict[datetime, Any] = {}
 
     def time(moment: datetime | None) -> Any:
         if moment is None:
             return None
-        hit = memo.get(id(moment))
-        if hit is not None and hit[0] is moment:
-            return hit[1]
-        value = stored(moment)
-        memo[id(moment)] = (moment, value)
+        if moment.fold:
+            return stored(moment)
+        value = memo.get(moment)
+        if value is None:
+            value = memo[moment] = stored(moment)
         return value
 
     return time
