@@ -35,7 +35,8 @@ STEPS = ("report", "assign", "rectify", "verify", "close")
 GRADES = ("general", "major")
 ESCALATION_LEVELS = ("reminder", "supervision_letter", "summons", "public_notice", "penalty")
 
-#: A deadline may not be computed further out than this many days (a guard against nonsense).
+#: A deadline may not be computed further out than this many days (a guard against nonsense
+#: limits); moving a deadline for a pause may go further by the pause's own length.
 MAX_SPAN_DAYS = 3660
 
 Unit = Literal["h", "d", "wd", "plan"]
@@ -62,9 +63,9 @@ class WeekdayCalendar:
         return day.weekday() < 5
 
 
-#: Sums of working days ((start, n) -> (day, guessed)) per calendar whose answers never change
-#: (a class attribute `fixed = True`): a bulk load starts many steps on the same day.
-_SUMS: weakref.WeakKeyDictionary[Any, dict[tuple[date, int], tuple[date, bool]]] = (
+#: Sums of working days ((start, n, span) -> (day, guessed)) per calendar whose answers never
+#: change (a class attribute `fixed = True`): a bulk load starts many steps on the same day.
+_SUMS: weakref.WeakKeyDictionary[Any, dict[tuple[date, int, int], tuple[date, bool]]] = (
     weakref.WeakKeyDictionary()
 )
 _SUMS_PER_CALENDAR = 20_000
@@ -291,20 +292,23 @@ class Policy:
         """The deadline moved by the time a case spent parked (its step clock stopped).
 
         Hour, calendar-day and given deadlines move by the parked duration; working-day
-        deadlines by the working days d with paused_from's date < d ≤ paused_to's date.
+        deadlines by the working days d with paused_from's date < d ≤ paused_to's date. The
+        guard against nonsense limits (MAX_SPAN_DAYS) is widened by the pause's length: a case
+        parked for years moves its deadline by years of working days.
         """
         _require_aware(paused_from, "the start of a pause")
         _require_aware(paused_to, "the end of a pause")
         if paused_to <= paused_from:
             return deadline
         if deadline.limit.endswith("wd"):
-            days, unknown = self.working_days_between(
-                paused_from.astimezone(self.tz).date(),
-                paused_to.astimezone(self.tz).date(),
-                calendar,
-            )
+            first = paused_from.astimezone(self.tz).date()
+            last = paused_to.astimezone(self.tz).date()
+            days, unknown = self.working_days_between(first, last, calendar)
             due_day, unknown2 = self._add_working_days(
-                deadline.due.astimezone(self.tz).date(), days, calendar
+                deadline.due.astimezone(self.tz).date(),
+                days,
+                calendar,
+                span=MAX_SPAN_DAYS + (last - first).days,
             )
             due = self._end_of(due_day) if days else deadline.due
             provisional = deadline.provisional or unknown or (unknown2 and days > 0)
@@ -328,24 +332,30 @@ class Policy:
             day += timedelta(days=1)
         return count, unknown
 
-    def _add_working_days(self, start: date, n: int, calendar: WorkCalendar) -> tuple[date, bool]:
+    def _add_working_days(
+        self, start: date, n: int, calendar: WorkCalendar, span: int = MAX_SPAN_DAYS
+    ) -> tuple[date, bool]:
+        """The nth working day after `start` (and whether any day was guessed Mon–Fri);
+        InvalidPolicy if it lies more than `span` days after `start`."""
         if getattr(type(calendar), "fixed", False) is not True:
-            return self._count_working_days(start, n, calendar)
+            return self._count_working_days(start, n, calendar, span)
         sums = _SUMS.get(calendar)
         if sums is None:
             sums = _SUMS[calendar] = {}
-        found = sums.get((start, n))
+        found = sums.get((start, n, span))
         if found is None:
-            found = self._count_working_days(start, n, calendar)
+            found = self._count_working_days(start, n, calendar, span)
             if len(sums) >= _SUMS_PER_CALENDAR:
                 sums.clear()
-            sums[(start, n)] = found
+            sums[(start, n, span)] = found
         return found
 
     @staticmethod
-    def _count_working_days(start: date, n: int, calendar: WorkCalendar) -> tuple[date, bool]:
+    def _count_working_days(
+        start: date, n: int, calendar: WorkCalendar, span: int
+    ) -> tuple[date, bool]:
         day, found, unknown = start, 0, False
-        limit = start + timedelta(days=MAX_SPAN_DAYS)
+        limit = start + timedelta(days=span)
         while found < n:
             day += timedelta(days=1)
             if day > limit:

@@ -182,6 +182,21 @@ class TestSidePaths:
         assert hazard.due is not None
         assert hazard.due > due_before
 
+    def test_a_case_parked_for_more_than_ten_years_resumes(self, engine: HazardLoop) -> None:
+        start = datetime(2010, 1, 4, 9, 0, tzinfo=SHANGHAI)
+        for i, name in enumerate(["discover", "report", "assign"]):
+            engine.handle(parse_command(command(name, "OLD", start + timedelta(hours=i))))
+        assigned = engine.get_hazard("OLD").due
+        assert assigned is not None
+        engine.handle(parse_command(command("park", "OLD", start + timedelta(days=1))))
+        result = engine.handle(parse_command(command("resume", "OLD", T0)))
+        hazard = engine.get_hazard("OLD")
+        assert (result.event, hazard.status, hazard.version) == ("Resumed", Status.ASSIGNED, 5)
+        assert hazard.due is not None
+        assert hazard.due > T0
+        assert hazard.deadline is not None
+        assert hazard.deadline["limit"] == "10wd"
+
     def test_a_rejected_duplicate_keeps_the_case_it_duplicates(self, engine: HazardLoop) -> None:
         bring_to(engine, Status.DISCOVERED, "first")
         bring_to(engine, Status.DISCOVERED, "second")

@@ -357,6 +357,32 @@ class TestPause:
         )
         assert shifted.provisional is True
 
+    @pytest.mark.parametrize("calendar", [CHINA, WEEKDAYS], ids=["china", "weekdays"])
+    def test_a_pause_of_more_than_ten_years_moves_the_deadline_by_its_working_days(
+        self, calendar: ChinaCalendar | WeekdayCalendar
+    ) -> None:
+        # The guard against nonsense limits (about ten years) does not cap a pause's shift.
+        deadline = POLICY.deadline("general", "rectify", at("2010-01-04T11:00+08:00"), calendar)
+        assert deadline.due == end_of("2010-01-18")
+        shifted = POLICY.shift_for_pause(
+            deadline, at("2010-01-05T11:00+08:00"), at("2026-09-28T10:00+08:00"), calendar
+        )
+        parked, _ = POLICY.working_days_between(date(2010, 1, 5), date(2026, 9, 28), calendar)
+        assert parked > 4000
+        due_day = shifted.due.date()
+        assert POLICY.working_days_between(date(2010, 1, 18), due_day, calendar)[0] == parked
+        assert calendar.is_workday(due_day) is True
+        assert (shifted.limit, shifted.provisional) == ("10wd", False)
+
+    def test_a_long_pause_whose_shift_runs_past_the_known_calendar_is_provisional(self) -> None:
+        deadline = POLICY.deadline("general", "rectify", at("2016-02-15T11:00+08:00"), CHINA)
+        assert deadline.provisional is False
+        shifted = POLICY.shift_for_pause(
+            deadline, at("2016-02-16T11:00+08:00"), at("2026-12-21T10:00+08:00"), CHINA
+        )
+        assert shifted.due.year == 2027  # into a year chinese-calendar does not know
+        assert (shifted.limit, shifted.provisional) == ("10wd", True)
+
     def test_a_pause_that_ends_before_it_starts_changes_nothing(self) -> None:
         deadline = POLICY.deadline("general", "report", at("2026-09-28T10:00+08:00"), CHINA)
         moment = at("2026-09-28T12:00+08:00")
