@@ -29,7 +29,7 @@ from adapters.bootstrap import Settings
 from adapters.embed import EmbeddedEngine, open_engine
 from adapters.logs import get_logger, log_result
 from loop import commands as c
-from loop.application import Clock, Result
+from loop.application import EXPECTED_VERSION_IS_FOR_HAZARDS, Clock, Result
 from loop.authorization import Principal
 from loop.errors import (
     CalendarError,
@@ -543,7 +543,7 @@ def create_app(
             and isinstance(item, c.CommandBase)
             and not isinstance(item, c.HazardCommand)
         ):
-            raise InvalidCommand("If-Match applies to hazard commands only")
+            raise InvalidCommand(EXPECTED_VERSION_IS_FOR_HAZARDS)
         (result,) = hl.handle_many([item], principal=caller, expected_version=expected)
         log_result(log, result)
         if result.error is not None:

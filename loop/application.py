@@ -35,6 +35,7 @@ from loop.errors import (
     HazardLoopError,
     HazardNotFound,
     IdempotencyKeyReused,
+    InvalidCommand,
     InvalidDuplicate,
     PersonExists,
     StoreError,
@@ -48,7 +49,18 @@ from loop.hazard import Context, Hazard, Vault, hazard_uuid
 from loop.organisation import PARENT_LEVEL, Grid, Person, Unit, grid_uuid, person_uuid, unit_uuid
 from loop.policy import Policy, WorkCalendar
 
-__all__ = ["Authority", "HazardLoop", "IdempotencyRecorder", "Result", "Subject"]
+__all__ = [
+    "EXPECTED_VERSION_IS_FOR_HAZARDS",
+    "Authority",
+    "HazardLoop",
+    "IdempotencyRecorder",
+    "Result",
+    "Subject",
+]
+
+#: Why an expected version (HTTP `If-Match`, the Python API's `expected_version`) is refused on
+#: an organisation command: the same words over both.
+EXPECTED_VERSION_IS_FOR_HAZARDS = "If-Match applies to hazard commands only"
 
 A = TypeVar("A", bound=Aggregate)
 
@@ -190,7 +202,8 @@ class Authority:
     `principal`: the authenticated caller, whose roles and scope must allow each command and
     whose actor each command must name. `directory`: finds the principal an extension's or a
     parking's `approved_by` names. `expected_version`: the version the caller last saw of the
-    hazard it writes to (HTTP `If-Match`); another version refuses the command as a conflict.
+    hazard it writes to (HTTP `If-Match`); another version refuses the command as a conflict,
+    and an organisation command is refused (`invalid_command`) as HTTP refuses its If-Match.
     """
 
     principal: Principal | None = None
@@ -482,6 +495,10 @@ class HazardLoop(Application):  # type: ignore[type-arg]
         return result
 
     def _decide(self, cmd: c.CommandBase, uow: _UnitOfWork) -> Result:
+        if uow.authority.expected_version is not None and not isinstance(cmd, c.HazardCommand):
+            # As HTTP refuses an If-Match on an organisation command: a version is expected of
+            # a hazard only, never silently ignored.
+            raise InvalidCommand(EXPECTED_VERSION_IS_FOR_HAZARDS)
         principal = uow.authority.principal
         if principal is not None:
             verdict = check_actor(principal, cmd)  # before a replay: keys are per actor too

@@ -16,7 +16,7 @@ from adapters.bootstrap import Settings
 from adapters.embed import EmbeddedEngine
 from adapters.http import STATUS, create_app, status_of
 from adapters.store import parse_db
-from loop.errors import HazardLoopError, all_error_classes
+from loop.errors import HazardLoopError, InvalidCommand, all_error_classes
 from tests.apiclient import ApiClient, issue
 from tests.conftest import FakeClock
 
@@ -181,6 +181,35 @@ class TestCommands:
         response = api.wang.post("/commands", json=payload, headers=headers)
         assert response.status_code == 422
         assert api.head() == 0
+
+    def test_an_expected_version_on_an_organisation_command_is_refused_over_both_apis(
+        self, api: Api
+    ) -> None:
+        setup = [
+            {"command": "establish_grid", "grid": "D01", "name": "D", "level": "district"},
+            {"command": "register_person", "person": "p1", "name": "P1"},
+            {"command": "register_person", "person": "p2", "name": "P2"},
+            {"command": "appoint", "grid": "D01", "post": "grid_manager", "person": "p1"},
+        ]
+        assert all(api.admin.post("/commands", json=cmd).is_success for cmd in setup)
+        appoint = {"command": "appoint", "grid": "D01", "post": "grid_manager", "person": "p2"}
+        over_http = api.admin.post("/commands", json=appoint, headers={"If-Match": '"1"'})
+        assert over_http.status_code == 422
+        refusal = "If-Match applies to hazard commands only"
+        expected = {"code": "invalid_command", "message": refusal}
+        assert {k: over_http.json()["error"][k] for k in ("code", "message")} == expected
+        admin = api.engine.tokens.principal_of("registrar")
+        assert admin is not None
+        with pytest.raises(InvalidCommand) as raised:
+            api.engine.handle({**appoint, "actor": "registrar"}, expected_version=1)
+        assert (raised.value.code, raised.value.message) == tuple(expected.values())
+        (result,) = api.engine.handle_many(
+            [{**appoint, "actor": "registrar"}], principal=admin, expected_version=2
+        )
+        assert result.error is not None
+        assert (result.error.code, result.error.message) == tuple(expected.values())
+        assert api.engine.app.get_grid("D01").version == 2
+        assert api.head() == 4
 
 
 class TestErrors:
