@@ -167,7 +167,7 @@ class EmbeddedEngine:
         (loop.authorization), or Forbidden is raised and nothing changes. `expected_version`:
         refuse (ConcurrencyConflict) unless the hazard is still at that version.
         """
-        cmd = command if isinstance(command, c.CommandBase) else c.parse_command(dict(command))
+        cmd = command if isinstance(command, c.CommandBase) else _parse(command)
         with self._lock:
             return self.app.handle(cmd, authority=self.authority(principal, expected_version))
 
@@ -179,7 +179,8 @@ class EmbeddedEngine:
         batch_size: int = 500,
         expected_version: int | None = None,
     ) -> list[Result]:
-        """Apply commands in order; one Result each (a refused or malformed one says why).
+        """Apply commands in order; one Result each (a refused or malformed one says why: an
+        item that is not a mapping is `malformed_json`, as a JSON line that is no object).
 
         `expected_version` (for one command): as in `handle`.
         """
@@ -190,9 +191,9 @@ class EmbeddedEngine:
                     yield item
                     continue
                 try:
-                    yield c.parse_command(dict(item))
+                    yield _parse(item)
                 except HazardLoopError as exc:
-                    hazard_id = item.get("hazard_id")
+                    hazard_id = item.get("hazard_id") if isinstance(item, Mapping) else None
                     if isinstance(hazard_id, str):
                         exc.details.setdefault("hazard_id", hazard_id)
                     yield exc
@@ -523,3 +524,9 @@ def _ledger_scope(principal: Principal) -> ColumnElement[bool]:
 def open_engine(settings: Settings | None = None, *, clock: Clock | None = None) -> EmbeddedEngine:
     """Build the engine from settings (HAZARDLOOP_* by default) for use in this process."""
     return EmbeddedEngine(build_engine(settings or Settings(), clock=clock))
+
+
+def _parse(item: object) -> c.Command:
+    """A command of the contract from a mapping; anything else is refused as HTTP refuses a
+    body that is no JSON object (`malformed_json`), never with a TypeError half-way through."""
+    return c.parse_command(dict(item) if isinstance(item, Mapping) else item)

@@ -16,7 +16,7 @@ from adapters.bootstrap import Settings
 from adapters.embed import EmbeddedEngine
 from adapters.http import STATUS, create_app, status_of
 from adapters.store import parse_db
-from loop.errors import HazardLoopError, InvalidCommand, all_error_classes
+from loop.errors import HazardLoopError, InvalidCommand, MalformedJSON, all_error_classes
 from tests.apiclient import ApiClient, issue
 from tests.conftest import FakeClock
 
@@ -210,6 +210,33 @@ class TestCommands:
         assert (result.error.code, result.error.message) == tuple(expected.values())
         assert api.engine.app.get_grid("D01").version == 2
         assert api.head() == 4
+
+
+class TestPythonApi:
+    """The Python API answers what HTTP answers, one Result per item, whatever the item."""
+
+    def test_an_item_that_is_no_mapping_is_refused_as_malformed_and_the_others_apply(
+        self, api: Api
+    ) -> None:
+        # 500 commands fill the first transaction: the bad items come after it was committed.
+        good = [discover(f"N-{n}", actor="wang.grid") for n in range(501)]
+        items: list[Any] = [*good[:500], None, "discover", good[500]]
+        results = api.engine.handle_many(items)
+        assert len(results) == 503
+        assert all(r.ok for r in results[:500])
+        assert results[502].ok
+        for refused, kind in ((results[500], "NoneType"), (results[501], "str")):
+            assert refused.error is not None
+            assert refused.error.code == "malformed_json"
+            assert refused.error.message == f"a command is a JSON object, not {kind}"
+            assert refused.to_dict()["hazard_id"] is None
+        assert api.head() == 501
+        for item in (None, "discover", 3):
+            with pytest.raises(MalformedJSON):
+                api.engine.handle(item)
+        over_http = api.wang.post("/commands", json=None)
+        assert over_http.json()["error"]["code"] == "malformed_json"
+        assert api.head() == 501
 
 
 class TestErrors:
