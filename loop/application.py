@@ -420,13 +420,18 @@ class HazardLoop(Application):  # type: ignore[type-arg]
     def _after_failed_commit(self, cmd: c.CommandBase, exc: HazardLoopError) -> Result:
         """Name the real reason a single command's transaction failed."""
         if isinstance(exc, ConcurrencyConflict):
-            if cmd.idempotency_key:
-                stored = self._select_idempotency(cmd.idempotency_key)
-                if stored is not None:
-                    return self._replay(cmd, stored, self._fingerprint(cmd))
-            if isinstance(cmd, _CREATES) and self._exists(cmd.subject):
-                self._read_discovers = _READ_DISCOVERS_FOR
-                return self._failed(cmd, _already_exists(cmd.subject))
+            try:
+                if cmd.idempotency_key:
+                    stored = self._select_idempotency(cmd.idempotency_key)
+                    if stored is not None:
+                        # The same command committed first: its result; another command under
+                        # the key: IdempotencyKeyReused, as this command's refusal (a Result).
+                        return self._replay(cmd, stored, self._fingerprint(cmd))
+                if isinstance(cmd, _CREATES) and self._exists(cmd.subject):
+                    self._read_discovers = _READ_DISCOVERS_FOR
+                    return self._failed(cmd, _already_exists(cmd.subject))
+            except HazardLoopError as reason:
+                return self._failed(cmd, reason)
         return self._failed(cmd, exc)
 
     @staticmethod

@@ -6,16 +6,17 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from adapters.bootstrap import Settings
+from adapters.bootstrap import Settings, build_engine
 from adapters.embed import EmbeddedEngine
 from adapters.http import STATUS, create_app, status_of
 from adapters.store import parse_db
+from loop.commands import parse_command
 from loop.errors import HazardLoopError, InvalidCommand, MalformedJSON, all_error_classes
 from tests.apiclient import ApiClient, issue
 from tests.conftest import FakeClock
@@ -150,6 +151,41 @@ class TestCommands:
         mismatch = api.wang.post("/commands", json=body_key, headers=headers)
         assert mismatch.status_code == 422
         assert api.head() == 1
+
+    def test_a_key_that_loses_a_commit_race_to_another_command_answers_a_result(
+        self, api: Api, store: str, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        other = build_engine(Settings(db=store), clock=clock)  # another worker on the store
+        save = api.engine.app._save
+
+        def racing(key: str, hazard_id: str) -> Callable[..., None]:
+            def save_after_the_other(*args: Any) -> None:
+                monkeypatch.setattr(api.engine.app, "_save", save)  # once
+                theirs = discover(hazard_id, actor="wang.grid", idempotency_key=key)
+                other.handle(parse_command(theirs))  # commits the key between decide and save
+                save(*args)
+
+            return save_after_the_other
+
+        try:
+            monkeypatch.setattr(api.engine.app, "_save", racing("K", "THEIRS-1"))
+            response = api.wang.post(
+                "/commands", json=discover("MINE-1"), headers={"Idempotency-Key": "K"}
+            )
+            assert response.status_code == 409
+            body = response.json()
+            assert (body["ok"], body["hazard_id"]) == (False, "MINE-1")
+            assert body["error"]["code"] == "idempotency_key_reused"
+            monkeypatch.setattr(api.engine.app, "_save", racing("K2", "THEIRS-2"))
+            mine = discover("MINE-2", actor="wang.grid", idempotency_key="K2")
+            (result,) = api.engine.handle_many([mine])
+            assert result.error is not None
+            assert (result.hazard_id, result.error.code) == ("MINE-2", "idempotency_key_reused")
+            assert not api.engine.app.exists("MINE-1")
+            assert not api.engine.app.exists("MINE-2")
+            assert api.head() == 2
+        finally:
+            other.close()
 
     def test_if_match_guards_against_a_lost_update(self, api: Api) -> None:
         created = api.wang.post("/commands", json=discover("V-1"))
