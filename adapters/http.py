@@ -514,7 +514,12 @@ def create_app(
             if not 1 <= len(data) <= MAX_BATCH:
                 raise InvalidCommand(f"a batch has from 1 to {MAX_BATCH} commands")
             items = [
-                _prepare(item, caller, f"{key}#{n}" if key else None)
+                _prepare(
+                    item,
+                    caller,
+                    c.batch_line_key(key, n) if key else None,
+                    f"{key}#{n}" if key else None,  # the spelling before keys were per actor
+                )
                 for n, item in enumerate(data, start=1)
             ]
             malformed = [
@@ -588,8 +593,8 @@ def create_app(
                 min_length=1,
                 max_length=120,
                 pattern=r"^[\x21-\x7e]+$",
-                description="the same key again returns the first result and records nothing "
-                "(a batch: KEY#1, KEY#2… per command)",
+                description="the same key again, from the same actor, returns the first result "
+                "and records nothing (a batch: `KEY #1`, `KEY #2`… per command)",
             ),
         ] = None,
         if_match: Annotated[
@@ -826,8 +831,11 @@ def create_app(
     return app
 
 
-def _prepare(item: Any, caller: Principal, key: str | None) -> c.CommandBase | HazardLoopError:
-    """One command of a request: the token's actor where none is named, the request's key."""
+def _prepare(
+    item: Any, caller: Principal, key: str | None, old_key: str | None = None
+) -> c.CommandBase | HazardLoopError:
+    """One command of a request: the token's actor where none is named, the request's key
+    (a body may name a batch line's key as it was spelled before, `old_key`: it is `key`)."""
     if not isinstance(item, dict):
         return MalformedJSON(f"a command is a JSON object, not {type(item).__name__}")
     data = dict(item)
@@ -839,6 +847,8 @@ def _prepare(item: Any, caller: Principal, key: str | None) -> c.CommandBase | H
     data.setdefault("actor", caller.actor)
     if key is not None:
         given = data.setdefault("idempotency_key", key)
+        if old_key is not None and given == old_key:
+            data["idempotency_key"] = given = key
         if given != key:
             error = InvalidCommand(
                 "the body's `idempotency_key` differs from the Idempotency-Key header",

@@ -3,7 +3,9 @@
 Two stores, one behaviour. The SQLite recorder extends eventsourcing's own SQLite recorder and the
 PostgreSQL recorder extends eventsourcing's own PostgreSQL recorder; both write, in the same
 transaction as the events:
-- the first result of each idempotency key, so a retry can never record twice;
+- the first result of each idempotency key (scoped by actor by the service:
+  `loop.application.scoped_key`; older stores also hold bare keys), so a retry can never record
+  twice;
 - each event's hash, which links it into both hash chains (one over the whole log, one per case)
   and binds its record time, so tampering shows and "what was known at T" is a prefix of the log
   that cannot be moved (docs/audit.md).

@@ -51,11 +51,13 @@ from loop.policy import Policy, WorkCalendar
 
 __all__ = [
     "EXPECTED_VERSION_IS_FOR_HAZARDS",
+    "KEY_SCOPE",
     "Authority",
     "HazardLoop",
     "IdempotencyRecorder",
     "Result",
     "Subject",
+    "scoped_key",
 ]
 
 #: Why an expected version (HTTP `If-Match`, the Python API's `expected_version`) is refused on
@@ -105,12 +107,24 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+#: Between the actor and the key in a stored idempotency key: keys are per actor. An actor
+#: (loop.commands.Name) holds no control character, so `actor + KEY_SCOPE + key` is unambiguous.
+KEY_SCOPE = "\x1f"
+
+
+def scoped_key(actor: str, key: str) -> str:
+    """The idempotency key as stored: the actor's own (`actor` US `key`)."""
+    return f"{actor}{KEY_SCOPE}{key}"
+
+
 @runtime_checkable
 class IdempotencyRecorder(Protocol):
     """A recorder that keeps the first result of each idempotency key in the events' transaction.
 
     `insert_events(..., idempotency=[(key, fingerprint, result_json), ...])` stores the rows with
-    the events, atomically; `select_idempotency(key)` returns `(fingerprint, result_json)`.
+    the events, atomically; `select_idempotency(key)` returns `(fingerprint, result_json)`. The
+    service gives keys scoped by actor (`scoped_key`); a store written before that holds bare
+    keys, which the service still reads (`HazardLoop._stored_result`).
     """
 
     def select_idempotency(self, key: str) -> tuple[str, bytes] | None: ...
@@ -422,11 +436,12 @@ class HazardLoop(Application):  # type: ignore[type-arg]
         if isinstance(exc, ConcurrencyConflict):
             try:
                 if cmd.idempotency_key:
-                    stored = self._select_idempotency(cmd.idempotency_key)
+                    fp = self._fingerprint(cmd)
+                    stored = self._stored_result(cmd, fp, None)
                     if stored is not None:
                         # The same command committed first: its result; another command under
                         # the key: IdempotencyKeyReused, as this command's refusal (a Result).
-                        return self._replay(cmd, stored, self._fingerprint(cmd))
+                        return self._replay(cmd, stored, fp)
                 if isinstance(cmd, _CREATES) and self._exists(cmd.subject):
                     self._read_discovers = _READ_DISCOVERS_FOR
                     return self._failed(cmd, _already_exists(cmd.subject))
@@ -512,9 +527,7 @@ class HazardLoop(Application):  # type: ignore[type-arg]
         fp: str | None = None
         if cmd.idempotency_key:
             fp = self._fingerprint(cmd)
-            stored = uow.keys.get(cmd.idempotency_key) or self._select_idempotency(
-                cmd.idempotency_key
-            )
+            stored = self._stored_result(cmd, fp, uow)
             if stored is not None:
                 return self._replay(cmd, stored, fp)
         if isinstance(cmd, c.HazardCommand):
@@ -523,8 +536,9 @@ class HazardLoop(Application):  # type: ignore[type-arg]
             result = self._decide_organisation(cmd, uow)
         if cmd.idempotency_key and fp is not None:
             row = (fp, result.stored_form())
-            uow.keys[cmd.idempotency_key] = row
-            uow.rows.append((cmd.idempotency_key, *row))
+            key = scoped_key(cmd.actor, cmd.idempotency_key)
+            uow.keys[key] = row
+            uow.rows.append((key, *row))
         return result
 
     def _decide_hazard(self, cmd: c.HazardCommand, uow: _UnitOfWork) -> Result:
@@ -652,6 +666,51 @@ class HazardLoop(Application):  # type: ignore[type-arg]
                 idempotency_key=cmd.idempotency_key,
             )
         return Result.from_stored(data)
+
+    def _stored_result(
+        self, cmd: c.CommandBase, fp: str, uow: _UnitOfWork | None
+    ) -> tuple[str, bytes] | None:
+        """What is stored for the command's key: its actor's own (in this transaction, then in
+        the store), else a row of a store written before keys were kept per actor.
+
+        Such a legacy row is under the bare key (a batch line's under `KEY#n`, see
+        `c.legacy_batch_line_key`) and is taken for this command's only when its actor recorded
+        it: the same command (its fingerprint names the actor), or, under the bare key itself,
+        another command of the same actor (refused as `idempotency_key_reused`, as before). Any
+        other actor's row is not theirs: their command is new.
+        """
+        key = cmd.idempotency_key
+        assert key is not None
+        scoped = scoped_key(cmd.actor, key)
+        stored = uow.keys.get(scoped) if uow is not None else None
+        if stored is None:
+            stored = self._select_idempotency(scoped)
+        if stored is not None:
+            return stored
+        legacy = self._select_idempotency(key)
+        if legacy is not None and (legacy[0] == fp or self._recorded_actor(legacy[1]) == cmd.actor):
+            return legacy
+        old_line = c.legacy_batch_line_key(key)
+        if old_line is not None:
+            legacy = self._select_idempotency(old_line)
+            if legacy is not None and legacy[0] == fp:
+                return legacy
+        return None
+
+    def _recorded_actor(self, stored_result: bytes) -> str | None:
+        """The actor of the event a stored result names (its subject at its version)."""
+        found = orjson.loads(stored_result)
+        subject = found.get("subject") or {"kind": "hazard", "id": found.get("hazard_id")}
+        version = found.get("version")
+        if subject.get("kind") not in _KINDS or not subject.get("id") or not version:
+            return None
+        _, make_id, _, _ = _KINDS[subject["kind"]]
+        try:
+            events = list(self.events.get(make_id(subject["id"]), gt=version - 1, lte=version))
+        except PersistenceError as exc:
+            raise StoreError(f"cannot read the event store: {exc}") from exc
+        actor = getattr(events[0], "actor", None) if events else None
+        return actor if isinstance(actor, str) else None
 
     def _select_idempotency(self, key: str) -> tuple[str, bytes] | None:
         recorder = self.recorder

@@ -28,6 +28,7 @@ from loop.errors import InvalidCommand, MalformedJSON, UnknownCommand
 
 __all__ = [
     "ALL_COMMAND_NAMES",
+    "BATCH_LINE_MARK",
     "COMMAND_CLASSES",
     "COMMAND_NAMES",
     "LEVELS",
@@ -59,7 +60,9 @@ __all__ = [
     "Return",
     "Subject",
     "Verify",
+    "batch_line_key",
     "fingerprint",
+    "legacy_batch_line_key",
     "parse_command",
     "parse_command_json",
 ]
@@ -510,6 +513,25 @@ def parse_command_json(text: str | bytes) -> Command:
     except orjson.JSONDecodeError as exc:
         raise MalformedJSON(f"not valid JSON: {exc}") from None
     return parse_command(data)
+
+
+#: Between a batch's Idempotency-Key and the line's number in the key of each of its commands:
+#: `KEY #1`, `KEY #2`… A space, which no Idempotency-Key header may hold, so no single command's
+#: key sent as a header can equal a batch line's.
+BATCH_LINE_MARK = " #"
+_BATCH_LINE = re.compile(r"(.+) #([1-9][0-9]*)", re.DOTALL)
+
+
+def batch_line_key(key: str, line: int) -> str:
+    """The idempotency key of line `line` (from 1) of a batch sent under `key`."""
+    return f"{key}{BATCH_LINE_MARK}{line}"
+
+
+def legacy_batch_line_key(key: str) -> str | None:
+    """How a batch line's key was spelled before keys were kept per actor (`KEY#1`), if `key`
+    is a batch line's (`KEY #1`); a store written then may hold it (see HazardLoop)."""
+    m = _BATCH_LINE.fullmatch(key)
+    return f"{m.group(1)}#{m.group(2)}" if m else None
 
 
 def fingerprint(command: CommandBase, conceal: Callable[[str], str] | None = None) -> str:

@@ -20,6 +20,7 @@ from loop.commands import parse_command
 from loop.errors import HazardLoopError, InvalidCommand, MalformedJSON, all_error_classes
 from tests.apiclient import ApiClient, issue
 from tests.conftest import FakeClock
+from tests.stores import rows
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -151,6 +152,61 @@ class TestCommands:
         mismatch = api.wang.post("/commands", json=body_key, headers=headers)
         assert mismatch.status_code == 422
         assert api.head() == 1
+
+    def test_keys_are_per_actor_and_a_single_key_never_equals_a_batch_line(
+        self, api: Api, store: str
+    ) -> None:
+        key = {"Idempotency-Key": "2026-09-28/0001"}
+        assert api.wang.post("/commands", json=discover("PDA17-1"), headers=key).is_success
+        theirs = {"command": "discover", "hazard_id": "PDA18-1", "grid": "D01-S01",
+                  "category": "fire", "grade": "general", "title": "Blocked exit"}  # fmt: skip
+        other = api.centre.post("/commands", json=theirs, headers=key)
+        assert other.status_code == 200
+        assert "replayed" not in other.json()
+        retry = api.wang.post("/commands", json=discover("PDA17-1"), headers=key)
+        assert retry.json()["replayed"] is True
+        assert api.wang.post("/commands", json=discover("X"), headers=key).status_code == 409
+        single = api.wang.post(
+            "/commands", json=discover("X-1"), headers={"Idempotency-Key": "up#1"}
+        )
+        assert single.status_code == 200
+        batch = api.wang.post(
+            "/commands", json=[discover("X-2")], headers={"Idempotency-Key": "up"}
+        )
+        assert batch.json()["results"][0]["ok"] is True
+        assert "replayed" not in batch.json()["results"][0]
+        assert api.head() == 4
+        stored = {r[0] for r in rows(store, "SELECT key FROM idempotency_keys")}
+        assert stored == {
+            "wang.grid\x1f2026-09-28/0001", "centre.li\x1f2026-09-28/0001",
+            "wang.grid\x1fup#1", "wang.grid\x1fup #1",
+        }  # fmt: skip
+
+    def test_a_store_keyed_before_keys_were_per_actor_still_recognises_its_retries(
+        self, api: Api, store: str
+    ) -> None:
+        key = {"Idempotency-Key": "k-old"}
+        assert api.wang.post("/commands", json=discover("L-1"), headers=key).is_success
+        upload = [discover("L-2"), {"command": "report", "hazard_id": "L-2"}]
+        batch_key = {"Idempotency-Key": "up-old"}
+        assert api.wang.post("/commands", json=upload, headers=batch_key).is_success
+        # As a store written before the change holds them: bare keys, a batch's as KEY#n.
+        for old, new in [("k-old", "k-old"), ("up-old#1", "up-old #1"), ("up-old#2", "up-old #2")]:
+            rows(store, "UPDATE idempotency_keys SET key = ? WHERE key = ?", old,
+                 f"wang.grid\x1f{new}")  # fmt: skip
+        head = api.head()
+        retry = api.wang.post("/commands", json=discover("L-1"), headers=key)
+        assert (retry.status_code, retry.json()["replayed"]) == (200, True)
+        again = api.wang.post("/commands", json=upload, headers=batch_key)
+        assert [r["replayed"] for r in again.json()["results"]] == [True, True]
+        reused = api.wang.post("/commands", json=discover("L-3"), headers=key)
+        assert reused.json()["error"]["code"] == "idempotency_key_reused"
+        assert api.head() == head
+        theirs = {**discover("L-4"), "grid": "D02-S01"}
+        other = api.centre.post("/commands", json=theirs, headers=key)  # not the centre's key
+        assert other.status_code == 200
+        assert "replayed" not in other.json()
+        assert api.head() == head + 1
 
     def test_a_key_that_loses_a_commit_race_to_another_command_answers_a_result(
         self, api: Api, store: str, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
