@@ -160,8 +160,14 @@ def _chain_head(app: HazardLoop) -> str:
 
 
 def escalate_overdue(app: HazardLoop, report: OverdueReport, *, actor: str) -> list[dict[str, Any]]:
-    """Record the policy's escalation steps for overdue cases, each once per hazard and level."""
+    """Record the policy's escalation steps for overdue cases, each once per hazard and level.
+
+    A row is escalated only while the case, as it stands now, is still at that step with that
+    deadline and the deadline has passed: a report for a past date names steps the case may have
+    left since (or whose deadline was extended), and those are not late any more.
+    """
     commands: list[Escalate] = []
+    now = app.clock()
     for row in report.rows:
         due_levels = [
             r.level
@@ -170,7 +176,12 @@ def escalate_overdue(app: HazardLoop, report: OverdueReport, *, actor: str) -> l
         ]
         if not due_levels:
             continue
-        done = {e["level"] for e in app.get_hazard(row.hazard_id).escalations}
+        hazard = app.get_hazard(row.hazard_id)
+        if hazard.step != row.step or hazard.due is None or hazard.due != row.due:
+            continue  # the case moved on (or its deadline moved) since the report's moment
+        if not hazard.due < now:
+            continue  # not late any more: the report's moment lies before its deadline's end
+        done = {e["level"] for e in hazard.escalations}
         for level in due_levels:
             if level in done:
                 continue
