@@ -1,8 +1,8 @@
 """The nightly overdue report: catch up, compute, write every format atomically, escalate once.
 
 Unattended and idempotent: the same date gives byte-identical files; escalations are recorded at
-most once per hazard and level; any failure is one clear line and a non-zero exit status. A
-progress bar shows only when stderr is a terminal.
+most once per hazard, late step (with its deadline) and level; any failure is one clear line and
+a non-zero exit status. A progress bar shows only when stderr is a terminal.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import sqlite3
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date, datetime, time
+from datetime import UTC, date, datetime, time
 from pathlib import Path
 from typing import Any
 
@@ -160,7 +160,7 @@ def _chain_head(app: HazardLoop) -> str:
 
 
 def escalate_overdue(app: HazardLoop, report: OverdueReport, *, actor: str) -> list[dict[str, Any]]:
-    """Record the policy's escalation steps for overdue cases, each once per hazard and level.
+    """Record the policy's escalation steps for overdue cases, each once per late step and level.
 
     A row is escalated only while the case, as it stands now, is still at that step with that
     deadline and the deadline has passed: a report for a past date names steps the case may have
@@ -181,7 +181,13 @@ def escalate_overdue(app: HazardLoop, report: OverdueReport, *, actor: str) -> l
             continue  # the case moved on (or its deadline moved) since the report's moment
         if not hazard.due < now:
             continue  # not late any more: the report's moment lies before its deadline's end
-        done = {e["level"] for e in hazard.escalations}
+        # Once per late step and level: a case late again at a later step (or at the same step
+        # after a failed verification, with a new deadline) is escalated again.
+        done = {
+            e["level"]
+            for e in hazard.escalations
+            if e.get("step") == row.step and e.get("due") == row.due
+        }
         for level in due_levels:
             if level in done:
                 continue
@@ -191,7 +197,7 @@ def escalate_overdue(app: HazardLoop, report: OverdueReport, *, actor: str) -> l
                     actor=actor,
                     level=level,  # type: ignore[arg-type]
                     note=f"{row.step} overdue since {row.due.date().isoformat()}",
-                    idempotency_key=f"escalate:{row.hazard_id}:{level}",
+                    idempotency_key=_escalation_key(row.hazard_id, row.step, row.due, level),
                 )
             )
     recorded = []
@@ -204,6 +210,12 @@ def escalate_overdue(app: HazardLoop, report: OverdueReport, *, actor: str) -> l
         if not result.replayed:
             recorded.append({"hazard_id": result.hazard_id, "version": result.version})
     return recorded
+
+
+def _escalation_key(hazard_id: str, step: str, due: datetime, level: str) -> str:
+    """The idempotency key of one escalation: per hazard, late step (its deadline) and level."""
+    stamp = due.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return f"escalate:{hazard_id}:{step}:{stamp}:{level}"
 
 
 def parse_day(text: str | None, app: HazardLoop) -> date:

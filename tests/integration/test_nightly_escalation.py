@@ -45,9 +45,7 @@ def handle(engine: HazardLoop, name: str, hazard_id: str, **fields: Any) -> None
 
 
 def escalations(engine: HazardLoop, hazard_id: str) -> list[tuple[str, str, datetime]]:
-    return [
-        (e["level"], e["step"], e["due"]) for e in engine.get_hazard(hazard_id).escalations
-    ]
+    return [(e["level"], e["step"], e["due"]) for e in engine.get_hazard(hazard_id).escalations]
 
 
 def nightly(engine: HazardLoop, day: date, out: Path) -> int:
@@ -68,7 +66,8 @@ class TestOnlyWhatIsStillLate:
         clock.now = MONDAY + timedelta(days=4)  # Friday: the assignment was late…
         handle(engine, "assign", "LATE-1")  # …and is done now; rectification runs, not late
         rectify_due = engine.get_hazard("LATE-1").due
-        assert rectify_due is not None and rectify_due > clock.now
+        assert rectify_due is not None
+        assert rectify_due > clock.now
         # The report as of Thursday lists the late assignment.
         assert nightly(engine, date(2026, 11, 5), tmp_path / "thu") == 0
         assert escalations(engine, "LATE-1") == []
@@ -93,3 +92,29 @@ class TestOnlyWhatIsStillLate:
         # As of Friday the assignment is late, but the clock says Monday: it is not, yet.
         assert nightly(engine, date(2026, 11, 6), tmp_path / "fri") == 0
         assert escalations(engine, "SOON-1") == []
+
+
+class TestOncePerLateStep:
+    """Once per late step and level: late at assign, then late again at rectify, is two lates."""
+
+    def test_a_case_late_again_at_a_later_step_is_escalated_again_once(
+        self, engine: HazardLoop, clock: FakeClock, tmp_path: Path
+    ) -> None:
+        clock.now = MONDAY
+        handle(engine, "discover", "TWICE-1")
+        handle(engine, "report", "TWICE-1")
+        assign_due = engine.get_hazard("TWICE-1").due
+        clock.now = MONDAY + timedelta(days=3, hours=3)  # Thursday noon
+        assert nightly(engine, date(2026, 11, 4), tmp_path / "wed") == 1
+        handle(engine, "assign", "TWICE-1")
+        rectify_due = engine.get_hazard("TWICE-1").due
+        assert rectify_due is not None
+        clock.now = MONDAY + timedelta(days=22, hours=3)  # Tuesday 24 November, noon
+        assert clock.now > rectify_due
+        assert nightly(engine, date(2026, 11, 23), tmp_path / "mon") == 1
+        expected = [("reminder", "assign", assign_due), ("reminder", "rectify", rectify_due)]
+        assert escalations(engine, "TWICE-1") == expected
+        version = engine.get_hazard("TWICE-1").version
+        assert nightly(engine, date(2026, 11, 23), tmp_path / "again") == 0
+        assert engine.get_hazard("TWICE-1").version == version
+        assert escalations(engine, "TWICE-1") == expected
