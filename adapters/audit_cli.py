@@ -102,7 +102,7 @@ def dossier_cmd(
     from adapters.nightly import end_of_day, write_atomically
 
     try:
-        engine = build_engine(Settings(db=db) if db else Settings())
+        engine = build_engine(Settings(db=db) if db else Settings(), existing=True)
         moment = None
         if known_at:
             try:
@@ -144,7 +144,7 @@ def tipster_erase_cmd(
     from adapters.bootstrap import Settings, build_engine
 
     try:
-        engine = build_engine(Settings(db=db) if db else Settings())
+        engine = build_engine(Settings(db=db) if db else Settings(), existing=True)
         engine.get_hazard(hazard_id)
         assert engine.vault is not None
         erased = engine.vault.erase(hazard_id)

@@ -18,7 +18,13 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from adapters.calendars import ChinaCalendar
-from adapters.store import HazardLoopPostgresRecorder, StoreLocation, location_of, parse_db
+from adapters.store import (
+    EVENTS_TABLE,
+    HazardLoopPostgresRecorder,
+    StoreLocation,
+    location_of,
+    parse_db,
+)
 from adapters.storesql import store_engine
 from adapters.tipsters import TipsterVault, load_master_key
 from loop.application import Clock, HazardLoop
@@ -31,7 +37,7 @@ from projections.runner import (
     ProjectionRunner,
 )
 
-__all__ = ["Settings", "build_engine", "build_runner", "views_engine"]
+__all__ = ["Settings", "build_engine", "build_runner", "require_store", "views_engine"]
 
 
 class Settings(BaseSettings):
@@ -101,12 +107,22 @@ def load_policy(settings: Settings) -> Policy:
     return policy
 
 
-def build_engine(settings: Settings | None = None, *, clock: Clock | None = None) -> HazardLoop:
-    """Build the engine over the store, policy and calendar the settings name."""
+def build_engine(
+    settings: Settings | None = None, *, clock: Clock | None = None, existing: bool = False
+) -> HazardLoop:
+    """Build the engine over the store, policy and calendar the settings name.
+
+    With `existing` (the read-only operator commands: reports, the nightly, show, history…) the
+    store must already be a hazard-loop store: a missing file or database, or one without the
+    event table, is refused with a StoreError and nothing is created (no folder, no database
+    file, no key file). Only commands that write create a store.
+    """
     settings = settings or Settings()
     location: StoreLocation = parse_db(settings.db)
     policy = load_policy(settings)
     calendar = ChinaCalendar.from_file(settings.calendar)
+    if existing:
+        require_store(location)
     if location.file is not None:
         try:
             location.file.parent.mkdir(parents=True, exist_ok=True)
@@ -131,6 +147,42 @@ def build_engine(settings: Settings | None = None, *, clock: Clock | None = None
         app.close()
         raise
     return app
+
+
+def require_store(location: StoreLocation) -> None:
+    """Refuse a store that does not exist or is not a hazard-loop store, creating nothing."""
+    if location.file is not None:
+        path = location.file
+        if not path.exists():
+            raise StoreError(f"no event store at {location.display}: the file does not exist")
+        if not path.is_file():
+            raise StoreError(f"no event store at {location.display}: not a file")
+        try:
+            conn = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True)
+            try:
+                found = conn.execute(
+                    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+                    (EVENTS_TABLE,),
+                ).fetchone()
+            finally:
+                conn.close()
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open the event store {location.display}: {exc}") from exc
+    else:
+        probe_postgres(location)
+        try:
+            with psycopg.connect(**location.psycopg_kwargs()) as conn_pg:
+                row = conn_pg.execute("SELECT to_regclass(%s) IS NOT NULL", (EVENTS_TABLE,))
+                found = row.fetchone()
+                found = found if found and found[0] else None
+        except psycopg.Error as exc:
+            reason = " ".join(str(exc).split()) or type(exc).__name__
+            raise StoreError(f"cannot open the event store {location.display}: {reason}") from exc
+    if found is None:
+        raise StoreError(
+            f"{location.display} is not a hazard-loop event store (it has no {EVENTS_TABLE} "
+            "table; `hazardloop db init` creates one)"
+        )
 
 
 def probe_postgres(location: StoreLocation) -> None:

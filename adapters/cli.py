@@ -48,9 +48,11 @@ def _fail(exc: HazardLoopError, status: int) -> typer.Exit:
     return typer.Exit(status)
 
 
-def _engine(db: str | None) -> HazardLoop:
+def _engine(db: str | None, *, existing: bool = True) -> HazardLoop:
+    """The engine over `db`; unless `existing` is False (a command that writes), the store must
+    already exist: a read never creates one."""
     try:
-        return build_engine(Settings(db=db) if db else Settings())
+        return build_engine(Settings(db=db) if db else Settings(), existing=existing)
     except HazardLoopError as exc:
         raise _fail(exc, EXIT_USAGE) from None
 
@@ -113,7 +115,7 @@ def apply_cmd(
             sys.stderr.write(f"UsageError: cannot read {file}: {exc.strerror}\n")
             raise typer.Exit(EXIT_USAGE) from None
         total = path.stat().st_size
-    engine = _engine(db)
+    engine = _engine(db, existing=False)
     lines: deque[int] = deque()
     refused = 0
     out = sys.stdout

@@ -251,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     bar = _ProgressBar() if sys.stderr.isatty() else None
     app = None
     try:
-        app = build_engine(Settings(db=args.db) if args.db else Settings())
+        app = build_engine(Settings(db=args.db) if args.db else Settings(), existing=True)
         day = parse_day(args.as_of, app)
         if bar is not None:
             bar.start()

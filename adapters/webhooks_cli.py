@@ -40,9 +40,9 @@ def _fail(exc: HazardLoopError, status: int = 2) -> typer.Exit:
     return typer.Exit(status)
 
 
-def _engine(db: str | None) -> HazardLoop:
+def _engine(db: str | None, *, existing: bool = False) -> HazardLoop:
     try:
-        return build_engine(Settings(db=db) if db else Settings())
+        return build_engine(Settings(db=db) if db else Settings(), existing=existing)
     except HazardLoopError as exc:
         raise _fail(exc) from None
 
@@ -232,7 +232,7 @@ def feed_cmd(
     db: DbOption = None,
 ) -> None:
     """The pull feed: events after a position, in commit order, one JSON object per line."""
-    engine = _engine(db)
+    engine = _engine(db, existing=True)
     try:
         left = limit
         while left > 0:

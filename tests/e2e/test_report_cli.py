@@ -176,3 +176,56 @@ def test_the_demo_store_is_not_changed_by_reading_it(district: str) -> None:
     assert run.returncode == 0, run.stderr
     assert b"\x1b" not in run.stdout
     assert event_count(district) == before
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+READ_COMMANDS = [
+    ("report", "overdue", "--as-of", DAY),
+    ("report", "accountability", "--period", PERIOD),
+    ("nightly", "--as-of", DAY, "--out", "OUT"),
+    ("show", "D01-2026-00001"),
+    ("history", "D01-2026-00001"),
+    ("dossier", "D01-2026-00001"),
+    ("feed",),
+    ("projections", "status"),
+]
+
+
+class TestNoStoreNoReport:
+    """A read-only command never creates a store: a missing or foreign one is one line, exit
+    non-zero, and nothing is created (no folder, no database, no key file, no tables)."""
+
+    @pytest.mark.parametrize("args", READ_COMMANDS, ids=lambda a: "-".join(a[:2]))
+    def test_a_mistyped_path_creates_nothing(self, args: tuple[str, ...], tmp_path: Path) -> None:
+        db = tmp_path / "typo" / "hazards.db"
+        argv = [str(tmp_path / "out") if a == "OUT" else a for a in args]
+        run = hazardloop(*argv, "--db", str(db))
+        err = run.stderr.decode()
+        assert run.returncode != 0
+        assert len(err.splitlines()) == 1, err
+        assert "no event store" in err
+        assert str(db) in err
+        assert list(tmp_path.iterdir()) == []
+
+    @pytest.mark.parametrize("args", READ_COMMANDS, ids=lambda a: "-".join(a[:2]))
+    def test_an_unrelated_sqlite_file_is_left_as_it_was(
+        self, args: tuple[str, ...], tmp_path: Path
+    ) -> None:
+        import sqlite3
+
+        db = tmp_path / "inventory.db"
+        with sqlite3.connect(db) as conn:
+            conn.execute("CREATE TABLE items (name TEXT)")
+            conn.execute("INSERT INTO items VALUES ('fire extinguisher')")
+        conn.close()
+        before = _tree(tmp_path)
+        argv = [str(tmp_path / "out") if a == "OUT" else a for a in args]
+        run = hazardloop(*argv, "--db", str(db))
+        err = run.stderr.decode()
+        assert run.returncode != 0
+        assert len(err.splitlines()) == 1, err
+        assert "not a hazard-loop event store" in err
+        assert _tree(tmp_path) == before
