@@ -29,7 +29,9 @@ from projections.model import (
 from projections.tables import grids, post_tenures, step_segments, steps, stored_moment
 
 __all__ = [
+    "FIRST_YEAR",
     "INDICATORS",
+    "LAST_YEAR",
     "WorkdayCounter",
     "accountability_report",
     "chain_at",
@@ -248,17 +250,26 @@ def overdue_report(
 
 # --------------------------------------------------------- accountability
 
-_PERIOD = re.compile(r"^(\d{4})(?:-(?:(\d{2})|Q([1-4])|H([12])))?$")
+# ASCII digits only: `\d` would take any script's digits (２０２６) into the file names.
+_PERIOD = re.compile(r"([0-9]{4})(?:-(?:([0-9]{2})|Q([1-4])|H([12])))?", re.ASCII)
+
+#: The years a report may be about or as of: a report file is dated from them (xlsx, a zip
+#: archive, dates its entries 1980–2107), with room for a year's working days either side.
+FIRST_YEAR, LAST_YEAR = 1980, 2099
 
 
 def parse_period(text: str) -> Period:
     """'2026-09' (month), '2026-Q3' (quarter), '2026-H2' (half-year) or '2026' (year)."""
-    m = _PERIOD.match(text.strip())
+    m = _PERIOD.fullmatch(text.strip())
     if not m:
         raise InvalidCommand(
             f"bad period {text!r}: use 2026-09, 2026-Q3, 2026-H2 or 2026", period=text
         )
     year = int(m.group(1))
+    if not FIRST_YEAR <= year <= LAST_YEAR:
+        raise InvalidCommand(
+            f"bad period {text!r}: the year must be from {FIRST_YEAR} to {LAST_YEAR}", period=text
+        )
     if m.group(2):
         month = int(m.group(2))
         if not 1 <= month <= 12:

@@ -163,10 +163,19 @@ class TestAccountabilityCommand:
         assert PERIOD in text
         assert PERIOD in html
 
-    def test_a_bad_period_is_a_usage_error_in_one_line(self, district: str) -> None:
-        run = hazardloop("report", "accountability", "--period", "2026-Q5", "--db", district)
+    @pytest.mark.parametrize("period", ["2026-Q5", "0000", "9999", "9999-Q4", "２０２６-Q3"])
+    def test_a_bad_period_is_a_usage_error_in_one_line(
+        self, district: str, period: str, tmp_path: Path
+    ) -> None:
+        run = hazardloop(
+            "report", "accountability", "--period", period, "--db", district,
+            "--out", str(tmp_path / "out"),
+        )  # fmt: skip
         assert run.returncode == 2
-        assert len(run.stderr.decode().splitlines()) == 1, run.stderr
+        err = run.stderr.decode()
+        assert len(err.splitlines()) == 1, err
+        assert err.startswith("InvalidCommand: invalid_command: bad period"), err
+        assert not (tmp_path / "out").exists()
 
 
 def test_the_demo_store_is_not_changed_by_reading_it(district: str) -> None:
