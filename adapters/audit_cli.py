@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import sys
 import time
-from datetime import date, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -16,7 +15,7 @@ import typer
 
 from adapters.cli_options import DbOption
 from adapters.store import parse_db
-from loop.errors import HazardLoopError, HazardNotFound, InvalidCommand
+from loop.errors import HazardLoopError, HazardNotFound
 
 __all__ = ["audit_app", "dossier_cmd", "tipster_app"]
 
@@ -99,24 +98,13 @@ def dossier_cmd(
     """A case's dossier: timeline, each step's holder and deadline, extensions, evidence, proof."""
     from adapters.bootstrap import Settings, build_engine
     from adapters.dossier import build_dossier, render_dossier
-    from adapters.nightly import end_of_day, write_atomically
+    from adapters.nightly import parse_moment, write_atomically
 
     try:
         engine = build_engine(Settings(db=db) if db else Settings(), existing=True)
         moment = None
-        if known_at:
-            try:
-                moment = (
-                    end_of_day(date.fromisoformat(known_at), engine)
-                    if len(known_at) == 10
-                    else datetime.fromisoformat(known_at)
-                )
-            except ValueError:
-                raise InvalidCommand(
-                    f"bad --known-at {known_at!r}: use YYYY-MM-DD or RFC 3339", known_at=known_at
-                ) from None
-            if moment.tzinfo is None:
-                moment = moment.replace(tzinfo=engine.policy.tz)
+        if known_at is not None:
+            moment = parse_moment(known_at, engine.policy.tz, "--known-at")
         data = render_dossier(build_dossier(engine, hazard_id, known_at=moment), fmt)
     except HazardNotFound as exc:
         sys.stderr.write(f"{type(exc).__name__}: {exc.code}: {exc.message}\n")

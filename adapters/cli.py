@@ -202,8 +202,8 @@ def show_cmd(
 ) -> None:
     """Show a hazard's state (now, as of a past moment, or as known then): status, step, due…"""
     engine = _engine(db)
-    as_of_moment = _parse_moment(as_of, engine, "--as-of") if as_of else None
-    known_moment = _parse_moment(known_at, engine, "--known-at") if known_at else None
+    as_of_moment = _parse_moment(as_of, engine, "--as-of") if as_of is not None else None
+    known_moment = _parse_moment(known_at, engine, "--known-at") if known_at is not None else None
     try:
         state = _jsonable_state(engine, hazard_id, as_of_moment, known_moment)
         if state.get("reporter_sealed"):
@@ -246,7 +246,7 @@ def history_cmd(
     from adapters.timetravel import case_chain, event_record
 
     engine = _engine(db)
-    known_moment = _parse_moment(known_at, engine, "--known-at") if known_at else None
+    known_moment = _parse_moment(known_at, engine, "--known-at") if known_at is not None else None
     try:
         chain = {entry.version: entry for entry in case_chain(engine, hazard_id)}
         events = []
@@ -551,23 +551,17 @@ OutOption = Annotated[
 
 
 def _parse_moment(text: str | None, engine: HazardLoop, option: str = "--as-of") -> datetime:
-    """--as-of / --known-at: a date (its last second, local time) or an RFC 3339 date-time."""
-    from datetime import date as _date
-
-    from adapters.nightly import end_of_day
+    """--as-of / --known-at: a date YYYY-MM-DD (its last second, local time) or an RFC 3339
+    date-time; anything else (an empty text too) is a usage error in one line."""
+    from adapters.nightly import parse_moment
 
     if text is None:
         return engine.clock()
     try:
-        if len(text) == 10:
-            return end_of_day(_date.fromisoformat(text), engine)
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        sys.stderr.write(f"UsageError: bad {option} {text!r}: use YYYY-MM-DD or RFC 3339\n")
+        return parse_moment(text, engine.policy.tz, option)
+    except HazardLoopError as exc:
+        sys.stderr.write(f"UsageError: {exc.message}\n")
         raise typer.Exit(EXIT_USAGE) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=engine.policy.tz)
-    return moment
 
 
 def _emit(data: bytes, fmt: str, out: Path | None, filename: str) -> None:
@@ -696,8 +690,8 @@ def report_overdue(
 
     _check_format(fmt, lang)
     engine, runner = _runner(db)
-    known = _parse_moment(known_at, engine, "--known-at") if known_at else None
-    moment = _parse_moment(as_of, engine) if as_of or known is None else known
+    known = _parse_moment(known_at, engine, "--known-at") if known_at is not None else None
+    moment = _parse_moment(as_of, engine) if as_of is not None or known is None else known
     _check_diff(diff, known)
     report = _report("overdue", engine, runner, moment, known)
     if diff:
@@ -732,8 +726,8 @@ def report_accountability(
     except HazardLoopError as exc:
         raise _fail(exc, EXIT_USAGE) from None
     engine, runner = _runner(db)
-    known = _parse_moment(known_at, engine, "--known-at") if known_at else None
-    moment = _parse_moment(as_of, engine) if as_of or known is None else known
+    known = _parse_moment(known_at, engine, "--known-at") if known_at is not None else None
+    moment = _parse_moment(as_of, engine) if as_of is not None or known is None else known
     _check_diff(diff, known)
     report = _report("accountability", engine, runner, moment, known, chosen)
     if diff:
@@ -766,7 +760,7 @@ def nightly_cmd(
     from adapters.nightly import main as nightly_main
 
     args = ["--out", str(out)]
-    if as_of:
+    if as_of is not None:  # an empty --as-of is an error, not today
         args += ["--as-of", as_of]
     if db:
         args += ["--db", db]

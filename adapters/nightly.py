@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import sqlite3
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, tzinfo
 from pathlib import Path
 from typing import Any
 
@@ -27,14 +28,16 @@ from loop.application import HazardLoop
 from loop.commands import Escalate
 from loop.errors import HazardLoopError, InvalidCommand, StoreError
 from projections.model import OverdueReport
-from projections.reports import overdue_report
+from projections.reports import FIRST_YEAR, LAST_YEAR, overdue_report
 
 __all__ = [
     "NightlyResult",
     "Progress",
     "end_of_day",
     "escalate_overdue",
+    "parse_date",
     "parse_day",
+    "parse_moment",
     "run_nightly",
     "write_atomically",
 ]
@@ -218,14 +221,64 @@ def _escalation_key(hazard_id: str, step: str, due: datetime, level: str) -> str
     return f"escalate:{hazard_id}:{step}:{stamp}:{level}"
 
 
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", re.ASCII)
+_DATE_TIME = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]{1,6})?)?"
+    r"(?:[Zz]|[+-][0-9]{2}:[0-9]{2})?",
+    re.ASCII,
+)
+
+
+def parse_date(text: str, what: str = "date") -> date:
+    """A date written YYYY-MM-DD in ASCII digits, in the years a report can be about.
+
+    Not Python's wider ISO 8601 (`20261120`, `2026-W47-5`): a date means one thing everywhere.
+    Raises InvalidCommand naming the text.
+    """
+    if not _DATE.fullmatch(text):
+        raise InvalidCommand(f"bad {what} {text!r}: expected YYYY-MM-DD", date=text)
+    try:
+        day = date.fromisoformat(text)
+    except ValueError:
+        raise InvalidCommand(f"bad {what} {text!r}: no such date", date=text) from None
+    _check_year(day, text, what)
+    return day
+
+
+def parse_moment(text: str, tz: tzinfo, what: str = "date-time") -> datetime:
+    """A date (its last second, local time) or an RFC 3339 date-time (local time when it has no
+    offset); raises InvalidCommand naming the text."""
+    if _DATE.fullmatch(text):
+        return datetime.combine(parse_date(text, what), time(23, 59, 59), tzinfo=tz)
+    if not _DATE_TIME.fullmatch(text):
+        raise InvalidCommand(
+            f"bad {what} {text!r}: use YYYY-MM-DD or an RFC 3339 date-time "
+            "(2026-11-20T18:00:00+08:00)",
+            date=text,
+        )
+    try:
+        moment = datetime.fromisoformat(f"{text[:10]}T{text[11:]}".upper())
+    except ValueError:
+        raise InvalidCommand(f"bad {what} {text!r}: no such date-time", date=text) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=tz)
+    _check_year(moment.astimezone(tz).date(), text, what)
+    return moment
+
+
+def _check_year(day: date, text: str, what: str) -> None:
+    if not FIRST_YEAR <= day.year <= LAST_YEAR:
+        raise InvalidCommand(
+            f"bad {what} {text!r}: the year must be from {FIRST_YEAR} to {LAST_YEAR}", date=text
+        )
+
+
 def parse_day(text: str | None, app: HazardLoop) -> date:
-    """A report date: YYYY-MM-DD, or today in the policy's timezone."""
+    """A report date: YYYY-MM-DD, or today in the policy's timezone (when `text` is None; an
+    empty text is an error, not today)."""
     if text is None:
         return app.clock().astimezone(app.policy.tz).date()
-    try:
-        return date.fromisoformat(text)
-    except ValueError:
-        raise InvalidCommand(f"bad date {text!r}: expected YYYY-MM-DD", date=text) from None
+    return parse_date(text)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -132,12 +132,36 @@ class TestIdempotent:
 class TestFailsLoudly:
     """Every failure: a non-zero status, exactly one line on stderr, no partial files."""
 
-    def test_a_bad_date_is_a_usage_error(self, store: Path, tmp_path: Path) -> None:
+    @pytest.mark.parametrize(
+        "day",
+        [
+            "2026-13-45",
+            "1979-12-31",  # a zip (xlsx) cannot date its entries before 1980
+            "2108-01-01",  # nor after 2107
+            "9998-12-31",  # a year's working days beyond it overflow the date type
+            "20261120",  # ISO 8601's basic format: not the date the docs promise
+            "2026-W47-5",  # an ISO week date
+            "２０２６-11-20",  # full-width digits
+            "",  # not "today"
+        ],
+    )
+    def test_a_bad_date_is_a_usage_error(self, day: str, store: Path, tmp_path: Path) -> None:
         out = tmp_path / "reports"
-        run = nightly_script("--db", str(store), "--as-of", "2026-13-45", "--out", str(out))
+        before = log_position(store)
+        run = nightly_script("--db", str(store), "--as-of", day, "--out", str(out), "--escalate")
         assert run.returncode == 2
         assert len(run.stderr.splitlines()) == 1, run.stderr
-        assert "2026-13-45" in run.stderr
+        assert f"bad date {day!r}" in run.stderr
+        assert not out.exists()
+        assert log_position(store) == before
+
+    def test_an_empty_date_through_the_cli_is_a_usage_error(
+        self, store: Path, tmp_path: Path
+    ) -> None:
+        out = tmp_path / "reports"
+        run = hazardloop("nightly", "--db", str(store), "--as-of", "", "--out", str(out))
+        assert run.returncode == 2
+        assert len(run.stderr.splitlines()) == 1, run.stderr
         assert not out.exists()
 
     @pytest.mark.parametrize("kind", ["not_a_database", "a_directory"])

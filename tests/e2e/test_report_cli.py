@@ -114,6 +114,22 @@ class TestOverdueCommand:
         rows = list(csv.reader(io.StringIO(data.decode("utf-8-sig"), newline="")))
         assert [r[0] for r in rows[1:]] == [r.hazard_id for r in expected[0].rows]
 
+    @pytest.mark.parametrize(
+        "as_of", ["20261120", "2026-W47-5", "", "1979-12-31", "9998-12-31", "2026-11-20T18"]
+    )
+    def test_a_bad_as_of_is_a_usage_error_in_one_line(
+        self, district: str, as_of: str, tmp_path: Path
+    ) -> None:
+        run = hazardloop(
+            "report", "overdue", "--db", district, "--as-of", as_of, "--format", "json",
+            "--out", str(tmp_path / "out"),
+        )  # fmt: skip
+        err = run.stderr.decode()
+        assert run.returncode == 2, err
+        assert len(err.splitlines()) == 1, err
+        assert err.startswith(f"UsageError: bad --as-of {as_of!r}"), err
+        assert not (tmp_path / "out").exists()
+
     def test_an_unknown_format_is_a_usage_error_in_one_line(self, district: str) -> None:
         run = hazardloop("report", "overdue", "--db", district, "--format", "pdf")
         assert run.returncode == 2
