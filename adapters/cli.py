@@ -571,9 +571,15 @@ def _emit(data: bytes, fmt: str, out: Path | None, filename: str) -> None:
         sys.stdout.buffer.write(data)
         sys.stdout.flush()
         return
-    out.mkdir(parents=True, exist_ok=True)
     path = out / filename
-    write_atomically(path, data)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        write_atomically(path, data)  # a temporary file, removed if anything fails
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise _fail(
+            StoreError(f"cannot write {path}: {reason}", path=str(path)), EXIT_USAGE
+        ) from None
     sys.stderr.write(f"wrote {path}\n")
 
 

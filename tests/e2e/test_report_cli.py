@@ -130,6 +130,26 @@ class TestOverdueCommand:
         assert err.startswith(f"UsageError: bad --as-of {as_of!r}"), err
         assert not (tmp_path / "out").exists()
 
+    @pytest.mark.parametrize("where", ["a_file", "inside_a_file", "a_folder_there"])
+    def test_an_out_that_cannot_take_the_file_is_one_line(
+        self, district: str, where: str, tmp_path: Path
+    ) -> None:
+        blocker = tmp_path / "blocker"
+        blocker.write_text("a regular file")
+        out = {"a_file": blocker, "inside_a_file": blocker / "reports", "a_folder_there": tmp_path}
+        if where == "a_folder_there":
+            (tmp_path / f"overdue-{DAY}.csv").mkdir()  # a folder where the file must go
+        run = hazardloop(
+            "report", "overdue", "--db", district, "--as-of", DAY, "--format", "csv",
+            "--out", str(out[where]),
+        )  # fmt: skip
+        err = run.stderr.decode()
+        assert run.returncode == 2, err
+        assert len(err.splitlines()) == 1, err
+        assert err.startswith("StoreError: store_error: cannot write "), err
+        assert blocker.read_text() == "a regular file"
+        assert not list(tmp_path.rglob("*.tmp"))
+
     def test_an_unknown_format_is_a_usage_error_in_one_line(self, district: str) -> None:
         run = hazardloop("report", "overdue", "--db", district, "--format", "pdf")
         assert run.returncode == 2
