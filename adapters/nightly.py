@@ -8,15 +8,17 @@ a non-zero exit status. A progress bar shows only when stderr is a terminal.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import os
 import re
 import sqlite3
+import struct
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, tzinfo
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from eventsourcing.persistence import PersistenceError
 from sqlalchemy.exc import SQLAlchemyError
@@ -133,26 +135,104 @@ def run_nightly(
     for path in targets:
         if path.is_dir() or not os.access(out, os.W_OK):
             raise StoreError(f"cannot write {path}: not a writable file location")
+    # Every file is rendered, and room for it reserved in a temporary file beside its target,
+    # before anything is recorded: a report that cannot be rendered or written (a full disk, a
+    # folder that refuses the files) records no escalation and leaves no file, new or partial.
+    rendered = dataclasses.replace(report, chain_head=_chain_head(app))
+    data = _render_all(rendered, lang)
+    reserved: list[_Reserved] = []
     escalations: list[dict[str, Any]] = []
-    if escalate:
-        tell("escalating", 0, 1)
-        escalations = escalate_overdue(app, report, actor=actor)
-        tell("escalating", 1, 1)
-    # The head is read after escalating, so it pins everything this run saw and did: a second
-    # run for the same date (which adds nothing) prints the same head and writes the same bytes.
-    report = dataclasses.replace(report, chain_head=_chain_head(app))
-    files = []
-    for i, (fmt, path) in enumerate(zip(NIGHTLY_FORMATS, targets, strict=True)):
-        tell("writing", i, len(NIGHTLY_FORMATS))
-        try:
-            write_atomically(path, render_overdue(report, fmt, lang))
-        except OSError as exc:
-            raise StoreError(f"cannot write {path}: {exc.strerror}") from exc
-        files.append(path)
+    try:
+        for path, blob in zip(targets, data, strict=True):
+            reserved.append(_reserve(path, len(blob) + len(blob) // 50 + 4096))
+        if escalate:
+            tell("escalating", 0, 1)
+            escalations = escalate_overdue(app, report, actor=actor)
+            tell("escalating", 1, 1)
+        # The head is read after escalating, so it pins everything this run saw and did: a
+        # second run for the same date (which adds nothing) prints the same head and writes the
+        # same bytes.
+        head = _chain_head(app)
+        if head != rendered.chain_head:
+            rendered = dataclasses.replace(report, chain_head=head)
+            data = _render_all(rendered, lang)
+        for i, (spot, blob) in enumerate(zip(reserved, data, strict=True)):
+            tell("writing", i, len(NIGHTLY_FORMATS))
+            spot.fill(blob)
+        for spot in reserved:
+            spot.rename()
+    finally:
+        for spot in reserved:
+            spot.file.close()
+            spot.tmp.unlink(missing_ok=True)  # gone already once renamed
+    report = rendered
+    files = list(targets)
     tell("writing", len(NIGHTLY_FORMATS), len(NIGHTLY_FORMATS))
     return NightlyResult(
         as_of, files, len(report.rows), escalations, caught_up, chain_head=report.chain_head
     )
+
+
+def _render_all(report: OverdueReport, lang: str) -> list[bytes]:
+    """Every nightly format of the report, or an error naming the format that failed."""
+    out = []
+    for fmt in NIGHTLY_FORMATS:
+        try:
+            out.append(render_overdue(report, fmt, lang))
+        except (ValueError, OverflowError, struct.error) as exc:
+            raise HazardLoopError(f"cannot render the {fmt} report: {exc}", format=fmt) from exc
+    return out
+
+
+@dataclass
+class _Reserved:
+    """A temporary file beside its target, with room on disk for the target's bytes."""
+
+    file: BinaryIO
+    tmp: Path
+    path: Path
+
+    def fill(self, data: bytes) -> None:
+        """Write the final bytes, cut the file to their size, flush it to disk."""
+        try:
+            self.file.seek(0)
+            self.file.write(data)
+            self.file.truncate(len(data))
+            self.file.flush()
+            os.fsync(self.file.fileno())
+        except OSError as exc:
+            raise StoreError(f"cannot write {self.path}: {exc.strerror}") from exc
+
+    def rename(self) -> None:
+        try:
+            os.replace(self.tmp, self.path)
+        except OSError as exc:
+            raise StoreError(f"cannot write {self.path}: {exc.strerror}") from exc
+
+
+def _reserve(path: Path, size: int) -> _Reserved:
+    """A temporary file beside `path` with `size` bytes of disk reserved (the space the final
+    file will take, with slack for a longer chain head), opened for writing."""
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise StoreError(f"cannot write {path}: {exc.strerror}") from exc
+    spot = _Reserved(os.fdopen(fd, "wb"), Path(tmp), path)
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())  # readable by others, as an ordinary new file
+        try:
+            os.posix_fallocate(fd, 0, size)
+        except OSError as exc:
+            if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                raise
+            spot.file.write(bytes(size))  # a file system that cannot allocate: write the room
+            spot.file.flush()
+        os.fsync(fd)
+    except OSError as exc:
+        spot.file.close()
+        spot.tmp.unlink(missing_ok=True)
+        raise StoreError(f"cannot write {path}: {exc.strerror}") from exc
+    return spot
 
 
 def _chain_head(app: HazardLoop) -> str:

@@ -7,11 +7,13 @@ most once, and fail loudly — one line, a non-zero status, no half-written file
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -19,7 +21,7 @@ import structlog
 
 from adapters import logs
 from adapters.demo import build_district
-from adapters.nightly import NIGHTLY_FORMATS, main
+from adapters.nightly import NIGHTLY_FORMATS, main, run_nightly
 from tests.conftest import StoreFactory
 from tests.stores import event_count
 
@@ -213,6 +215,48 @@ class TestFailsLoudly:
         assert f"overdue-{DAY}.html" in err
         assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
         assert log_position(store) == before, "no escalation when the report was not written"
+
+    def test_a_write_that_fails_records_no_escalation_and_leaves_nothing(
+        self, store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A real write failure the folder checks cannot see: the report files' paths fit in
+        PATH_MAX but their temporary files' do not (like a full disk, it shows only when the
+        bytes are written). Nothing is recorded, nothing is left."""
+        limit = os.pathconf("/", "PC_PATH_MAX") - 1  # the longest path, without its NUL
+        # overdue-DAY.html fits, .overdue-DAY.html.XXXXXXXX.tmp does not.
+        length = limit - len(f"/overdue-{DAY}.xlsx") - 5
+        out = tmp_path
+        while len(str(out)) < length:
+            room = length - len(str(out)) - 1
+            out = out / ("d" * min(200, room) if room > 0 else "")
+        assert len(str(out)) == length
+        out.mkdir(parents=True)
+        before = log_position(store)
+        status = main(["--db", str(store), "--as-of", DAY, "--out", str(out), "--escalate"])
+        err = capsys.readouterr().err
+        assert status != 0
+        assert len(err.splitlines()) == 1, err
+        assert "cannot write" in err
+        assert log_position(store) == before, "no escalation when the report was not written"
+        assert list(out.iterdir()) == []
+
+    def test_a_report_that_cannot_be_rendered_leaves_no_file(
+        self, store: Path, tmp_path: Path
+    ) -> None:
+        """All four files are rendered before any is written: here the xlsx (a zip archive
+        cannot be dated before 1980), past the edge's date check."""
+        from adapters.bootstrap import Settings, build_engine
+        from adapters.demo import AS_OF
+        from loop.errors import HazardLoopError
+
+        app = build_engine(Settings(db=str(store)), clock=lambda: AS_OF)
+        out = tmp_path / "reports"
+        try:
+            with pytest.raises(HazardLoopError):
+                run_nightly(app, date(1979, 12, 31), out)
+        finally:
+            app.close()
+        assert not out.exists() or list(out.iterdir()) == []
 
 
 class TestEitherStore:
