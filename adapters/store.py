@@ -130,6 +130,9 @@ ChainRow = tuple[int, str, int, int, bytes]
 #: Given the (case key, version) of each event whose hash is wanted, that hash, for the events
 #: that are in the chain.
 CaseLookup = Callable[[Sequence[tuple[str, int]]], Mapping[str, bytes]]
+#: The record time the engine passes with its events: its clock, read by the recorder while it
+#: holds the write lock (a fixed time, as the library's own recorder tests pass none, is kept).
+RecordTime = Callable[[], datetime] | datetime | None
 
 
 class _Chainer:
@@ -154,16 +157,19 @@ class _Chainer:
         last: tuple[int, bytes, int] | None,
         stored_events: Sequence[StoredEvent],
         positions: Sequence[int],
-        recorded_at: datetime | None,
+        recorded_at: RecordTime,
         lookup: CaseLookup,
     ) -> tuple[list[ChainRow], bytes, int]:
         """The chain rows of the events just inserted, the new head hash and the record time.
 
-        `last` is the chain's last row before them: (position, log_hash, recorded_at).
+        `last` is the chain's last row before them: (position, log_hash, recorded_at). The
+        record time is read here, the write lock held (the engine passes its clock), so it is
+        never before the moment the events could be seen; and never before the last one's.
         """
         previous = bytes(last[1]) if last else GENESIS
         last_micros = int(last[2]) if last else 0
-        micros = max(to_micros(recorded_at or datetime.now(UTC)), last_micros)
+        moment = recorded_at() if callable(recorded_at) else recorded_at
+        micros = max(to_micros(moment or datetime.now(UTC)), last_micros)
         if last is None or (int(last[0]), previous) != self.chained_to:
             self.case_heads.clear()  # another writer came in between: the cache is stale
         self.chained_to = None  # until this chaining is complete, the cache is not to be trusted
@@ -273,7 +279,7 @@ class HazardLoopSQLiteRecorder(SQLiteApplicationRecorder):
                 rows,
             )
         if returning:
-            recorded_at: datetime | None = kwargs.get("recorded_at")
+            recorded_at: RecordTime = kwargs.get("recorded_at")
             self._chain(c, stored_events, returning, recorded_at)
         return returning
 
@@ -282,7 +288,7 @@ class HazardLoopSQLiteRecorder(SQLiteApplicationRecorder):
         c: SQLiteCursor,
         stored_events: Sequence[StoredEvent],
         positions: Sequence[int],
-        recorded_at: datetime | None,
+        recorded_at: RecordTime,
     ) -> None:
         """Link the events just inserted into both chains (we hold the write lock here)."""
         c.execute(
@@ -532,7 +538,7 @@ class HazardLoopPostgresRecorder(PostgresApplicationRecorder):
         curs: Cursor[DictRow],
         stored_events: Sequence[StoredEvent],
         positions: Sequence[int],
-        recorded_at: datetime | None,
+        recorded_at: RecordTime,
     ) -> None:
         curs.execute(self._last_statement, prepare=True)
         row = curs.fetchone()

@@ -461,7 +461,9 @@ class HazardLoop(Application):  # type: ignore[type-arg]
         kwargs: dict[str, Any] = {}
         if uow.rows:
             kwargs["idempotency"] = uow.rows
-        kwargs["recorded_at"] = self._now()  # record time on the hash chain (docs/audit.md)
+        # The record time on the hash chain (docs/audit.md): the clock itself, read by the
+        # recorder once it holds the write lock, not now (a writer may wait for the lock).
+        kwargs["recorded_at"] = self._now
         try:
             self._save(dirty, kwargs)
         except IntegrityError as exc:

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 import sys
+import threading
+import time
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -93,3 +97,40 @@ def test_cli_show_and_history_on_both_axes(late_upload: HazardLoop, store: str) 
                          capture_output=True, text=True, check=False)  # fmt: skip
     assert bad.returncode == 2
     assert "--known-at" in bad.stderr
+
+
+@pytest.mark.sqlite_only("another connection holds the SQLite file's write lock")
+def test_record_time_is_read_once_the_write_lock_is_held(
+    engine: HazardLoop, clock: FakeClock, db_path: Path
+) -> None:
+    """A writer that waits for the lock records the time it got it, not the time it asked:
+    otherwise `--known-at T` would take in an event nobody could have seen at T."""
+    clock.now = D
+    _do(engine, command="discover", actor="wang", grid="G1", category="fire", grade="general",
+        title="blocked exit", at=D.isoformat())  # fmt: skip
+    held, waited = threading.Event(), threading.Event()
+    released: list[datetime] = []
+
+    def hold_the_lock() -> None:
+        other = sqlite3.connect(db_path, isolation_level=None)
+        try:
+            other.execute("BEGIN IMMEDIATE")
+            held.set()
+            waited.wait(5)
+            time.sleep(0.5)  # the command is waiting for the lock by now
+            released.append(clock.advance(minutes=10))
+            other.execute("COMMIT")
+        finally:
+            other.close()
+
+    holder = threading.Thread(target=hold_the_lock)
+    holder.start()
+    assert held.wait(5)
+    clock.now = D + timedelta(minutes=1)  # the command is decided at D + 1 min…
+    waited.set()
+    _do(engine, command="report", actor="wang", at=(D + timedelta(minutes=1)).isoformat())
+    holder.join()
+    chain = case_chain(engine, "TT-1")
+    # …but could be seen only once the other writer let go, 10 minutes later.
+    assert chain[-1].recorded_at >= released[0]
+    assert known_positions(engine, D + timedelta(minutes=5)) == 1
