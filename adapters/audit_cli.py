@@ -5,8 +5,10 @@ Exit status: 0 verified clean, 1 a break was found (named on stderr), 2 usage or
 
 from __future__ import annotations
 
+import re
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -15,6 +17,7 @@ import typer
 
 from adapters.cli_options import DbOption
 from adapters.store import parse_db
+from loop.application import HazardLoop
 from loop.errors import HazardLoopError, HazardNotFound
 
 __all__ = ["audit_app", "dossier_cmd", "tipster_app"]
@@ -89,7 +92,11 @@ def dossier_cmd(
     fmt: Annotated[str, typer.Option("--format", help="html | json")] = "html",
     known_at: Annotated[
         str | None,
-        typer.Option("--known-at", help="As the engine knew it then: date or RFC 3339."),
+        typer.Option(
+            "--known-at",
+            help="As the engine knew it then: a date, RFC 3339, or a printed chain head "
+            "COUNT:HASH (the first COUNT events).",
+        ),
     ] = None,
     out: Annotated[
         Path | None, typer.Option("--out", help="Write to this file (default: stdout).")
@@ -98,13 +105,11 @@ def dossier_cmd(
     """A case's dossier: timeline, each step's holder and deadline, extensions, evidence, proof."""
     from adapters.bootstrap import Settings, build_engine
     from adapters.dossier import build_dossier, render_dossier
-    from adapters.nightly import parse_moment, write_atomically
+    from adapters.nightly import write_atomically
 
     try:
         engine = build_engine(Settings(db=db) if db else Settings(), existing=True)
-        moment = None
-        if known_at is not None:
-            moment = parse_moment(known_at, engine.policy.tz, "--known-at")
+        moment = _known_at(known_at, engine) if known_at is not None else None
         data = render_dossier(build_dossier(engine, hazard_id, known_at=moment), fmt)
     except HazardNotFound as exc:
         sys.stderr.write(f"{type(exc).__name__}: {exc.code}: {exc.message}\n")
@@ -116,6 +121,23 @@ def dossier_cmd(
         return
     write_atomically(out, data)
     sys.stderr.write(f"wrote {out}\n")
+
+
+_HEAD = re.compile(r"[0-9]+:[0-9A-Fa-f]*")
+
+
+def _known_at(text: str, engine: HazardLoop) -> datetime | int:
+    """--known-at: a printed chain head COUNT:HASH (checked against this store: the first COUNT
+    events), or a date or date-time as every command reads one (`adapters.nightly.parse_moment`:
+    YYYY-MM-DD in ASCII digits, its last second local time, or RFC 3339); InvalidCommand
+    otherwise, naming the value."""
+    from adapters.audit import parse_head
+    from adapters.nightly import parse_moment
+    from adapters.timetravel import position_of_head
+
+    if _HEAD.fullmatch(text):
+        return position_of_head(engine, parse_head(text))
+    return parse_moment(text, engine.policy.tz, "--known-at")
 
 
 tipster_app = typer.Typer(

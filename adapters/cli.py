@@ -166,7 +166,7 @@ def _jsonable_state(
     engine: HazardLoop,
     hazard_id: str,
     as_of: datetime | None = None,
-    known_at: datetime | None = None,
+    known_at: datetime | int | None = None,
 ) -> dict[str, Any]:
     from adapters.timetravel import hazard_at
 
@@ -184,8 +184,30 @@ AsOfOption = Annotated[
 ]
 KnownAtOption = Annotated[
     str | None,
-    typer.Option("--known-at", help="As the engine knew it then (record time): date or RFC 3339."),
+    typer.Option(
+        "--known-at",
+        help="As the engine knew it then: a record time (date or RFC 3339), or a printed "
+        "chain head COUNT:HASH (the first COUNT events).",
+    ),
 ]
+
+
+def _parse_known(text: str | None, engine: HazardLoop) -> datetime | int | None:
+    """--known-at: a printed chain head `COUNT:HASH` (checked against this store: the log
+    position COUNT), else a record time as `_parse_moment` reads it."""
+    import re
+
+    from adapters.audit import parse_head
+    from adapters.timetravel import position_of_head
+
+    if text is None:
+        return None
+    if re.fullmatch(r"\s*[0-9]+:[0-9A-Fa-f]+\s*", text) is None:
+        return _parse_moment(text, engine, "--known-at")
+    try:
+        return position_of_head(engine, parse_head(text))
+    except HazardLoopError as exc:
+        raise _fail(exc, EXIT_USAGE) from None
 
 
 @app.command("show")
@@ -203,7 +225,7 @@ def show_cmd(
     """Show a hazard's state (now, as of a past moment, or as known then): status, step, due…"""
     engine = _engine(db)
     as_of_moment = _parse_moment(as_of, engine, "--as-of") if as_of is not None else None
-    known_moment = _parse_moment(known_at, engine, "--known-at") if known_at is not None else None
+    known_moment = _parse_known(known_at, engine)
     try:
         state = _jsonable_state(engine, hazard_id, as_of_moment, known_moment)
         if state.get("reporter_sealed"):
@@ -243,10 +265,10 @@ def history_cmd(
     known_at: KnownAtOption = None,
 ) -> None:
     """Every event of a hazard: business and record time, actor, deadlines, log position, hash."""
-    from adapters.timetravel import case_chain, event_record
+    from adapters.timetravel import case_chain, event_record, is_known
 
     engine = _engine(db)
-    known_moment = _parse_moment(known_at, engine, "--known-at") if known_at is not None else None
+    known_moment = _parse_known(known_at, engine)
     try:
         chain = {entry.version: entry for entry in case_chain(engine, hazard_id)}
         events = []
@@ -254,7 +276,7 @@ def history_cmd(
             record = event_record(event)
             entry = chain.get(record["version"])
             if entry is not None:
-                if known_moment is not None and entry.recorded_at > known_moment:
+                if known_moment is not None and not is_known(entry, known_moment):
                     continue
                 record["position"] = entry.position
                 record["stored_at"] = entry.recorded_at
@@ -599,7 +621,8 @@ KnownAtReportOption = Annotated[
     str | None,
     typer.Option(
         "--known-at",
-        help="Exactly as the report run then: only events recorded by then (date or RFC 3339).",
+        help="Exactly as the report run then: only events recorded by then (date or RFC 3339), "
+        "or only the first COUNT events of a printed chain head COUNT:HASH.",
     ),
 ]
 DiffOption = Annotated[
@@ -608,24 +631,41 @@ DiffOption = Annotated[
 ]
 
 
-def _views(
-    engine: HazardLoop, runner: Any, known_at: datetime | None
-) -> contextlib.AbstractContextManager[tuple[Any, int]]:
-    """The read models to report from: the store's, caught up; or a scratch copy as known then."""
-    from adapters.timetravel import views_known_at
+@contextlib.contextmanager
+def _views(engine: HazardLoop, runner: Any, known_at: datetime | int | None) -> Iterator[Any]:
+    """A connection on the read models to report from, and the log position they reflect: the
+    store's, caught up, in one snapshot; or a scratch copy as known then (a record time or a
+    log position)."""
+    from adapters.timetravel import current_views, views_known_at
 
-    if known_at is not None:
-        return views_known_at(engine, known_at)
-
-    @contextlib.contextmanager
-    def current() -> Iterator[tuple[Any, int]]:
-        runner.catch_up()
-        yield runner.engine, min(runner.positions().values(), default=0)
-
-    return current()
+    if known_at is None:
+        with current_views(runner) as found:
+            yield found
+        return
+    with views_known_at(engine, known_at) as (views, position), views.connect() as conn:
+        yield conn, position
 
 
-def _check_diff(diff: bool, known: datetime | None) -> None:
+def _report_moments(
+    as_of: str | None, known_at: str | None, engine: HazardLoop
+) -> tuple[datetime | int | None, datetime]:
+    """A report's --known-at (a record time, or a chain head's position) and its moment: --as-of;
+    else the --known-at time; else, for a head, the record time of its last event; else now,
+    to the minute (the precision every format prints, so the printed as_of reproduces it)."""
+    from adapters.timetravel import record_time_at
+
+    known = _parse_known(known_at, engine)
+    if as_of is not None:
+        return known, _parse_moment(as_of, engine)
+    if isinstance(known, datetime):
+        return known, known
+    recorded = record_time_at(engine, known) if known is not None else None
+    if recorded is not None:
+        return known, recorded.astimezone(engine.policy.tz)
+    return known, _parse_moment(None, engine).replace(second=0, microsecond=0)
+
+
+def _check_diff(diff: bool, known: datetime | int | None) -> None:
     if diff and known is None:
         sys.stderr.write("UsageError: --diff compares with --known-at: give both\n")
         raise typer.Exit(EXIT_USAGE)
@@ -646,12 +686,12 @@ def _report(
     engine: HazardLoop,
     runner: Any,
     moment: datetime,
-    known_at: datetime | None,
+    known_at: datetime | int | None,
     period: Any = None,
 ) -> Any:
     from projections.reports import accountability_report, overdue_report
 
-    with _views(engine, runner, known_at) as (views, position), views.connect() as conn:
+    with _views(engine, runner, known_at) as (conn, position):
         head = _head(engine, position)
         if kind == "overdue":
             return overdue_report(conn, moment, engine.policy, engine.calendar, chain_head=head)
@@ -696,8 +736,7 @@ def report_overdue(
 
     _check_format(fmt, lang)
     engine, runner = _runner(db)
-    known = _parse_moment(known_at, engine, "--known-at") if known_at is not None else None
-    moment = _parse_moment(as_of, engine) if as_of is not None or known is None else known
+    known, moment = _report_moments(as_of, known_at, engine)
     _check_diff(diff, known)
     report = _report("overdue", engine, runner, moment, known)
     if diff:
@@ -732,8 +771,7 @@ def report_accountability(
     except HazardLoopError as exc:
         raise _fail(exc, EXIT_USAGE) from None
     engine, runner = _runner(db)
-    known = _parse_moment(known_at, engine, "--known-at") if known_at is not None else None
-    moment = _parse_moment(as_of, engine) if as_of is not None or known is None else known
+    known, moment = _report_moments(as_of, known_at, engine)
     _check_diff(diff, known)
     report = _report("accountability", engine, runner, moment, known, chosen)
     if diff:

@@ -17,7 +17,14 @@ import orjson
 from adapters.audit import case_proof, head_at
 from adapters.reports import CATEGORY_NAMES, GRADE_NAMES, HOLDER_NAMES, STEP_NAMES
 from adapters.store import location_of
-from adapters.timetravel import case_chain, known_positions
+from adapters.timetravel import (
+    KnownAt,
+    case_chain,
+    describe_known,
+    is_known,
+    known_positions,
+    record_time_at,
+)
 from loop.application import HazardLoop
 from loop.errors import HazardNotFound, InvalidCommand
 from loop.hazard import Hazard, hazard_uuid
@@ -86,23 +93,31 @@ def _payload(event: Hazard.Event) -> dict[str, Any]:
 
 
 def build_dossier(
-    app: HazardLoop, hazard_id: str, *, known_at: datetime | None = None
+    app: HazardLoop, hazard_id: str, *, known_at: KnownAt | None = None
 ) -> dict[str, Any]:
-    """Everything about one case, as known at `known_at` (default: now)."""
+    """Everything about one case, as known at `known_at` (default: now): a record time, or a
+    log position (a printed chain head's COUNT, checked by `position_of_head`: the case as
+    the first COUNT events of the log tell it, judged at the record time of the last)."""
     chain = {e.version: e for e in case_chain(app, hazard_id)}
     events = app.history(hazard_id)
     if known_at is not None:
         events = [
             e
             for e in events
-            if e.originator_version in chain and chain[e.originator_version].recorded_at <= known_at
+            if e.originator_version in chain and is_known(chain[e.originator_version], known_at)
         ]
         if not events:
             raise HazardNotFound(
-                f"hazard {hazard_id!r} was not known at {known_at.isoformat()}",
+                f"hazard {hazard_id!r} was not known at {describe_known(known_at)}",
                 hazard_id=hazard_id,
             )
-    now = known_at or app.clock()
+    generated_for: dict[str, Any]
+    if isinstance(known_at, int):
+        now = record_time_at(app, known_at) or app.clock()
+        generated_for = {"known_at": now, "now": now, "known_at_events": known_at}
+    else:
+        now = known_at or app.clock()
+        generated_for = {"known_at": known_at, "now": now}
     timeline: list[dict[str, Any]] = []
     occurrences: list[_Occurrence] = []
     extensions: list[dict[str, Any]] = []
@@ -150,10 +165,10 @@ def build_dossier(
     db = location_of(app)
     version = events[-1].originator_version
     proof = case_proof(db, hazard_uuid(hazard_id).hex, version)
-    position = known_positions(app, known_at) if known_at else _last_position(app)
+    position = known_positions(app, known_at) if known_at is not None else _last_position(app)
     return {
         "hazard_id": hazard_id,
-        "generated_for": {"known_at": known_at, "now": now},
+        "generated_for": generated_for,
         "state": state,
         "steps": [o.to_dict(now) for o in occurrences],
         "extensions": extensions,

@@ -105,28 +105,7 @@ def run_nightly(
     """Write overdue-DAY.{csv,xlsx,html,json} into `out`; with `escalate`, record escalations."""
     tell: Progress = progress or (lambda stage, done, total: None)
     as_of = end_of_day(day, app)
-    runner = None
-    try:
-        runner = build_runner(app)
-        lag = max((r.lag for r in runner.status()), default=0)
-        seen = 0
-
-        def advance(n: int) -> None:
-            nonlocal seen
-            seen += n
-            tell("catching up", seen, max(lag, seen))
-
-        tell("catching up", 0, lag)
-        caught_up = runner.catch_up(progress=advance)
-        with runner.engine.connect() as conn:
-            report = overdue_report(conn, as_of, app.policy, app.calendar)
-    except (SQLAlchemyError, PersistenceError, sqlite3.Error) as exc:
-        # The read models share the store's database: a SQLite file that is not a database (read
-        # through the driver on the fast path) or a server that went away fails here.
-        raise StoreError(f"cannot read the store: {type(exc).__name__}: {exc}") from exc
-    finally:
-        if runner is not None:
-            runner.engine.dispose()  # its connections (a pool, on PostgreSQL) are not kept
+    report, position, caught_up = _read_report(app, as_of, tell)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -138,7 +117,10 @@ def run_nightly(
     # Every file is rendered, and room for it reserved in a temporary file beside its target,
     # before anything is recorded: a report that cannot be rendered or written (a full disk, a
     # folder that refuses the files) records no escalation and leaves no file, new or partial.
-    rendered = dataclasses.replace(report, chain_head=_chain_head(app))
+    # The head of exactly the events the report was computed from (the read models' position,
+    # read in the report's snapshot): `report overdue --as-of DAY --known-at HEAD` reproduces
+    # these files byte for byte (docs/auditors-guide.md).
+    rendered = dataclasses.replace(report, chain_head=_chain_head(app, position))
     data = _render_all(rendered, lang)
     reserved: list[_Reserved] = []
     escalations: list[dict[str, Any]] = []
@@ -149,13 +131,14 @@ def run_nightly(
             tell("escalating", 0, 1)
             escalations = escalate_overdue(app, report, actor=actor)
             tell("escalating", 1, 1)
-        # The head is read after escalating, so it pins everything this run saw and did: a
-        # second run for the same date (which adds nothing) prints the same head and writes the
-        # same bytes.
-        head = _chain_head(app)
-        if head != rendered.chain_head:
-            rendered = dataclasses.replace(report, chain_head=head)
-            data = _render_all(rendered, lang)
+            if escalations:
+                # Read again, so the report takes in what this run recorded, and so its head
+                # pins everything the run saw and did: a second run for the same date (which
+                # adds nothing) prints the same head and writes the same bytes.
+                report, position, more = _read_report(app, as_of, tell)
+                caught_up += more
+                rendered = dataclasses.replace(report, chain_head=_chain_head(app, position))
+                data = _render_all(rendered, lang)
         for i, (spot, blob) in enumerate(zip(reserved, data, strict=True)):
             tell("writing", i, len(NIGHTLY_FORMATS))
             spot.fill(blob)
@@ -235,11 +218,42 @@ def _reserve(path: Path, size: int) -> _Reserved:
     return spot
 
 
-def _chain_head(app: HazardLoop) -> str:
-    """The event log's head COUNT:HASH (see docs/audit.md)."""
-    from adapters.audit import head
+def _read_report(
+    app: HazardLoop, as_of: datetime, tell: Progress
+) -> tuple[OverdueReport, int, int]:
+    """The overdue report from the store's read models, caught up; the log position they
+    reflect; how many events the catch-up read."""
+    from adapters.timetravel import current_views
 
-    return str(head(location_of(app)))
+    runner = None
+    try:
+        runner = build_runner(app)
+        lag = max((r.lag for r in runner.status()), default=0)
+        seen = 0
+
+        def advance(n: int) -> None:
+            nonlocal seen
+            seen += n
+            tell("catching up", seen, max(lag, seen))
+
+        tell("catching up", 0, lag)
+        with current_views(runner, advance) as (conn, position):
+            report = overdue_report(conn, as_of, app.policy, app.calendar)
+        return report, position, seen
+    except (SQLAlchemyError, PersistenceError, sqlite3.Error) as exc:
+        # The read models share the store's database: a SQLite file that is not a database (read
+        # through the driver on the fast path) or a server that went away fails here.
+        raise StoreError(f"cannot read the store: {type(exc).__name__}: {exc}") from exc
+    finally:
+        if runner is not None:
+            runner.engine.dispose()  # its connections (a pool, on PostgreSQL) are not kept
+
+
+def _chain_head(app: HazardLoop, position: int) -> str:
+    """The event log's head COUNT:HASH after `position` events (see docs/audit.md)."""
+    from adapters.audit import head_at
+
+    return str(head_at(location_of(app), position))
 
 
 def escalate_overdue(app: HazardLoop, report: OverdueReport, *, actor: str) -> list[dict[str, Any]]:
