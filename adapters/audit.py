@@ -432,6 +432,8 @@ def _fast_verify(reader: _Reader, against: Head | None, workers: int | None) -> 
     assert last is not None
     if head_row[1] != last[0]:
         return None
+    if against is not None and against.count == 0 and against.log_hash != GENESIS:
+        return None  # no log has that head: the careful walk says `rewritten`
     if against is not None and against.count > 0:
         if against.count > count:
             return None
@@ -794,14 +796,17 @@ def _check_against(against: Head, count: int, pinned: bytes | None, brk: _BreakF
             missing=against.count - count,
         )
     if against.count == 0:
-        return None
+        pinned = GENESIS  # the only head of count 0: the hash before the first event
     if pinned != against.log_hash:
         return brk(
             "rewritten",
             against.count,
             None,
             f"the log's hash at event {against.count} is not the published one: history up to "
-            "that head has been rewritten",
+            "that head has been rewritten"
+            if against.count
+            else "a head of 0 events has the hash of no event (64 zeros); this one is no "
+            "head of this or any log",
             published=against.log_hash.hex(),
             found=pinned.hex() if pinned else None,
         )

@@ -286,6 +286,25 @@ def test_consistent_rewrite_passes_alone_but_not_against_a_published_head(store:
     assert (b.kind, b.position) == ("rewritten", published.count)
 
 
+def test_the_only_head_of_no_events_is_genesis(store: Path) -> None:
+    """`0:HASH` pins nothing unless HASH is the 64 zeros before the first event; any other is
+    no head of any log: `rewritten` (the fast check gives way to the careful walk, which
+    names it), and `audit verify` exits 1."""
+    assert verify(store, against=Head(0, GENESIS)).ok
+    forged = Head(0, b"\xff" * 32)
+    result = verify(store, against=forged)
+    (b,) = result.breaks
+    assert (b.kind, b.position) == ("rewritten", 0)
+    assert b.details == {"published": "ff" * 32, "found": "00" * 32}
+    run = subprocess.run(
+        [sys.executable, "-m", "adapters.cli", "audit", "verify", "--db", str(store),
+         "--against", f"0:{'ff' * 32}"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert run.returncode == 1, run.stderr
+    assert run.stderr.startswith("BROKEN: rewritten at position 0"), run.stderr
+
+
 def test_appending_keeps_an_earlier_published_head_valid(store: Path, clock: FakeClock) -> None:
     published = verify(store).head
     _report_h000(store, clock)
@@ -594,6 +613,13 @@ def test_pg_untouched_store_verifies_clean_with_its_head_and_proofs(pg_store: st
     proof = case_proof(pg_store, oid)
     assert proof
     assert all(link.ok for link in proof)
+
+
+@postgres
+def test_pg_the_only_head_of_no_events_is_genesis(pg_store: str) -> None:
+    assert verify(pg_store, against=Head(0, GENESIS)).ok
+    (b,) = verify(pg_store, against=Head(0, b"\x01" * 32)).breaks
+    assert (b.kind, b.position) == ("rewritten", 0)
 
 
 @postgres
