@@ -24,6 +24,7 @@ from adapters.bootstrap import Settings, build_engine
 from adapters.cli_options import DbOption
 from adapters.logs import configure_logging, get_logger, log_result
 from adapters.store import StoreLocation
+from adapters.tipsters import is_confidential
 from loop import commands as c
 from loop.application import HazardLoop
 from loop.errors import HazardLoopError, StoreError
@@ -217,10 +218,7 @@ def show_cmd(
     json: JsonOption = False,
     as_of: AsOfOption = None,
     known_at: KnownAtOption = None,
-    reveal: Annotated[
-        bool,
-        typer.Option("--reveal-tipster", help="Show a public tip's confidential reporter."),
-    ] = False,
+    reveal: RevealOption = False,
 ) -> None:
     """Show a hazard's state (now, as of a past moment, or as known then): status, step, due…"""
     engine = _engine(db)
@@ -228,13 +226,8 @@ def show_cmd(
     known_moment = _parse_known(known_at, engine)
     try:
         state = _jsonable_state(engine, hazard_id, as_of_moment, known_moment)
-        if state.get("reporter_sealed"):
-            opened = engine.vault.open(hazard_id, state["reporter"]) if engine.vault else None
-            if not reveal:
-                state["reporter"] = "(confidential)" if opened is not None else "(erased)"
-            else:
-                state["reporter"] = opened if opened is not None else "(erased)"
-                get_logger().info("tipster revealed", hazard_id=hazard_id)
+        if is_confidential(state):
+            state["reporter"] = _reporter(engine, hazard_id, state, reveal)
     except HazardLoopError as exc:
         raise _fail(exc, EXIT_USAGE if isinstance(exc, StoreError) else EXIT_REFUSED) from None
     if json or not sys.stdout.isatty():
@@ -257,12 +250,36 @@ def show_cmd(
     console.print(deadlines)
 
 
+def _reporter(engine: HazardLoop, hazard_id: str, fields: dict[str, Any], reveal: bool) -> str:
+    """A confidential reporter (`is_confidential`) as shown: the name only with
+    --reveal-tipster, and that reveal logged (without the name), as the API logs it."""
+    from adapters.tipsters import shown_reporter
+
+    shown = shown_reporter(
+        engine.vault,
+        hazard_id,
+        fields["reporter"],
+        sealed=bool(fields.get("reporter_sealed")),
+        reveal=reveal,
+    )
+    if reveal:
+        get_logger().info("tipster revealed", hazard_id=hazard_id, actor=None)
+    return shown
+
+
+RevealOption = Annotated[
+    bool,
+    typer.Option("--reveal-tipster", help="Show a public tip's confidential reporter."),
+]
+
+
 @app.command("history")
 def history_cmd(
     hazard_id: Annotated[str, typer.Argument(help="The hazard's id.")],
     db: DbOption = None,
     json: JsonOption = False,
     known_at: KnownAtOption = None,
+    reveal: RevealOption = False,
 ) -> None:
     """Every event of a hazard: business and record time, actor, deadlines, log position, hash."""
     from adapters.timetravel import case_chain, event_record, is_known
@@ -272,8 +289,12 @@ def history_cmd(
     try:
         chain = {entry.version: entry for entry in case_chain(engine, hazard_id)}
         events = []
+        source = engine.get_hazard(hazard_id).source
         for event in engine.history(hazard_id):
             record = event_record(event)
+            payload = record["payload"]
+            if "reporter" in payload and is_confidential(payload, source):
+                payload["reporter"] = _reporter(engine, hazard_id, payload, reveal)
             entry = chain.get(record["version"])
             if entry is not None:
                 if known_moment is not None and not is_known(entry, known_moment):

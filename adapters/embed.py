@@ -24,6 +24,7 @@ from adapters.bootstrap import Settings, build_engine, build_runner, views_engin
 from adapters.logs import get_logger
 from adapters.store import location_of
 from adapters.storesql import db_error
+from adapters.tipsters import CONFIDENTIAL, ERASED, is_confidential, shown_reporter
 from adapters.tokens import TokenStore
 from loop import commands as c
 from loop.application import Authority, Clock, HazardLoop, Result
@@ -50,8 +51,6 @@ __all__ = [
 ]
 
 #: What a confidential reporter reads as to those who may not see it, and once erased.
-CONFIDENTIAL = "(confidential)"
-ERASED = "(erased)"
 
 #: The ledger's columns a page of the ledger shows, in order.
 LEDGER_FIELDS = (
@@ -229,9 +228,8 @@ class EmbeddedEngine:
         self, hazard_id: str, value: str, sealed: bool, reveal: bool, principal: Principal | None
     ) -> str:
         """A public tip's reporter as the caller may see it."""
-        opened = self.app.vault.open(hazard_id, value) if sealed and self.app.vault else value
         if not reveal:
-            return CONFIDENTIAL if opened is not None else ERASED
+            return shown_reporter(self.app.vault, hazard_id, value, sealed=sealed, reveal=False)
         if principal is not None:
             _check(decide_tipster(principal))
         get_logger().info(
@@ -239,7 +237,7 @@ class EmbeddedEngine:
             hazard_id=hazard_id,
             actor=principal.actor if principal else None,
         )
-        return opened if opened is not None else ERASED
+        return shown_reporter(self.app.vault, hazard_id, value, sealed=sealed, reveal=True)
 
     def hazard(
         self,
@@ -258,7 +256,7 @@ class EmbeddedEngine:
         """
         hazard = self._hazard(hazard_id, principal, as_of, known_at)
         state: dict[str, Any] = _jsonable(hazard.to_state())
-        if state.get("reporter_sealed") or state.get("source") == "public_tip":
+        if is_confidential(state):
             state["reporter"] = self._reporter(
                 hazard_id,
                 state["reporter"],
@@ -293,9 +291,7 @@ class EmbeddedEngine:
                 record["position"] = entry.position
                 record["stored_at"] = entry.recorded_at
                 record["log_hash"] = entry.log_hash.hex()
-            if "reporter" in payload and (
-                payload.get("reporter_sealed") or hazard.source == "public_tip"
-            ):
+            if "reporter" in payload and is_confidential(payload, hazard.source):
                 payload["reporter"] = self._reporter(
                     hazard_id,
                     payload["reporter"],

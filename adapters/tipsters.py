@@ -30,8 +30,45 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from loop.errors import StoreError
+from loop.hazard import Vault
 
-__all__ = ["SEALED_PREFIX", "TipsterVault", "load_master_key"]
+__all__ = [
+    "CONFIDENTIAL",
+    "ERASED",
+    "SEALED_PREFIX",
+    "TipsterVault",
+    "is_confidential",
+    "load_master_key",
+    "shown_reporter",
+]
+
+#: What a confidential reporter reads as when not revealed, and once its key is erased.
+CONFIDENTIAL = "(confidential)"
+ERASED = "(erased)"
+
+
+def is_confidential(fields: Any, source: str | None = None) -> bool:
+    """Whether the `reporter` of a case's state or an event's payload (`fields`) is a
+    confidential tipster's: sealed, or any public tip's — a Discovered v1 event stored the
+    reporter in clear, and it is no less confidential for that. `source`: the case's, when
+    `fields` do not carry it (a later event's payload). Every reader asks this one question."""
+    if fields.get("reporter_sealed"):
+        return True
+    return (source if source is not None else fields.get("source")) == "public_tip"
+
+
+def shown_reporter(
+    vault: Vault | None, hazard_id: str, value: str, *, sealed: bool, reveal: bool
+) -> str:
+    """A confidential reporter as shown: `CONFIDENTIAL` unless `reveal` (the caller checks that
+    it may, and logs the reveal), then the name; `ERASED` once its key is gone."""
+    opened: str | None = value
+    if sealed:  # a token: its name, or None once the key is erased (or with no vault)
+        opened = vault.open(hazard_id, value) if vault is not None else None
+    if not reveal:
+        return CONFIDENTIAL if opened is not None else ERASED
+    return opened if opened is not None else ERASED
+
 
 #: Every sealed value starts with this, so readers can tell a token from a name.
 SEALED_PREFIX = "sealed:v1:"

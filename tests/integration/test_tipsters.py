@@ -233,6 +233,43 @@ def test_stored_v1_events_load_into_todays_model(store: str, clock: FakeClock) -
         app.close()
 
 
+def test_a_v1_public_tip_is_as_confidential_in_the_cli_as_in_the_api(store: str) -> None:
+    """Discovered v1 stored a tip's reporter in clear: `show` and `history` hide it all the
+    same (the one rule, `is_confidential`), reveal it only with --reveal-tipster, and log that
+    reveal without the name; the Python API says the same."""
+    from adapters.embed import open_engine
+
+    captured = json.loads((DATA / "stored_v1_case.json").read_text(encoding="utf-8"))["events"]
+    build_engine(Settings(db=store)).close()
+    _insert_raw(store, [(e["originator_id"], e["originator_version"], e["topic"],
+                         e["state"].encode()) for e in captured])  # fmt: skip
+    first = json.loads(captured[0]["state"])
+    hid, name = first["hazard_id"], first["reporter"]
+    assert first["source"] == "public_tip"
+    shown = _cli("show", hid, "--db", store, "--json")
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["reporter"] == "(confidential)"
+    history = _cli("history", hid, "--db", store, "--json")
+    assert history.returncode == 0, history.stderr
+    assert json.loads(history.stdout.splitlines()[0])["payload"]["reporter"] == "(confidential)"
+    for run in (shown, history):
+        assert name not in run.stdout + run.stderr
+        assert "tipster revealed" not in run.stderr
+    for command in ("show", "history"):
+        revealed = _cli(command, hid, "--db", store, "--json", "--reveal-tipster")
+        assert revealed.returncode == 0, revealed.stderr
+        assert name in revealed.stdout
+        assert "tipster revealed" in revealed.stderr
+        assert name not in revealed.stderr
+    api = open_engine(Settings(db=store))
+    try:
+        assert api.hazard(hid)["reporter"] == "(confidential)"
+        assert api.history(hid)[0]["payload"]["reporter"] == "(confidential)"
+        assert api.hazard(hid, reveal_tipster=True)["reporter"] == name
+    finally:
+        api.close()
+
+
 @pytest.mark.parametrize("bad", ["not-base64!", "c2hvcnQ="])
 def test_a_bad_master_key_is_a_clear_error(store: str, bad: str) -> None:
     from loop.errors import StoreError
