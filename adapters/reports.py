@@ -11,12 +11,13 @@ so a nightly run can be repeated and compared.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import zipfile
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, tzinfo
+from datetime import date, datetime, tzinfo
 from html import escape
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -135,8 +136,15 @@ _WORDS: dict[str, tuple[str, str]] = {
     "count": ("数量", "count"),
     "max_days_short": ("最长超期", "longest"),
     "provisional_note": (
-        "* 临时期限：期限超出已知的法定工作日历，按周一至周五计算。",
-        "* provisional: the deadline runs past the known statutory calendar (counted Mon–Fri).",
+        "* 临时：期限或超期工作日超出已知的法定工作日历，按周一至周五计算。",
+        "* provisional: the deadline or the working days late run past the known statutory "
+        "calendar (counted Mon–Fri).",
+    ),
+    "estimated_note": (
+        "≈ 含日历未覆盖日期（{day} 起），工作日按周一至周五估算；"
+        "请在 HAZARDLOOP_CALENDAR 指定的日历文件中补充 {year} 年。",
+        "≈ includes days past the working-day calendar (from {day}): counted Monday–Friday; "
+        "add {year} to the calendar file named by HAZARDLOOP_CALENDAR.",
     ),
     "period": ("考核期", "period"),
     "period_range": ("起止", "from – to"),
@@ -287,6 +295,34 @@ _ACCOUNTABILITY_COLUMNS: tuple[_Column, ...] = (
 )  # fmt: skip
 
 
+#: Working-day counts that may be estimates (the row's `estimated`): "≈" before them for people.
+_ESTIMABLE = ("overdue_working_days", "avg_working_days")
+
+
+def _approximate(column: _Column) -> _Column:
+    """The column with "≈" before the value of a row whose working days are estimated."""
+
+    def get(row: Any, lang: str) -> Any:
+        value = column.get(row, lang)
+        if value is None or not row.estimated:
+            return value
+        return "≈" + (_number(value) if isinstance(value, float) else str(value))
+
+    return dataclasses.replace(column, get=get)
+
+
+def _marked(columns: Sequence[_Column]) -> list[_Column]:
+    """The columns as people read them (table, CSV, HTML): estimated counts marked "≈"."""
+    return [_approximate(c) if c.key in _ESTIMABLE else c for c in columns]
+
+
+def _estimated_note(first: date | None, lang: str) -> str | None:
+    """The note under a report whose working days were counted past the calendar."""
+    if first is None:
+        return None
+    return _w("estimated_note", lang).format(day=first.isoformat(), year=first.year)
+
+
 def _local(value: datetime, tz: tzinfo) -> datetime:
     return value.astimezone(tz)
 
@@ -421,7 +457,7 @@ def render_overdue(report: OverdueReport, fmt: str, lang: str = "zh") -> bytes:
     if fmt == "json":
         return _overdue_json(report, tz)
     if fmt == "csv":
-        return _csv(_OVERDUE_COLUMNS, report.rows, lang, tz)
+        return _csv(_marked(_OVERDUE_COLUMNS), report.rows, lang, tz)
     if fmt == "xlsx":
         return _overdue_xlsx(report, lang, tz)
     if fmt == "html":
@@ -436,7 +472,7 @@ def render_accountability(report: AccountabilityReport, fmt: str, lang: str = "z
     if fmt == "json":
         return _accountability_json(report, tz)
     if fmt == "csv":
-        return _csv(_ACCOUNTABILITY_COLUMNS, [*report.rows, report.totals], lang, tz)
+        return _csv(_marked(_ACCOUNTABILITY_COLUMNS), [*report.rows, report.totals], lang, tz)
     if fmt == "xlsx":
         return _accountability_xlsx(report, lang, tz)
     if fmt == "html":
@@ -449,6 +485,10 @@ def render_accountability(report: AccountabilityReport, fmt: str, lang: str = "z
 
 def _json(data: dict[str, Any]) -> bytes:
     return orjson.dumps(data, option=orjson.OPT_INDENT_2) + b"\n"
+
+
+def _day(value: date | None) -> str | None:
+    return None if value is None else value.isoformat()
 
 
 def _chain(chain: dict[str, str]) -> dict[str, str]:
@@ -464,7 +504,8 @@ def _overdue_row_json(r: OverdueRow, tz: tzinfo) -> dict[str, Any]:
         "unit": r.unit, "person": r.person, "chain": _chain(r.chain),
         "started_at": _rfc3339(r.started_at, tz), "due": _rfc3339(r.due, tz),
         "original_due": _rfc3339(r.original_due, tz), "limit": r.limit,
-        "provisional": r.provisional, "overdue_working_days": r.overdue_working_days,
+        "provisional": r.provisional, "estimated": r.estimated,
+        "overdue_working_days": r.overdue_working_days,
         "overdue_hours": r.overdue_hours, "extensions": r.extensions,
     }  # fmt: skip
 
@@ -479,6 +520,7 @@ def _overdue_json(report: OverdueReport, tz: tzinfo) -> bytes:
             "parked_cases": report.parked_cases,
             "overdue": len(report.rows),
             "chain_head": report.chain_head,
+            "estimated_from": _day(report.estimated_from),
             "rows": [_overdue_row_json(r, tz) for r in report.rows],
         }
     )
@@ -491,6 +533,7 @@ def _accountability_row_json(r: AccountabilityRow) -> dict[str, Any]:
         "still_overdue": r.still_overdue, "extended": r.extended, "rework": r.rework,
         "closed": r.closed, "closed_on_time": r.closed_on_time,
         "due_for_closure": r.due_for_closure, "avg_working_days": r.avg_working_days,
+        "estimated": r.estimated,
         "indicators": {key: r.indicators.get(key) for key, _, _, _ in INDICATORS},
     }  # fmt: skip
 
@@ -504,6 +547,7 @@ def _accountability_json(report: AccountabilityReport, tz: tzinfo) -> bytes:
             "as_of": _rfc3339(report.as_of, tz),
             "timezone": report.timezone,
             "chain_head": report.chain_head,
+            "estimated_from": _day(report.estimated_from),
             "indicators": [
                 {"key": key, "zh": zh, "en": en, "formula": formula}
                 for key, zh, en, formula in INDICATORS
@@ -562,13 +606,16 @@ def _columns(columns: Sequence[_Column], keys: Sequence[str]) -> list[_Column]:
 
 def _overdue_text(report: OverdueReport, lang: str, tz: tzinfo) -> bytes:
     s = _summarise(report)
-    cols = _columns(_OVERDUE_COLUMNS, _OVERDUE_TEXT_KEYS)
+    cols = _marked(_columns(_OVERDUE_COLUMNS, _OVERDUE_TEXT_KEYS))
     head = [
         f"{_w('overdue_title', lang)} · {_as_of_line(report.as_of, report.timezone, tz, lang)}",
         " · ".join(f"{label} {value}" for label, value in _overdue_figures(s, lang)),
     ]
     if report.chain_head:
         head.append(f"{_w('chain_head', lang)} {report.chain_head}")
+    note = _estimated_note(report.estimated_from, lang)
+    if note:
+        head.append(note)
     table = _plain_table(
         [c.header(lang) for c in cols],
         [[_text(c.get(r, lang), c.kind, tz) for c in cols] for r in report.rows],
@@ -590,6 +637,9 @@ def _accountability_head(report: AccountabilityReport, lang: str, tz: tzinfo) ->
     ]
     if report.chain_head:
         head.append(f"{_w('chain_head', lang)} {report.chain_head}")
+    note = _estimated_note(report.estimated_from, lang)
+    if note:
+        head.append(note)
     return head
 
 
@@ -607,7 +657,7 @@ def _accountability_text(report: AccountabilityReport, lang: str, tz: tzinfo) ->
         rows = [r for r in report.rows if r.dimension == dim]
         if not rows:
             continue
-        cols = _dimension_columns(dim)
+        cols = _marked(_dimension_columns(dim))
         table = _plain_table(
             [c.header(lang) for c in cols],
             [[_text(c.get(r, lang), c.kind, tz) for c in cols] for r in rows],
@@ -631,9 +681,13 @@ def _sheet(wb: Any, title: str, columns: Sequence[_Column], rows: Iterable[Any],
     for cell in ws[1]:
         cell.font = Font(bold=True)
     count = 1
+    estimable = [i for i, c in enumerate(columns, start=1) if c.key in _ESTIMABLE]
     for row in rows:
         ws.append([_cell(c.get(row, lang), c.kind, tz) for c in columns])
         count += 1
+        if getattr(row, "estimated", False):
+            for i in estimable:  # still a number, shown "≈52": counted past the calendar
+                ws.cell(row=count, column=i).number_format = '"≈"General'
     for i, c in enumerate(columns, start=1):
         letter = get_column_letter(i)
         ws.column_dimensions[letter].width = c.width
@@ -647,7 +701,8 @@ def _sheet(wb: Any, title: str, columns: Sequence[_Column], rows: Iterable[Any],
 
 
 def _summary_sheet(wb: Any, title: str, pairs: Sequence[tuple[str, Any, str]], tz: tzinfo) -> Any:
-    """A two-column sheet of (label, value, kind); kind "heading" is a bold label alone."""
+    """A two-column sheet of (label, value, kind); kind "heading" is a bold label alone, "note"
+    a label alone, "approx" a number shown "≈" (counted past the calendar)."""
     from openpyxl.styles import Font
 
     ws = wb.create_sheet(title)
@@ -660,9 +715,13 @@ def _summary_sheet(wb: Any, title: str, pairs: Sequence[tuple[str, Any, str]], t
         if kind == "heading":
             ws.cell(row=row, column=1).font = Font(bold=True)
             continue
+        if kind == "note":
+            continue
         cell = ws.cell(row=row, column=2, value=_cell(value, kind, tz))
         if kind == "datetime":
             cell.number_format = "yyyy-mm-dd hh:mm"
+        elif kind == "approx" and value is not None:
+            cell.number_format = '"≈"General'
         elif kind == "rate" and value is not None:
             cell.number_format = "0.00%"
     ws.column_dimensions["A"].width = 40
@@ -727,6 +786,9 @@ def _overdue_xlsx(report: OverdueReport, lang: str, tz: tzinfo) -> bytes:
     ]
     if report.chain_head:
         pairs.append((_w("chain_head", lang), report.chain_head, "text"))
+    note = _estimated_note(report.estimated_from, lang)
+    if note:
+        pairs.append((note, None, "note"))
     pairs += [_BLANK, (_w("by_step", lang), None, "heading")]
     pairs += [(_pick(_STEP, step, lang), n, "int") for step, n in s.by_step.items()]
     pairs += [_BLANK, (_w("ageing", lang), None, "heading")]
@@ -754,8 +816,18 @@ def _accountability_xlsx(report: AccountabilityReport, lang: str, tz: tzinfo) ->
     ]
     if report.chain_head:
         pairs.append((_w("chain_head", lang), report.chain_head, "text"))
+    note = _estimated_note(report.estimated_from, lang)
+    if note:
+        pairs.append((note, None, "note"))
     pairs += [_BLANK, (_pick(_DIMENSION, "total", lang), None, "heading")]
-    pairs += [(c.header(lang), c.get(t, lang), c.kind) for c in _COUNT_COLUMNS]
+    pairs += [
+        (
+            c.header(lang),
+            c.get(t, lang),
+            "approx" if c.key in _ESTIMABLE and t.estimated else c.kind,
+        )
+        for c in _COUNT_COLUMNS
+    ]
     pairs += [_BLANK, (_w("indicators", lang), None, "heading")]
     pairs += [
         (f"{zh if lang == 'zh' else en} = {formula}", t.indicators.get(key), "rate")
@@ -991,6 +1063,9 @@ def _overdue_html(report: OverdueReport, lang: str, tz: tzinfo) -> bytes:
             alert=(_w("overdue_hazards", lang), _w("major_overdue", lang)),
         ),
     ]
+    note = _estimated_note(report.estimated_from, lang)
+    if note:
+        body.append(f"<p class=note>{escape(note)}</p>")
     if report.rows:
         shown = s.by_grid[:15]
         rest = s.by_grid[15:]
@@ -1026,7 +1101,7 @@ def _overdue_html(report: OverdueReport, lang: str, tz: tzinfo) -> bytes:
         grid = _Column(
             "grid", "网格", "grid", lambda r, lang: _grid_label(r.grid, r.grid_name), width=0
         )
-        cols = _columns(_OVERDUE_COLUMNS, _OVERDUE_HTML_KEYS)
+        cols = _marked(_columns(_OVERDUE_COLUMNS, _OVERDUE_HTML_KEYS))
         cols.insert(2, grid)
         if any(r.chain for r in report.rows):
             cols.append(
@@ -1070,7 +1145,7 @@ def _accountability_html(report: AccountabilityReport, lang: str, tz: tzinfo) ->
     if report.chain_head:
         meta += f" · {_w('chain_head', lang)} {report.chain_head}"
     shown = _columns(
-        (*_COUNT_COLUMNS, *_INDICATOR_COLUMNS),
+        _marked((*_COUNT_COLUMNS, *_INDICATOR_COLUMNS)),
         ("due", "handled", "on_time", "late", "still_overdue", "disposal_rate",
          "on_time_disposal_rate", "closure_rate", "avg_working_days"),
     )  # fmt: skip
@@ -1078,8 +1153,11 @@ def _accountability_html(report: AccountabilityReport, lang: str, tz: tzinfo) ->
     body = [
         f"<header><h1>{escape(title)}</h1><p class=meta>{escape(meta)}</p></header>",
         _figures_html(figures, alert=(shown[4].header(lang),)),
-        f"<h2>{escape(_w('indicators', lang))}</h2>",
     ]
+    note = _estimated_note(report.estimated_from, lang)
+    if note:
+        body.append(f"<p class=note>{escape(note)}</p>")
+    body.append(f"<h2>{escape(_w('indicators', lang))}</h2>")
     indicator_cols = (
         _Column("name", "指标", "indicator", lambda i, lang: i[1] if lang == "zh" else i[2]),
         _Column("key", "代码", "key", lambda i, lang: i[0]),
@@ -1098,7 +1176,7 @@ def _accountability_html(report: AccountabilityReport, lang: str, tz: tzinfo) ->
         rows = [r for r in report.rows if r.dimension == dim]
         if not rows:
             continue
-        dim_cols = _dimension_columns(dim)
+        dim_cols = _marked(_dimension_columns(dim))
         heading = _pick(_DIMENSION_HEADING, dim, lang)
         body.append(f"<h2>{escape(heading)} ({len(rows)})</h2>")
         body.append(_table_html(dim_cols, rows, lang, tz))
@@ -1179,6 +1257,9 @@ def print_overdue(
     console.print(Text(" · ".join(f"{k} {v}" for k, v in _overdue_figures(s, lang))))
     if report.chain_head:
         console.print(Text(f"{_w('chain_head', lang)} {report.chain_head}"))
+    note = _estimated_note(report.estimated_from, lang)
+    if note:
+        console.print(Text(note))
     if not report.rows:
         console.print(Text(_w("none_overdue", lang)))
         return
@@ -1189,7 +1270,7 @@ def print_overdue(
         rows = rows[:limit]
         title += " · " + _w("rows_shown", lang).format(n=limit, total=len(report.rows))
     keys = _OVERDUE_RICH[console.width >= _WIDE]
-    cols = _columns((*_OVERDUE_COLUMNS, _DUE_DATE), keys)
+    cols = _marked(_columns((*_OVERDUE_COLUMNS, _DUE_DATE), keys))
     console.print(_rich_table(title, cols, rows, lang, tz, console.width))
 
 
@@ -1215,7 +1296,7 @@ def print_accountability(
         value = _percent(report.totals.indicators.get(key))
         indicators.add_row(Text(zh if lang == "zh" else en), Text(formula), Text(value))
     console.print(indicators)
-    cols = _columns(_ACCOUNTABILITY_COLUMNS, _ACCOUNTABILITY_RICH[console.width >= _WIDE])
+    cols = _marked(_columns(_ACCOUNTABILITY_COLUMNS, _ACCOUNTABILITY_RICH[console.width >= _WIDE]))
     for dim in dimensions:
         rows = [r for r in report.rows if r.dimension == dim]
         if rows:

@@ -39,10 +39,13 @@ class OverdueRow:
     due: datetime  # the deadline in force at as_of
     original_due: datetime  # the step's first deadline, before extensions
     limit: str  # the limit that produced `due`: "10wd", "24h", "given"…
-    provisional: bool  # the deadline ran past the known calendar
+    provisional: bool  # the deadline, or the working days overdue, ran past the known calendar
     overdue_working_days: int  # working days after the due date, up to as_of's date
     overdue_hours: float  # hours since the deadline
     extensions: int  # extensions of this step so far
+    #: overdue_working_days took in a day the calendar does not know (counted Monday–Friday):
+    #: an estimate, never the ground of an escalation.
+    estimated: bool = False
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,7 @@ class OverdueReport:
     open_cases: int  # open, unparked cases at as_of (the denominator people ask for)
     parked_cases: int
     chain_head: str | None = None  # the event log's head "COUNT:HASH", once audit lands
+    estimated_from: date | None = None  # the first day past the calendar a count took in
 
 
 @dataclass(frozen=True)
@@ -85,6 +89,7 @@ class AccountabilityRow:
     due_for_closure: int  # cases whose close step fell due in the period, parked excluded
     avg_working_days: float | None  # mean working days from step start to handling
     indicators: dict[str, float | None] = field(default_factory=dict)  # see docs/indicators.md
+    estimated: bool = False  # avg_working_days took in days past the known calendar (Mon–Fri)
 
 
 @dataclass(frozen=True)
@@ -97,3 +102,4 @@ class AccountabilityReport:
     rows: list[AccountabilityRow]
     totals: AccountabilityRow
     chain_head: str | None = None
+    estimated_from: date | None = None  # the first day past the calendar a count took in

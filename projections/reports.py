@@ -57,13 +57,19 @@ INDICATORS: tuple[tuple[str, str, str, str], ...] = (
 
 
 class WorkdayCounter:
-    """Counts working days between dates fast, from a prefix table built on first use."""
+    """Counts working days between dates fast, from a prefix table built on first use.
+
+    A day the calendar does not know (a year neither `chinese-calendar` nor the operator's file
+    has) counts Monday–Friday, as deadlines do; `first_unknown` names the first such day a count
+    took in, so a report can mark that count as an estimate instead of hiding the guess.
+    """
 
     def __init__(self, calendar: WorkCalendar) -> None:
         self.calendar = calendar
         self._start: date | None = None
         self._end: date | None = None
         self._workdays: list[int] = []  # ordinals of working days, ascending
+        self._unknown: list[int] = []  # ordinals of days the calendar does not know, ascending
 
     def between(self, after: date, up_to: date) -> int:
         """Working days d with after < d ≤ up_to (weekdays where the calendar has no data)."""
@@ -74,21 +80,39 @@ class WorkdayCounter:
             self._workdays, after.toordinal()
         )
 
+    def first_unknown(self, after: date, up_to: date) -> date | None:
+        """The first day d with after < d ≤ up_to that the calendar does not know, or None:
+        `between` counted the days from it on Monday–Friday."""
+        if up_to <= after:
+            return None
+        self._cover(after, up_to)
+        if not self._unknown:
+            return None
+        i = bisect_right(self._unknown, after.toordinal())
+        if i < len(self._unknown) and self._unknown[i] <= up_to.toordinal():
+            return date.fromordinal(self._unknown[i])
+        return None
+
     def _cover(self, lo: date, hi: date) -> None:
         if self._start is not None and self._end is not None:
             if self._start <= lo and self._end >= hi:
                 return
             lo, hi = min(lo, self._start), max(hi, self._end)
-        start = lo - timedelta(days=366)
-        end = hi + timedelta(days=366)
+        # A year's room either side, but never past the dates Python has (1-01-01, 9999-12-31).
+        first = max(date.min.toordinal(), lo.toordinal() - 366)
+        last = min(date.max.toordinal(), hi.toordinal() + 366)
         days: list[int] = []
-        day = start
-        while day <= end:
+        unknown: list[int] = []
+        for ordinal in range(first, last + 1):
+            day = date.fromordinal(ordinal)
             answer = self.calendar.is_workday(day)
-            if answer if answer is not None else day.weekday() < 5:
-                days.append(day.toordinal())
-            day += timedelta(days=1)
-        self._start, self._end, self._workdays = start, end, days
+            if answer is None:
+                unknown.append(ordinal)
+                answer = day.weekday() < 5
+            if answer:
+                days.append(ordinal)
+        self._start, self._end = date.fromordinal(first), date.fromordinal(last)
+        self._workdays, self._unknown = days, unknown
 
 
 def chain_at(
@@ -214,30 +238,39 @@ def overdue_report(
     names = _grid_names(conn)
     tenures = _Tenures(conn, (r.grid for r in rows))
     today = as_of.astimezone(tz).date()
-    out = [
-        OverdueRow(
-            hazard_id=r.hazard_id,
-            title=r.title,
-            grid=r.grid,
-            grid_name=names.get(r.grid),
-            category=r.category,
-            grade=r.grade,
-            step=r.step,
-            holder=r.holder,
-            unit=r.unit,
-            person=r.person,
-            chain=tenures.at(r.grid, r.due),
-            started_at=r.started_at.astimezone(tz),
-            due=r.due.astimezone(tz),
-            original_due=r.original_due.astimezone(tz),
-            limit=r.due_limit,
-            provisional=bool(r.provisional),
-            overdue_working_days=counter.between(r.due.astimezone(tz).date(), today),
-            overdue_hours=round((as_of - r.due).total_seconds() / 3600, 1),
-            extensions=r.extensions,
+    out: list[OverdueRow] = []
+    # A count that took in a day the calendar does not know is an estimate (Monday–Friday):
+    # the row is marked, and the report names the first such day (docs/time.md).
+    unknown: list[date] = []
+    for r in rows:
+        due_day = r.due.astimezone(tz).date()
+        guessed = counter.first_unknown(due_day, today)
+        if guessed is not None:
+            unknown.append(guessed)
+        out.append(
+            OverdueRow(
+                hazard_id=r.hazard_id,
+                title=r.title,
+                grid=r.grid,
+                grid_name=names.get(r.grid),
+                category=r.category,
+                grade=r.grade,
+                step=r.step,
+                holder=r.holder,
+                unit=r.unit,
+                person=r.person,
+                chain=tenures.at(r.grid, r.due),
+                started_at=r.started_at.astimezone(tz),
+                due=r.due.astimezone(tz),
+                original_due=r.original_due.astimezone(tz),
+                limit=r.due_limit,
+                provisional=bool(r.provisional) or guessed is not None,
+                overdue_working_days=counter.between(due_day, today),
+                overdue_hours=round((as_of - r.due).total_seconds() / 3600, 1),
+                extensions=r.extensions,
+                estimated=guessed is not None,
+            )
         )
-        for r in rows
-    ]
     return OverdueReport(
         as_of=as_of.astimezone(tz),
         timezone=policy.timezone,
@@ -245,6 +278,7 @@ def overdue_report(
         open_cases=int(open_cases),
         parked_cases=int(parked),
         chain_head=chain_head,
+        estimated_from=min(unknown, default=None),
     )
 
 
@@ -302,10 +336,12 @@ class _Tally:
     due_for_closure: int = 0
     days_total: int = 0
     days_count: int = 0
+    estimated: bool = False  # some working days counted were past the known calendar
 
     def add(self, counts: list[Any], n: int) -> None:
-        """Count `n` steps alike: step, handled, on time, still overdue, extended, rework, days."""
-        step, handled, on_time, still_overdue, extended, rework, days = counts
+        """Count `n` steps alike: step, handled, on time, still overdue, extended, rework, days,
+        and whether those days took in a day the calendar does not know."""
+        step, handled, on_time, still_overdue, extended, rework, days, guessed = counts
         self.due += n
         self.handled += handled * n
         self.on_time += on_time * n
@@ -320,6 +356,7 @@ class _Tally:
         if handled:
             self.days_total += days * n
             self.days_count += n
+            self.estimated = self.estimated or guessed
 
     def row(self, dimension: str, key: str) -> AccountabilityRow:
         def rate(n: int, d: int) -> float | None:
@@ -342,6 +379,7 @@ class _Tally:
                 "closure_rate": rate(self.closed, self.due_for_closure),
                 "on_time_closure_rate": rate(self.closed_on_time, self.due_for_closure),
             },
+            estimated=self.estimated,
         )  # fmt: skip
 
 
@@ -375,6 +413,7 @@ def accountability_report(
     chains: dict[tuple[str, Any], tuple[str, ...]] = {}  # (grid, due) -> who held its posts
     # Steps that count alike for the same holders, with how many there are.
     alike: Counter[tuple[Any, ...]] = Counter()
+    estimated_from: date | None = None  # the first day past the calendar a count took in
     for grid, unit, person, step, handled_flag, extensions, reworked, due, started, ended in rows:
         handled = bool(handled_flag) and ended is not None and ended < before
         on_time = handled and ended <= due
@@ -382,10 +421,17 @@ def accountability_report(
         chain = chains.get((grid, due))
         if chain is None:
             chain = chains[(grid, due)] = tuple(sorted(set(tenures.at(grid, _aware(due)).values())))
-        days = counter.between(local_date(started), local_date(ended)) if handled else 0
+        days, guessed = 0, False
+        if handled:
+            first, last = local_date(started), local_date(ended)
+            days = counter.between(first, last)
+            unknown = counter.first_unknown(first, last)
+            if unknown is not None:
+                guessed = True
+                estimated_from = unknown if estimated_from is None else min(estimated_from, unknown)
         alike[(grid, unit if rectify else None, person if rectify else None, chain, step,
                handled, on_time, not handled and due < before, extensions > 0,
-               reworked if rectify else 0, days)] += 1  # fmt: skip
+               reworked if rectify else 0, days, guessed)] += 1  # fmt: skip
     names = _grid_names(conn)
     tallies: dict[tuple[str, str], _Tally] = defaultdict(_Tally)
     totals = _Tally(name="total")
@@ -413,4 +459,5 @@ def accountability_report(
         rows=out,
         totals=totals.row("total", "total"),
         chain_head=chain_head,
+        estimated_from=estimated_from,
     )
