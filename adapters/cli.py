@@ -721,6 +721,19 @@ def _report(
         )
 
 
+def _warn_estimated(report: Any) -> None:
+    """One line on stderr (and a log warning) when working days were counted past the calendar:
+    a guessed count is not a failure (exit 0), but never silent."""
+    from adapters.nightly import estimate_warning
+
+    first = report.estimated_from
+    if first is None:
+        return
+    sys.stderr.write(f"warning: {estimate_warning(first)}\n")
+    sys.stderr.flush()
+    get_logger().warning("working days estimated past the calendar", estimated_from=str(first))
+
+
 def _diff(then: Any, now: Any, key: Any) -> dict[str, Any]:
     """Rows only in the report as known then, only in the report as known now, and changed."""
     import dataclasses
@@ -760,6 +773,7 @@ def report_overdue(
     known, moment = _report_moments(as_of, known_at, engine)
     _check_diff(diff, known)
     report = _report("overdue", engine, runner, moment, known)
+    _warn_estimated(report)
     if diff:
         now = _report("overdue", engine, runner, moment, None)
         sys.stdout.write(_dumps(_diff(report, now, lambda r: (r.hazard_id, r.step))) + "\n")
@@ -795,6 +809,7 @@ def report_accountability(
     known, moment = _report_moments(as_of, known_at, engine)
     _check_diff(diff, known)
     report = _report("accountability", engine, runner, moment, known, chosen)
+    _warn_estimated(report)
     if diff:
         now = _report("accountability", engine, runner, moment, None, chosen)
         key = lambda r: (r.dimension, r.key)  # noqa: E731

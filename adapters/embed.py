@@ -420,6 +420,25 @@ class EmbeddedEngine:
         except HazardLoopError:
             return None  # a store from before the hash chains
 
+    def _check_years(self, **moments: datetime | None) -> None:
+        """A report's `as_of`/`known_at` lies in the years a report can be about (1980–2099,
+        local time), as the CLI's: anything else is `invalid_command`, never an overflow."""
+        from projections.reports import FIRST_YEAR, LAST_YEAR
+
+        for name, moment in moments.items():
+            if moment is None:
+                continue
+            # Its own year first: converting a moment at the edge of year 9999 would overflow.
+            inside = FIRST_YEAR <= moment.year <= LAST_YEAR
+            if inside and moment.tzinfo is not None:
+                inside = FIRST_YEAR <= moment.astimezone(self.app.policy.tz).year <= LAST_YEAR
+            if not inside:
+                years = f"{FIRST_YEAR}-{LAST_YEAR}"
+                raise InvalidCommand(
+                    f"`{name}` {moment.isoformat()} lies outside the years {years}",
+                    fields=[{"field": name, "problem": f"outside {FIRST_YEAR}-{LAST_YEAR}"}],
+                )
+
     def overdue(
         self,
         *,
@@ -434,6 +453,7 @@ class EmbeddedEngine:
         if principal is not None:
             _check(decide_reports(principal))
         moment = as_of or known_at or self.app.clock()
+        self._check_years(as_of=as_of, known_at=known_at)
         with self._report_views(known_at) as (views, position), views.connect() as conn:
             return overdue_report(
                 conn,
@@ -458,6 +478,7 @@ class EmbeddedEngine:
             _check(decide_reports(principal))
         chosen = parse_period(period)
         moment = as_of or known_at or self.app.clock()
+        self._check_years(as_of=as_of, known_at=known_at)
         with self._report_views(known_at) as (views, position), views.connect() as conn:
             return accountability_report(
                 conn,

@@ -52,6 +52,7 @@ from loop.errors import (
     UnknownPerson,
     UnknownUnit,
 )
+from projections.reports import FIRST_YEAR, LAST_YEAR
 
 __all__ = ["MAX_BATCH", "STATUS", "create_app", "error_body", "status_of"]
 
@@ -235,9 +236,15 @@ _MOMENT = re.compile(
 )
 
 
-def _moment(text: str | None, engine: EmbeddedEngine, name: str) -> datetime | None:
+#: The years a report may be as of or known at: the CLI's (projections.reports).
+_REPORT_YEARS = (FIRST_YEAR, LAST_YEAR)
+
+
+def _moment(
+    text: str | None, engine: EmbeddedEngine, name: str, years: tuple[int, int] = (2000, 2100)
+) -> datetime | None:
     """`as_of`/`known_at`: a date (its last second, local time) or an RFC 3339 date-time (with
-    no offset: local time)."""
+    no offset: local time), in `years` (a report's: 1980–2099, as the CLI's)."""
     if text is None:
         return None
     bad = InvalidCommand(
@@ -257,10 +264,11 @@ def _moment(text: str | None, engine: EmbeddedEngine, name: str) -> datetime | N
                 moment = moment.replace(tzinfo=engine.app.policy.tz)
     except ValueError:
         raise bad from None
-    if not 2000 <= moment.year <= 2100:
+    first, last = years
+    if not first <= moment.year <= last:
         raise InvalidCommand(
-            f"`{name}` {text!r} lies outside the years 2000-2100",
-            fields=[{"field": name, "problem": "outside 2000-2100"}],
+            f"`{name}` {text!r} lies outside the years {first}-{last}",
+            fields=[{"field": name, "problem": f"outside {first}-{last}"}],
         )
     return moment
 
@@ -733,8 +741,8 @@ def create_app(
         from adapters.reports import render_overdue
 
         report = hl.overdue(
-            as_of=_moment(as_of, hl, "as_of"),
-            known_at=_moment(known_at, hl, "known_at"),
+            as_of=_moment(as_of, hl, "as_of", _REPORT_YEARS),
+            known_at=_moment(known_at, hl, "known_at", _REPORT_YEARS),
             principal=caller,
         )
         return Response(render_overdue(report, format, lang), media_type=_MEDIA[format])
@@ -763,8 +771,8 @@ def create_app(
 
         report = hl.accountability(
             period,
-            as_of=_moment(as_of, hl, "as_of"),
-            known_at=_moment(known_at, hl, "known_at"),
+            as_of=_moment(as_of, hl, "as_of", _REPORT_YEARS),
+            known_at=_moment(known_at, hl, "known_at", _REPORT_YEARS),
             principal=caller,
         )
         return Response(render_accountability(report, format, lang), media_type=_MEDIA[format])

@@ -37,6 +37,7 @@ __all__ = [
     "Progress",
     "end_of_day",
     "escalate_overdue",
+    "estimate_warning",
     "parse_date",
     "parse_day",
     "parse_moment",
@@ -60,6 +61,9 @@ class NightlyResult:
     escalations: list[dict[str, Any]]
     caught_up: int
     chain_head: str | None = None
+    #: The first day past the working-day calendar that a count took in (None: every count is
+    #: on the calendar); those counts are estimates, marked provisional, never escalated.
+    estimated_from: date | None = None
 
 
 def end_of_day(day: date, app: HazardLoop) -> datetime:
@@ -152,7 +156,13 @@ def run_nightly(
     files = list(targets)
     tell("writing", len(NIGHTLY_FORMATS), len(NIGHTLY_FORMATS))
     return NightlyResult(
-        as_of, files, len(report.rows), escalations, caught_up, chain_head=report.chain_head
+        as_of,
+        files,
+        len(report.rows),
+        escalations,
+        caught_up,
+        chain_head=report.chain_head,
+        estimated_from=report.estimated_from,
     )
 
 
@@ -262,7 +272,12 @@ def escalate_overdue(app: HazardLoop, report: OverdueReport, *, actor: str) -> l
     A row is escalated only while the case, as it stands now, is still at that step with that
     deadline and the deadline has passed: a report for a past date names steps the case may have
     left since (or whose deadline was extended), and those are not late any more.
+
+    A row whose working days late took in days the calendar does not know (`estimated`: counted
+    Monday–Friday) is not escalated, and is logged: a supervision letter never rests on a guess.
     """
+    from adapters.logs import get_logger
+
     commands: list[Escalate] = []
     now = app.clock()
     for row in report.rows:
@@ -272,6 +287,16 @@ def escalate_overdue(app: HazardLoop, report: OverdueReport, *, actor: str) -> l
             if row.overdue_working_days >= r.after_working_days_late
         ]
         if not due_levels:
+            continue
+        if row.estimated:
+            get_logger("nightly").warning(
+                "not escalated: working days late are estimated past the calendar",
+                hazard_id=row.hazard_id,
+                step=row.step,
+                due=row.due.isoformat(),
+                overdue_working_days=row.overdue_working_days,
+                levels=due_levels,
+            )
             continue
         hazard = app.get_hazard(row.hazard_id)
         if hazard.step != row.step or hazard.due is None or hazard.due != row.due:
@@ -307,6 +332,15 @@ def escalate_overdue(app: HazardLoop, report: OverdueReport, *, actor: str) -> l
         if not result.replayed:
             recorded.append({"hazard_id": result.hazard_id, "version": result.version})
     return recorded
+
+
+def estimate_warning(first: date) -> str:
+    """The one line telling an operator that a report's working days were guessed from `first`."""
+    return (
+        f"the working-day calendar does not know {first.isoformat()}: working days from then on "
+        "are counted Monday–Friday and the counts that take them in are marked estimated; add "
+        f"{first.year} to the calendar file named by HAZARDLOOP_CALENDAR (docs/time.md)"
+    )
 
 
 def _escalation_key(hazard_id: str, step: str, due: datetime, level: str) -> str:
@@ -426,6 +460,15 @@ def main(argv: list[str] | None = None) -> int:
     if result.chain_head:
         sys.stdout.write(f"chain head {result.chain_head}\n")
         sys.stdout.flush()
+    if result.estimated_from is not None:
+        # A guessed count is not a failure (exit 0), but it is never silent.
+        sys.stderr.write(
+            f"nightly_overdue_report: warning: {estimate_warning(result.estimated_from)}\n"
+        )
+        log.warning(
+            "working days estimated past the calendar",
+            estimated_from=result.estimated_from.isoformat(),
+        )
     log.info(
         "nightly overdue report",
         as_of=result.as_of.isoformat(),

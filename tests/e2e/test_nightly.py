@@ -15,6 +15,7 @@ import sys
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import pytest
 import structlog
@@ -129,6 +130,75 @@ class TestIdempotent:
         assert published == str(verify(store).head)
         assert published.split(":")[0] == str(after_first[0])
         assert published.encode() in written[f"overdue-{DAY}.html"]
+
+
+class TestPastTheCalendar:
+    """A date past the working-day calendar (chinese-calendar knows up to 2026): the working days
+    of 2027 are counted Monday–Friday — an estimate, marked and warned about, never a failure."""
+
+    LATE = "D01-2026-00282"  # the reviewer's case: due in 2026, still late in February 2027
+
+    def run(self, store: Path, out: Path, calendar: Path | None = None) -> Any:
+        env = {"PATH": "/usr/bin:/bin", "HAZARDLOOP_LOG_LEVEL": "warning"}
+        if calendar is not None:
+            env["HAZARDLOOP_CALENDAR"] = str(calendar)
+        args = ["--db", str(store), "--as-of", "2027-02-12", "--out", str(out)]
+        script = str(ROOT / "scripts" / "nightly_overdue_report.py")
+        return subprocess.run(
+            [sys.executable, script, *args],
+            capture_output=True, text=True, cwd=ROOT, env=env, timeout=300,
+        )  # fmt: skip
+
+    def row(self, out: Path) -> dict[str, Any]:
+        data = json.loads((out / "overdue-2027-02-12.json").read_bytes())
+        found: dict[str, Any] = next(r for r in data["rows"] if r["hazard_id"] == self.LATE)
+        return found | {"estimated_from": data["estimated_from"]}
+
+    def test_the_count_is_marked_warned_about_and_the_run_succeeds(
+        self, store: Path, tmp_path: Path
+    ) -> None:
+        out = tmp_path / "guessed"
+        done = self.run(store, out)
+        assert done.returncode == 0, done.stderr
+        warnings = [line for line in done.stderr.splitlines() if "warning:" in line]
+        assert len(warnings) == 1, done.stderr
+        assert "2027-01-01" in warnings[0]
+        assert "HAZARDLOOP_CALENDAR" in warnings[0]
+        row = self.row(out)
+        assert (row["provisional"], row["estimated"]) == (True, True)
+        assert row["estimated_from"] == "2027-01-01"
+        assert "含日历未覆盖日期" in (out / "overdue-2027-02-12.html").read_text(encoding="utf-8")
+        written = contents(out)
+        again = self.run(store, out)
+        assert again.returncode == 0, again.stderr
+        assert contents(out) == written  # still byte-identical
+
+    def test_a_calendar_file_for_the_year_makes_the_count_exact(
+        self, store: Path, tmp_path: Path
+    ) -> None:
+        from tests.unit.test_workday_counter import CALENDAR_2027
+
+        calendar = tmp_path / "cal2027.toml"
+        calendar.write_text(CALENDAR_2027, encoding="utf-8")
+        guessed = self.run(store, tmp_path / "guessed")
+        exact = self.run(store, tmp_path / "exact", calendar)
+        assert exact.returncode == 0, exact.stderr
+        assert "warning:" not in exact.stderr
+        row = self.row(tmp_path / "exact")
+        assert (row["provisional"], row["estimated"], row["estimated_from"]) == (False, False, None)
+        days = self.row(tmp_path / "guessed")["overdue_working_days"]
+        assert guessed.returncode == 0
+        assert (days, row["overdue_working_days"]) == (52, 46)
+
+    def test_the_report_command_warns_too(self, store: Path) -> None:
+        done = hazardloop(
+            "report", "overdue", "--db", str(store), "--as-of", "2027-02-12", "--format", "json"
+        )
+        assert done.returncode == 0, done.stderr
+        warnings = [line for line in done.stderr.splitlines() if line.startswith("warning:")]
+        assert len(warnings) == 1, done.stderr
+        assert "2027-01-01" in warnings[0]
+        assert json.loads(done.stdout)["estimated_from"] == "2027-01-01"
 
 
 class TestFailsLoudly:
