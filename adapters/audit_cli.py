@@ -150,18 +150,29 @@ def tipster_erase_cmd(
     hazard_id: Annotated[str, typer.Argument(help="The hazard whose tipster is to be erased.")],
     db: DbOption = None,
 ) -> None:
-    """Destroy the case's tipster key: the name can never be read again; no chain breaks."""
+    """Destroy the case's tipster key: the name can never be read again; no chain breaks.
+
+    Prints `erased` (this run destroyed a key) and `final_on_disk` (its old bytes are out of
+    the store's files); when another connection still reads an older snapshot, the key is
+    destroyed but `final_on_disk` is false and a note on stderr says to run this again."""
     from adapters.bootstrap import Settings, build_engine
 
     try:
         engine = build_engine(Settings(db=db) if db else Settings(), existing=True)
         engine.get_hazard(hazard_id)
         assert engine.vault is not None
-        erased = engine.vault.erase(hazard_id)
+        done = engine.vault.erase(hazard_id)
     except HazardNotFound as exc:
         sys.stderr.write(f"{type(exc).__name__}: {exc.code}: {exc.message}\n")
         raise typer.Exit(1) from None
     except HazardLoopError as exc:
         raise _fail(exc) from None
-    result = {"hazard_id": hazard_id, "erased": erased}
+    result = {"hazard_id": hazard_id, "erased": done.erased, "final_on_disk": done.final_on_disk}
     sys.stdout.write(orjson.dumps(result).decode() + "\n")
+    if not done.final_on_disk:
+        sys.stderr.write(
+            f"note: the tipster key of {hazard_id} is destroyed, but another connection (a "
+            "running server or report) still reads an older snapshot, so its old bytes may "
+            "remain in the store's files: once it ends, run "
+            f"`hazardloop tipster erase {hazard_id}` again\n"
+        )

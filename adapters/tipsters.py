@@ -6,6 +6,9 @@ live in the store's `tipster_keys` table, themselves wrapped (AES-GCM) with the 
 settings (HAZARDLOOP_CIPHER_KEY) or from a key file created beside the store. Erasing a tipster
 destroys the case's data key for good (SQLite `secure_delete`, WAL checkpointed): the event and
 every hash chain over its ciphertext stay exactly as they were, but nobody can read the name.
+While another connection reads an older snapshot (a running server, a report) the checkpoint
+cannot finish: the erase retries it for a few seconds, then says the key's old bytes may still be
+in the files (`Erasure.final_on_disk` False) until those readers end and it is run again.
 
 On a PostgreSQL store the data keys live in the same database, in the same table; there is no
 store file to put a key file beside, so the master key comes from HAZARDLOOP_CIPHER_KEY or from a
@@ -21,6 +24,7 @@ import hmac
 import os
 import secrets
 import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
@@ -30,7 +34,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from loop.errors import StoreError
-from loop.hazard import Vault
+from loop.hazard import Erasure, Vault
 
 __all__ = [
     "CONFIDENTIAL",
@@ -73,6 +77,9 @@ def shown_reporter(
 #: Every sealed value starts with this, so readers can tell a token from a name.
 SEALED_PREFIX = "sealed:v1:"
 KEYS_TABLE = "tipster_keys"
+#: How long an erase retries its checkpoint while other connections read an older snapshot.
+CHECKPOINT_WAIT = 3.0
+_CHECKPOINT_TRY_MS = 100
 #: The advisory lock under which a PostgreSQL store's key table is created.
 _KEYS_LOCK = 0x68_6C_6B_65_79_73  # "hlkeys"
 
@@ -260,24 +267,47 @@ class TipsterVault:
         except InvalidTag:
             raise StoreError(f"the sealed reporter of {hazard_id!r} has been altered") from None
 
-    def erase(self, hazard_id: str) -> bool:
-        """Destroy the case's data key for good; True if there was one."""
+    def erase(self, hazard_id: str, *, wait: float = CHECKPOINT_WAIT) -> Erasure:
+        """Destroy the case's data key for good, then get its old bytes out of the store's files.
+
+        On SQLite the key row is deleted (`secure_delete` zeroes it) and the WAL checkpointed
+        back into the file and truncated, retried for up to `wait` seconds while another
+        connection still reads an older snapshot (a running server, a report); if one still
+        does, the key is destroyed all the same but its old bytes may remain in the files until
+        that reader finishes: `final_on_disk` False, and erasing again then finishes the job.
+        """
         if self._pg is not None:
             with self._pg_cursor(f"erase the tipster key of {hazard_id!r}") as cur:
                 cur.execute(f"DELETE FROM {KEYS_TABLE} WHERE hazard_id=%s", (hazard_id,))
                 gone = cur.rowcount
                 # Rewrite the table so the deleted row's bytes leave its files (autocommit).
+                # VACUUM FULL waits for its exclusive lock: done, the old files are unlinked.
                 cur.execute(f"VACUUM FULL {KEYS_TABLE}")
-            return bool(gone)
+            return Erasure(erased=bool(gone), final_on_disk=True)
         conn = self._connect()
         try:
             with conn:
                 gone = conn.execute(
                     f"DELETE FROM {KEYS_TABLE} WHERE hazard_id=?", (hazard_id,)
                 ).rowcount
-            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            final = _checkpoint(conn, wait)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot erase the tipster key of {hazard_id!r}: {exc}") from exc
         finally:
             conn.close()
-        return bool(gone)
+        return Erasure(erased=bool(gone), final_on_disk=final)
+
+
+def _checkpoint(conn: sqlite3.Connection, wait: float) -> bool:
+    """Copy the WAL back into the file and truncate it; True once done, False if a reader of an
+    older snapshot still holds it back after `wait` seconds of retrying (the result row's
+    `busy` column: 1 when the checkpoint could not finish)."""
+    conn.execute(f"PRAGMA busy_timeout={_CHECKPOINT_TRY_MS}")  # each try short; we retry
+    deadline = time.monotonic() + wait
+    while True:
+        busy, _log, _done = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        if not busy:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(_CHECKPOINT_TRY_MS / 1000)

@@ -37,7 +37,7 @@ from loop.lifecycle import (
 )
 from loop.policy import Deadline, Policy, WorkCalendar
 
-__all__ = ["Context", "Hazard", "Sealer", "Vault", "hazard_uuid"]
+__all__ = ["Context", "Erasure", "Hazard", "Sealer", "Vault", "hazard_uuid"]
 
 #: Namespace of aggregate ids: uuid5(NAMESPACE, hazard_id). Changing it orphans every case.
 NAMESPACE = uuid.UUID("5b0e3a4c-6f1d-4d52-9a7e-6c2b8f1e0d47")
@@ -56,6 +56,19 @@ def hazard_uuid(hazard_id: str) -> uuid.UUID:
 Sealer = Callable[[str, str], str]
 
 
+@dataclass(frozen=True)
+class Erasure:
+    """What erasing a case's confidential values did.
+
+    `erased`: this call destroyed a key (False when there was none: never sealed, or erased
+    before). `final_on_disk`: the store's files no longer hold the key's old bytes; False when
+    other connections still read an older snapshot that keeps them (erase again once they end).
+    """
+
+    erased: bool
+    final_on_disk: bool
+
+
 class Vault(Protocol):
     """Keeps confidential values of cases: seal, open (None once erased), erase for good."""
 
@@ -63,7 +76,7 @@ class Vault(Protocol):
 
     def open(self, hazard_id: str, token: str) -> str | None: ...
 
-    def erase(self, hazard_id: str) -> bool: ...
+    def erase(self, hazard_id: str) -> Erasure: ...
 
     def digest(self, text: str) -> str:
         """A keyed digest of a confidential value (the same for the same value), so that an

@@ -7,6 +7,8 @@ import os
 import sqlite3
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import psycopg
@@ -18,7 +20,7 @@ from adapters.store import parse_db
 from loop.application import HazardLoop
 from loop.commands import fingerprint, parse_command
 from loop.errors import IdempotencyKeyReused
-from loop.hazard import Hazard
+from loop.hazard import Erasure, Hazard
 from tests.conftest import FakeClock
 from tests.integration.test_pg_store import assert_chains_intact, chain_rows
 
@@ -147,9 +149,9 @@ def test_erasure_is_for_good_and_breaks_no_chain(engine: HazardLoop, store: str)
         head_before = _head(store)
     assert bytes(wrapped) in _stored_bytes(store)  # the search does see the key before
     assert engine.vault is not None
-    assert engine.vault.erase("TIP-1")
+    assert engine.vault.erase("TIP-1") == Erasure(erased=True, final_on_disk=True)
     assert engine.vault.open("TIP-1", token) is None
-    assert not engine.vault.erase("TIP-1")
+    assert engine.vault.erase("TIP-1") == Erasure(erased=False, final_on_disk=True)
     if sqlite:
         after = verify(Path(store))
         assert after.ok
@@ -164,6 +166,87 @@ def test_erasure_is_for_good_and_breaks_no_chain(engine: HazardLoop, store: str)
     from adapters.dossier import build_dossier
 
     assert build_dossier(engine, "TIP-1")["proof"]["intact"]
+
+
+def _wrapped_key(db: str) -> bytes:
+    conn = sqlite3.connect(db)
+    (wrapped,) = conn.execute("SELECT wrapped FROM tipster_keys WHERE hazard_id='TIP-1'").fetchone()
+    conn.close()
+    return bytes(wrapped)
+
+
+def _reader(db: str) -> sqlite3.Connection:
+    """Another connection holding a read transaction (a running server or report): it reads
+    the snapshot of before the erase until it ends."""
+    conn = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+    conn.execute("BEGIN")
+    conn.execute("SELECT count(*) FROM tipster_keys").fetchone()
+    return conn
+
+
+@pytest.mark.sqlite_only("holds a read transaction on the SQLite file and searches its bytes")
+def test_an_erase_held_back_by_a_reader_says_so_and_finishes_when_run_again(
+    engine: HazardLoop, store: str
+) -> None:
+    assert engine.handle(parse_command(TIP)).ok
+    wrapped = _wrapped_key(store)
+    reader = _reader(store)
+    try:
+        assert engine.vault is not None
+        started = time.monotonic()
+        done = engine.vault.erase("TIP-1", wait=0.5)
+        assert time.monotonic() - started >= 0.5  # it retried for the time it was given
+        # The key is destroyed in the database, but the reader's snapshot keeps its bytes.
+        assert done == Erasure(erased=True, final_on_disk=False)
+        assert engine.vault.open("TIP-1", engine.get_hazard("TIP-1").reporter) is None
+        assert wrapped in _file_bytes(Path(store))
+    finally:
+        reader.close()
+    assert engine.vault.erase("TIP-1") == Erasure(erased=False, final_on_disk=True)
+    assert wrapped not in _file_bytes(Path(store))
+
+
+@pytest.mark.sqlite_only("holds a read transaction on the SQLite file and searches its bytes")
+def test_an_erase_waits_for_a_reader_that_ends_within_its_time(
+    engine: HazardLoop, store: str
+) -> None:
+    assert engine.handle(parse_command(TIP)).ok
+    wrapped = _wrapped_key(store)
+    reader = _reader(store)
+    ends = threading.Timer(0.4, reader.close)
+    ends.start()
+    try:
+        assert engine.vault is not None
+        assert engine.vault.erase("TIP-1", wait=10) == Erasure(erased=True, final_on_disk=True)
+    finally:
+        ends.join()
+    assert wrapped not in _file_bytes(Path(store))
+
+
+@pytest.mark.sqlite_only("holds a read transaction on the SQLite file and searches its bytes")
+def test_the_cli_erase_says_when_its_bytes_may_remain_and_what_to_do(store: str) -> None:
+    assert _cli("apply", "-", "--db", store, stdin=json.dumps(TIP) + "\n").returncode == 0
+    wrapped = _wrapped_key(store)
+    reader = _reader(store)
+    try:
+        held = _cli("tipster", "erase", "TIP-1", "--db", store)
+        assert held.returncode == 0, held.stderr
+        assert json.loads(held.stdout) == {
+            "hazard_id": "TIP-1", "erased": True, "final_on_disk": False,
+        }  # fmt: skip
+        assert "run `hazardloop tipster erase TIP-1` again" in held.stderr
+        assert wrapped in _file_bytes(Path(store))
+    finally:
+        reader.close()
+    again = _cli("tipster", "erase", "TIP-1", "--db", store)
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout) == {
+        "hazard_id": "TIP-1", "erased": False, "final_on_disk": True,
+    }  # fmt: skip
+    assert "note:" not in again.stderr
+    assert wrapped not in _file_bytes(Path(store))
+    shown = _cli("show", "TIP-1", "--db", store, "--reveal-tipster")
+    assert json.loads(shown.stdout)["reporter"] == "(erased)"
 
 
 def test_other_reporters_are_not_sealed(engine: HazardLoop) -> None:
