@@ -14,10 +14,10 @@ import threading
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
-from sqlalchemy import ColumnElement, Engine, false, func, or_, select, true
+from sqlalchemy import ColumnElement, Connection, Engine, false, func, or_, select, true
 from sqlalchemy.exc import SQLAlchemyError
 
 from adapters.bootstrap import Settings, build_engine, build_runner, views_engine
@@ -41,16 +41,22 @@ from loop.hazard import Hazard
 from projections.model import AccountabilityReport, OverdueReport
 from projections.tables import ledger
 
+if TYPE_CHECKING:
+    from adapters.timetravel import KnownAt
+
 __all__ = [
     "CONFIDENTIAL",
     "ERASED",
     "LEDGER_FIELDS",
     "EmbeddedEngine",
+    "KnownAtArg",
     "LedgerPage",
     "open_engine",
 ]
 
-#: What a confidential reporter reads as to those who may not see it, and once erased.
+#: `known_at` as the API takes it: a record time, or a printed chain head `COUNT:HASH`
+#: (checked against the store, then read as the first COUNT events of the log).
+KnownAtArg = datetime | str
 
 #: The ledger's columns a page of the ledger shows, in order.
 LEDGER_FIELDS = (
@@ -208,12 +214,29 @@ class EmbeddedEngine:
 
     # ------------------------------------------------------------------ cases
 
+    def resolve_known_at(self, known_at: KnownAtArg | None) -> KnownAt | None:
+        """`known_at` as the engine reads it: a record time as it is; a printed chain head
+        `COUNT:HASH` checked against this store (`adapters.timetravel.position_of_head`:
+        InvalidCommand with `details.reason` `beyond_log` or `rewritten` if it is not this
+        store's) and read as its position, the first COUNT events of the log."""
+        if known_at is None or isinstance(known_at, datetime):
+            return known_at
+        if isinstance(known_at, str):
+            from adapters.audit import parse_head
+            from adapters.timetravel import position_of_head
+
+            return position_of_head(self.app, parse_head(known_at))
+        raise InvalidCommand(
+            f"`known_at` is a date-time or a chain head COUNT:HASH, not {known_at!r}",
+            fields=[{"field": "known_at", "problem": "expected a date-time or COUNT:HASH"}],
+        )
+
     def _hazard(
         self,
         hazard_id: str,
         principal: Principal | None,
         as_of: datetime | None = None,
-        known_at: datetime | None = None,
+        known_at: KnownAtArg | None = None,
     ) -> Hazard:
         now = self.app.get_hazard(hazard_id)
         if principal is not None:  # judged on the case as it stands now
@@ -222,7 +245,8 @@ class EmbeddedEngine:
             return now
         from adapters.timetravel import hazard_at
 
-        return hazard_at(self.app, hazard_id, as_of=as_of, known_at=known_at)
+        known = self.resolve_known_at(known_at)
+        return hazard_at(self.app, hazard_id, as_of=as_of, known_at=known)
 
     def _reporter(
         self, hazard_id: str, value: str, sealed: bool, reveal: bool, principal: Principal | None
@@ -244,12 +268,13 @@ class EmbeddedEngine:
         hazard_id: str,
         *,
         as_of: datetime | None = None,
-        known_at: datetime | None = None,
+        known_at: KnownAtArg | None = None,
         principal: Principal | None = None,
         reveal_tipster: bool = False,
     ) -> dict[str, Any]:
         """A case's state as JSON-ready data: now, as of business time `as_of`, or as known at
-        record time `known_at` (both: as it had happened by then, as known then).
+        `known_at` (both: as it had happened by then, as known then): a record time, or a
+        printed chain head `COUNT:HASH`, checked against the store (`resolve_known_at`).
 
         A public tip's reporter reads `(confidential)` unless `reveal_tipster` is asked (and, as a
         principal, allowed: role `tipster_officer`); every reveal is logged.
@@ -270,15 +295,17 @@ class EmbeddedEngine:
         self,
         hazard_id: str,
         *,
-        known_at: datetime | None = None,
+        known_at: KnownAtArg | None = None,
         principal: Principal | None = None,
         reveal_tipster: bool = False,
     ) -> list[dict[str, Any]]:
-        """Every event of a case (as known at `known_at`): both times, actor, payload, position
-        in the log and case hash; a public tip's reporter as in `hazard`."""
-        from adapters.timetravel import case_chain, event_record
+        """Every event of a case (as known at `known_at`: a record time or a chain head, as in
+        `hazard`): both times, actor, payload, position in the log and case hash; a public tip's
+        reporter as in `hazard`."""
+        from adapters.timetravel import case_chain, describe_known, event_record, is_known
 
         hazard = self._hazard(hazard_id, principal)
+        known = self.resolve_known_at(known_at)
         chain = {entry.version: entry for entry in case_chain(self.app, hazard_id)}
         events: list[dict[str, Any]] = []
         for event in self.app.history(hazard_id):
@@ -286,7 +313,7 @@ class EmbeddedEngine:
             payload = record["payload"]
             entry = chain.get(event.originator_version)
             if entry is not None:
-                if known_at is not None and entry.recorded_at > known_at:
+                if known is not None and not is_known(entry, known):
                     continue
                 record["position"] = entry.position
                 record["stored_at"] = entry.recorded_at
@@ -300,9 +327,9 @@ class EmbeddedEngine:
                     principal,
                 )
             events.append(record)
-        if known_at is not None and not events:
+        if known is not None and not events:
             raise HazardNotFound(
-                f"hazard {hazard_id!r} was not known at {known_at.isoformat()}",
+                f"hazard {hazard_id!r} was not known at {describe_known(known)}",
                 hazard_id=hazard_id,
             )
         out: list[dict[str, Any]] = _jsonable(events)
@@ -312,14 +339,16 @@ class EmbeddedEngine:
         self,
         hazard_id: str,
         *,
-        known_at: datetime | None = None,
+        known_at: KnownAtArg | None = None,
         principal: Principal | None = None,
     ) -> dict[str, Any]:
-        """The case's dossier (adapters.dossier) as JSON-ready data; tipsters stay confidential."""
+        """The case's dossier (adapters.dossier) as JSON-ready data, as known at `known_at` (a
+        record time or a chain head, as in `hazard`); tipsters stay confidential."""
         from adapters.dossier import build_dossier
 
         self._hazard(hazard_id, principal)
-        out: dict[str, Any] = _jsonable(build_dossier(self.app, hazard_id, known_at=known_at))
+        known = self.resolve_known_at(known_at)
+        out: dict[str, Any] = _jsonable(build_dossier(self.app, hazard_id, known_at=known))
         return out
 
     # ----------------------------------------------------------- read models
@@ -402,15 +431,37 @@ class EmbeddedEngine:
         return LedgerPage(items, count, page, page_size)
 
     @contextlib.contextmanager
-    def _report_views(self, known_at: datetime | None) -> Iterator[tuple[Engine, int]]:
-        if known_at is not None:
-            from adapters.timetravel import views_known_at
+    def _report_views(self, known: KnownAt | None) -> Iterator[tuple[Connection, int]]:
+        """A connection to report from and the log position it reflects: the store's read
+        models, caught up, read in one snapshot with their tracked position (so the report
+        prints the head of exactly the events it was computed from, while another catch-up
+        moves them on); or a scratch copy over the events known at `known` (a record time or a
+        chain head's position), as the CLI's reports (`adapters.cli._views`)."""
+        from adapters.timetravel import views_known_at, views_snapshot
 
-            with views_known_at(self.app, known_at) as found:
-                yield found
+        if known is not None:
+            with views_known_at(self.app, known) as (views, position), views.connect() as conn:
+                yield conn, position
             return
-        views = self._views()
-        yield views, min(self._runner.positions().values(), default=0)
+        self._views()  # caught up under the lock; read side by side with other readers
+        with views_snapshot(self._runner) as found:
+            yield found
+
+    def _report_moment(self, as_of: datetime | None, known: KnownAt | None) -> datetime:
+        """A report's moment, as the CLI's (`adapters.cli._report_moments`): `as_of`; else the
+        `known_at` time; else, for a chain head, the record time of its last event; else now,
+        to the minute (the precision every format prints, so the printed `as_of` and
+        `chain_head` reproduce it)."""
+        from adapters.timetravel import record_time_at
+
+        if as_of is not None:
+            return as_of
+        if isinstance(known, datetime):
+            return known
+        recorded = record_time_at(self.app, known) if known is not None else None
+        if recorded is not None:
+            return recorded.astimezone(self.app.policy.tz)
+        return self.app.clock().replace(second=0, microsecond=0)
 
     def _head_at(self, position: int) -> str | None:
         from adapters.audit import head_at
@@ -443,18 +494,23 @@ class EmbeddedEngine:
         self,
         *,
         as_of: datetime | None = None,
-        known_at: datetime | None = None,
+        known_at: KnownAtArg | None = None,
         principal: Principal | None = None,
     ) -> OverdueReport:
-        """Every open, unparked step past its deadline as of `as_of` (default: `known_at`, or
-        now), from every event recorded (or only those recorded by `known_at`)."""
+        """Every open, unparked step past its deadline as of `as_of`, from every event recorded
+        (or only those known at `known_at`: recorded by that time, or the first COUNT events
+        of a printed chain head `COUNT:HASH`, checked against the store). `as_of` by default:
+        the `known_at` time, the record time of the head's last event, or now to the minute.
+        Its `chain_head` is the head of exactly the events it was computed from: with its
+        `as_of`, `known_at=<chain_head>` gives the same report later."""
         from projections.reports import overdue_report
 
         if principal is not None:
             _check(decide_reports(principal))
-        moment = as_of or known_at or self.app.clock()
-        self._check_years(as_of=as_of, known_at=known_at)
-        with self._report_views(known_at) as (views, position), views.connect() as conn:
+        known = self.resolve_known_at(known_at)
+        self._check_years(as_of=as_of, known_at=known if isinstance(known, datetime) else None)
+        moment = self._report_moment(as_of, known)
+        with self._report_views(known) as (conn, position):
             return overdue_report(
                 conn,
                 moment,
@@ -468,18 +524,20 @@ class EmbeddedEngine:
         period: str,
         *,
         as_of: datetime | None = None,
-        known_at: datetime | None = None,
+        known_at: KnownAtArg | None = None,
         principal: Principal | None = None,
     ) -> AccountabilityReport:
-        """Per unit, person and grid over `period` (`2026-09`, `2026-Q3`, `2026-H2`, `2026`)."""
+        """Per unit, person and grid over `period` (`2026-09`, `2026-Q3`, `2026-H2`, `2026`);
+        `as_of` and `known_at` as in `overdue`."""
         from projections.reports import accountability_report, parse_period
 
         if principal is not None:
             _check(decide_reports(principal))
         chosen = parse_period(period)
-        moment = as_of or known_at or self.app.clock()
-        self._check_years(as_of=as_of, known_at=known_at)
-        with self._report_views(known_at) as (views, position), views.connect() as conn:
+        known = self.resolve_known_at(known_at)
+        self._check_years(as_of=as_of, known_at=known if isinstance(known, datetime) else None)
+        moment = self._report_moment(as_of, known)
+        with self._report_views(known) as (conn, position):
             return accountability_report(
                 conn,
                 chosen,

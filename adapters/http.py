@@ -273,6 +273,19 @@ def _moment(
     return moment
 
 
+_HEAD = re.compile(r"[0-9]+:[0-9A-Fa-f]*")
+
+
+def _known(
+    text: str | None, engine: EmbeddedEngine, years: tuple[int, int] = (2000, 2100)
+) -> datetime | str | None:
+    """`known_at`: a printed chain head `COUNT:HASH`, passed on as it is (the engine checks it
+    against the store: `EmbeddedEngine.resolve_known_at`), or a moment as `_moment` reads it."""
+    if text is not None and _HEAD.fullmatch(text):
+        return text
+    return _moment(text, engine, "known_at", years)
+
+
 def _if_match(value: str | None) -> int | None:
     """The version an `If-Match` header names: `3`, `"3"` or `W/"3"`."""
     if value is None:
@@ -292,7 +305,10 @@ AsOf = Annotated[
 ]
 KnownAt = Annotated[
     str | None,
-    Query(description="as the engine knew it then (record time): YYYY-MM-DD or RFC 3339"),
+    Query(
+        description="as the engine knew it then: a record time (YYYY-MM-DD or RFC 3339), or a "
+        "printed chain head COUNT:HASH (the first COUNT events; 422 if not this store's)"
+    ),
 ]
 Lang = Annotated[Literal["zh", "en"], Query(description="language of a report for people")]
 
@@ -675,7 +691,7 @@ def create_app(
         state = hl.hazard(
             hazard_id,
             as_of=_moment(as_of, hl, "as_of"),
-            known_at=_moment(known_at, hl, "known_at"),
+            known_at=_known(known_at, hl),
             principal=caller,
             reveal_tipster=reveal_tipster,
         )
@@ -696,7 +712,7 @@ def create_app(
     ) -> Response:
         events = hl.history(
             hazard_id,
-            known_at=_moment(known_at, hl, "known_at"),
+            known_at=_known(known_at, hl),
             principal=caller,
             reveal_tipster=reveal_tipster,
         )
@@ -714,13 +730,14 @@ def create_app(
         known_at: KnownAt = None,
         format: Annotated[Literal["json", "html"], Query()] = "json",
     ) -> Response:
-        moment = _moment(known_at, hl, "known_at")
+        moment = _known(known_at, hl)
         if format == "json":
             return _json(hl.dossier(hazard_id, known_at=moment, principal=caller))
         from adapters.dossier import build_dossier, render_dossier
 
-        hl.dossier(hazard_id, known_at=moment, principal=caller)  # authorizes
-        data = render_dossier(build_dossier(hl.app, hazard_id, known_at=moment), "html")
+        hl.dossier(hazard_id, known_at=moment, principal=caller)  # authorizes, checks a head
+        known = hl.resolve_known_at(moment)
+        data = render_dossier(build_dossier(hl.app, hazard_id, known_at=known), "html")
         return Response(data, media_type=_MEDIA["html"])
 
     # ----------------------------------------------------------- reports
@@ -742,7 +759,7 @@ def create_app(
 
         report = hl.overdue(
             as_of=_moment(as_of, hl, "as_of", _REPORT_YEARS),
-            known_at=_moment(known_at, hl, "known_at", _REPORT_YEARS),
+            known_at=_known(known_at, hl, _REPORT_YEARS),
             principal=caller,
         )
         return Response(render_overdue(report, format, lang), media_type=_MEDIA[format])
@@ -772,7 +789,7 @@ def create_app(
         report = hl.accountability(
             period,
             as_of=_moment(as_of, hl, "as_of", _REPORT_YEARS),
-            known_at=_moment(known_at, hl, "known_at", _REPORT_YEARS),
+            known_at=_known(known_at, hl, _REPORT_YEARS),
             principal=caller,
         )
         return Response(render_accountability(report, format, lang), media_type=_MEDIA[format])

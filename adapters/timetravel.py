@@ -44,6 +44,7 @@ __all__ = [
     "record_time_at",
     "version_at",
     "views_known_at",
+    "views_snapshot",
 ]
 
 #: "As the engine knew it then": a record time, or a position of the log (the COUNT of a chain
@@ -254,9 +255,18 @@ def current_views(
     log position they reflect (their tracked position, read in that same snapshot), so a report
     prints the head of exactly the events it was computed from, even while a projection worker
     or another catch-up moves the read models on meanwhile."""
+    runner.catch_up(progress=progress)
+    with views_snapshot(runner) as found:
+        yield found
+
+
+@contextmanager
+def views_snapshot(runner: Any) -> Iterator[tuple[Connection, int]]:
+    """The store's read models as they stand (no catch-up: `current_views` does one first; the
+    Python API catches up under its own lock): a connection reading them in one snapshot, and
+    the log position they reflect, read in that same snapshot."""
     from projections.tables import tracking
 
-    runner.catch_up(progress=progress)
     with runner.engine.connect() as conn:
         if conn.dialect.name == "sqlite":
             conn.exec_driver_sql("BEGIN")  # pysqlite begins no read transaction by itself

@@ -588,3 +588,123 @@ class TestReads:
                 "/hazards/{hazard_id}/dossier", "/reports/overdue", "/reports/accountability",
                 "/audit/head", "/events"} <= set(document["paths"])  # fmt: skip
         assert "Discover" in document["components"]["schemas"]
+
+
+def _overdue_cases(engine: EmbeddedEngine) -> None:
+    """Three cases assigned in September and never rectified: overdue since."""
+    for i in range(3):
+        hid = f"K-{i}"
+        for command in (
+            discover(hid, actor="wang.grid", at="2026-09-01T09:00:00+08:00"),
+            {"command": "report", "hazard_id": hid, "actor": "wang.grid",
+             "at": "2026-09-01T11:00:00+08:00"},
+            {"command": "assign", "hazard_id": hid, "actor": "centre.li", "unit": "U1",
+             "person": "li", "at": "2026-09-01T12:00:00+08:00"},
+        ):  # fmt: skip
+            assert engine.handle(command).ok
+
+
+#: K-1's rectification of 25 September, recorded after the report was run (back-dated).
+LATE = {"command": "rectify", "hazard_id": "K-1", "actor": "li", "note": "done on site",
+        "at": "2026-09-25T16:00:00+08:00"}  # fmt: skip
+
+
+class TestKnownAtHeads:
+    """`known_at` takes a printed chain head `COUNT:HASH` over both APIs, as the CLI does: a
+    report is reproduced from the head it prints, whatever was recorded since; a head that is
+    not the store's is refused (422) naming why."""
+
+    def test_a_live_report_is_reproduced_over_http_from_its_printed_head(
+        self, api: Api, clock: FakeClock
+    ) -> None:
+        _overdue_cases(api.engine)
+        clock.advance(seconds=17.25)  # the live report is as of the minute it prints
+        first = api.auditor.get("/reports/overdue")
+        assert first.status_code == 200, first.text
+        printed = first.json()
+        as_of, head = printed["as_of"], printed["chain_head"]
+        assert head.startswith("9:")
+        period = {"period": "2026-09", "as_of": as_of}
+        accountability = api.auditor.get("/reports/accountability", params=period)
+        assert accountability.json()["chain_head"] == head
+        csv = api.auditor.get("/reports/overdue", params={"as_of": as_of, "format": "csv"})
+        assert api.engine.handle(LATE).ok  # a back-dated event, recorded in the same second
+        for params, original in (
+            ({"as_of": as_of}, first),
+            ({"as_of": as_of, "format": "csv"}, csv),
+        ):
+            again = api.auditor.get("/reports/overdue", params={**params, "known_at": head})
+            assert again.status_code == 200, again.text
+            assert again.content == original.content, params
+        replayed = api.auditor.get("/reports/accountability", params={**period, "known_at": head})
+        assert replayed.content == accountability.content
+        now = api.auditor.get("/reports/overdue", params={"as_of": as_of}).json()
+        assert now["chain_head"].startswith("10:")
+        assert now != printed
+        # The case, its history and its dossier as known at that head: before the rectification.
+        case = api.auditor.get("/hazards/K-1", params={"known_at": head})
+        assert (case.status_code, case.json()["status"]) == (200, "assigned"), case.text
+        history = api.auditor.get("/hazards/K-1/history", params={"known_at": head}).json()
+        assert [e["event"] for e in history["events"]] == ["Discovered", "Reported", "Assigned"]
+        dossier = api.auditor.get("/hazards/K-1/dossier", params={"known_at": head}).json()
+        assert (dossier["proof"]["log_head"], dossier["state"]["status"]) == (head, "assigned")
+        html = api.auditor.get("/hazards/K-1/dossier", params={"known_at": head, "format": "html"})
+        assert html.status_code == 200
+        assert head in html.text
+
+    def test_a_live_report_is_reproduced_over_the_python_api_from_its_printed_head(
+        self, api: Api, clock: FakeClock
+    ) -> None:
+        from adapters.reports import render_accountability, render_overdue
+
+        hl = api.engine
+        _overdue_cases(hl)
+        clock.advance(seconds=17.25)
+        first = hl.overdue()
+        assert first.as_of == clock.now.replace(second=0, microsecond=0)
+        head = first.chain_head
+        assert head is not None
+        assert head.startswith("9:")
+        accountability = hl.accountability("2026-09", as_of=first.as_of)
+        assert hl.handle(LATE).ok
+        again = hl.overdue(as_of=first.as_of, known_at=head)
+        assert render_overdue(again, "json", "zh") == render_overdue(first, "json", "zh")
+        replayed = hl.accountability("2026-09", as_of=first.as_of, known_at=head)
+        assert render_accountability(replayed, "json", "zh") == render_accountability(
+            accountability, "json", "zh"
+        )
+        assert hl.overdue(as_of=first.as_of).chain_head != head
+        assert hl.hazard("K-1", known_at=head)["status"] == "assigned"
+        assert [e["event"] for e in hl.history("K-1", known_at=head)] == [
+            "Discovered", "Reported", "Assigned"
+        ]  # fmt: skip
+        assert hl.dossier("K-1", known_at=head)["proof"]["log_head"] == head
+        # A head alone dates the report: as of the record time of its last event.
+        assert hl.overdue(known_at=head).chain_head == head
+
+    def test_a_head_that_is_not_the_stores_is_refused_with_its_reason(self, api: Api) -> None:
+        _overdue_cases(api.engine)
+        count, digest = api.auditor.get("/audit/head").json()["head"].split(":")
+        other = "0" * 63 + "1"
+        for path, params, known_at, reason in (
+            ("/reports/overdue", {}, f"{count}:{other}", "rewritten"),
+            ("/reports/accountability", {"period": "2026-09"}, f"5:{other}", "rewritten"),
+            ("/hazards/K-1", {}, f"99:{digest}", "beyond_log"),
+            ("/hazards/K-1/history", {}, f"0:{other}", "rewritten"),
+            ("/hazards/K-1/dossier", {}, f"10:{digest}", "beyond_log"),
+            ("/hazards/K-1/dossier", {"format": "html"}, f"1:{other}", "rewritten"),
+        ):
+            refused = api.auditor.get(path, params={**params, "known_at": known_at})
+            assert refused.status_code == 422, (path, refused.text)
+            error = refused.json()["error"]
+            assert error["code"] == "invalid_command", error
+            assert error["details"].get("reason") == reason, error
+        short = api.auditor.get("/reports/overdue", params={"known_at": "9:abc"})
+        assert short.status_code == 422
+        assert "64 hex digits" in short.json()["error"]["message"]
+        with pytest.raises(InvalidCommand) as refused_here:
+            api.engine.overdue(known_at=f"{count}:{other}")
+        assert refused_here.value.details["reason"] == "rewritten"
+        with pytest.raises(InvalidCommand) as beyond:
+            api.engine.hazard("K-1", known_at=f"99:{digest}")
+        assert beyond.value.details["reason"] == "beyond_log"
