@@ -122,6 +122,16 @@ class Verification:
         }
 
 
+#: What reads as a chain head rather than a time wherever one may be given (`--known-at`,
+#: `known_at`): digits, a colon, hex digits; `parse_head` then says what is wrong with it.
+HEAD_TEXT = re.compile(r"[0-9]+:[0-9A-Fa-f]*")
+
+
+def is_head_text(text: str) -> bool:
+    """Whether `text` is meant as a chain head `COUNT:HASH` (one rule for every reader)."""
+    return HEAD_TEXT.fullmatch(text) is not None
+
+
 def parse_head(text: str) -> Head:
     """Read a published head `COUNT:HASH` (HASH: 64 hex digits)."""
     count, sep, digest = text.strip().partition(":")

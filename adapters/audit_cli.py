@@ -5,7 +5,6 @@ Exit status: 0 verified clean, 1 a break was found (named on stderr), 2 usage or
 
 from __future__ import annotations
 
-import re
 import sys
 import time
 from datetime import datetime
@@ -123,19 +122,16 @@ def dossier_cmd(
     sys.stderr.write(f"wrote {out}\n")
 
 
-_HEAD = re.compile(r"[0-9]+:[0-9A-Fa-f]*")
-
-
 def _known_at(text: str, engine: HazardLoop) -> datetime | int:
     """--known-at: a printed chain head COUNT:HASH (checked against this store: the first COUNT
     events), or a date or date-time as every command reads one (`adapters.nightly.parse_moment`:
     YYYY-MM-DD in ASCII digits, its last second local time, or RFC 3339); InvalidCommand
     otherwise, naming the value."""
-    from adapters.audit import parse_head
+    from adapters.audit import is_head_text, parse_head
     from adapters.nightly import parse_moment
     from adapters.timetravel import position_of_head
 
-    if _HEAD.fullmatch(text):
+    if is_head_text(text):
         return position_of_head(engine, parse_head(text))
     return parse_moment(text, engine.policy.tz, "--known-at")
 

@@ -26,7 +26,7 @@ from adapters.store import (
     parse_db,
 )
 from adapters.storesql import store_engine
-from adapters.tipsters import TipsterVault, load_master_key
+from adapters.tipsters import KeylessVault, TipsterVault, key_file_path, load_master_key
 from loop.application import Clock, HazardLoop
 from loop.errors import InvalidPolicy, StoreError
 from loop.policy import Policy
@@ -136,8 +136,12 @@ def build_engine(
         # The one place where the store library's errors become ours.
         raise StoreError(f"cannot open the event store {location.display}: {exc}") from exc
     try:
-        master = load_master_key(settings.cipher_key, location.file, settings.cipher_key_file)
-        if location.is_postgres:
+        master = load_master_key(
+            settings.cipher_key, location.file, settings.cipher_key_file, create=not existing
+        )
+        if master is None:  # a read-only command on a store whose key file is missing
+            app.vault = KeylessVault(key_file_path(location.file, settings.cipher_key_file))
+        elif location.is_postgres:
             recorder = app.recorder
             assert isinstance(recorder, HazardLoopPostgresRecorder)
             app.vault = TipsterVault(None, master, pg_connect=recorder.datastore.get_connection)
@@ -172,7 +176,13 @@ def require_store(location: StoreLocation) -> None:
         probe_postgres(location)
         try:
             with psycopg.connect(**location.psycopg_kwargs()) as conn_pg:
-                row = conn_pg.execute("SELECT to_regclass(%s) IS NOT NULL", (EVENTS_TABLE,))
+                # Qualified by the recorder's schema, as it names its tables: a role whose
+                # search_path leaves that schema out still finds the store.
+                schema = location.env().get("POSTGRES_SCHEMA") or "public"
+                row = conn_pg.execute(
+                    "SELECT to_regclass(format('%%I.%%I', %s::text, %s::text)) IS NOT NULL",
+                    (schema, EVENTS_TABLE),
+                )
                 found = row.fetchone()
                 found = found if found and found[0] else None
         except psycopg.Error as exc:

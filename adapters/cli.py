@@ -196,14 +196,12 @@ KnownAtOption = Annotated[
 def _parse_known(text: str | None, engine: HazardLoop) -> datetime | int | None:
     """--known-at: a printed chain head `COUNT:HASH` (checked against this store: the log
     position COUNT), else a record time as `_parse_moment` reads it."""
-    import re
-
-    from adapters.audit import parse_head
+    from adapters.audit import is_head_text, parse_head
     from adapters.timetravel import position_of_head
 
     if text is None:
         return None
-    if re.fullmatch(r"\s*[0-9]+:[0-9A-Fa-f]+\s*", text) is None:
+    if not is_head_text(text):
         return _parse_moment(text, engine, "--known-at")
     try:
         return position_of_head(engine, parse_head(text))

@@ -25,6 +25,7 @@ from pydantic import BaseModel, Field, TypeAdapter
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from adapters.audit import is_head_text
 from adapters.bootstrap import Settings
 from adapters.embed import EmbeddedEngine, open_engine
 from adapters.logs import get_logger, log_result
@@ -273,15 +274,12 @@ def _moment(
     return moment
 
 
-_HEAD = re.compile(r"[0-9]+:[0-9A-Fa-f]*")
-
-
 def _known(
     text: str | None, engine: EmbeddedEngine, years: tuple[int, int] = (2000, 2100)
 ) -> datetime | str | None:
     """`known_at`: a printed chain head `COUNT:HASH`, passed on as it is (the engine checks it
     against the store: `EmbeddedEngine.resolve_known_at`), or a moment as `_moment` reads it."""
-    if text is not None and _HEAD.fullmatch(text):
+    if text is not None and is_head_text(text):
         return text
     return _moment(text, engine, "known_at", years)
 

@@ -259,11 +259,15 @@ def _read_report(
             runner.engine.dispose()  # its connections (a pool, on PostgreSQL) are not kept
 
 
-def _chain_head(app: HazardLoop, position: int) -> str:
-    """The event log's head COUNT:HASH after `position` events (see docs/audit.md)."""
+def _chain_head(app: HazardLoop, position: int) -> str | None:
+    """The event log's head COUNT:HASH after `position` events (see docs/audit.md); None for a
+    store written before the hash chains, as the CLI's and the API's reports print it."""
     from adapters.audit import head_at
 
-    return str(head_at(location_of(app), position))
+    try:
+        return str(head_at(location_of(app), position))
+    except StoreError:
+        return None
 
 
 def escalate_overdue(app: HazardLoop, report: OverdueReport, *, actor: str) -> list[dict[str, Any]]:
@@ -390,6 +394,9 @@ def parse_moment(text: str, tz: tzinfo, what: str = "date-time") -> datetime:
         raise InvalidCommand(f"bad {what} {text!r}: no such date-time", date=text) from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=tz)
+    # Its own year first: turning a moment at the edge of year 1 or 9999 into local time would
+    # overflow (and the local year is the one that counts: 2099-12-31T20:00Z is 2100 in Beijing).
+    _check_year(moment.date(), text, what)
     _check_year(moment.astimezone(tz).date(), text, what)
     return moment
 

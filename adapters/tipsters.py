@@ -84,10 +84,23 @@ _CHECKPOINT_TRY_MS = 100
 _KEYS_LOCK = 0x68_6C_6B_65_79_73  # "hlkeys"
 
 
-def load_master_key(setting: str | None, store: Path | None, key_file: Path | None = None) -> bytes:
+def key_file_path(store: Path | None, key_file: Path | None) -> Path:
+    """Where the master key is kept: `key_file` (HAZARDLOOP_CIPHER_KEY_FILE), else `<store>.key`
+    beside a SQLite store."""
+    if key_file is not None:
+        return key_file.expanduser()
+    if store is None:
+        raise ValueError("a PostgreSQL store has no default key file")
+    return store.with_name(store.name + ".key")
+
+
+def load_master_key(
+    setting: str | None, store: Path | None, key_file: Path | None = None, *, create: bool = True
+) -> bytes | None:
     """The master key: HAZARDLOOP_CIPHER_KEY (base64 of 32 bytes), or the key file
     (`key_file`, HAZARDLOOP_CIPHER_KEY_FILE; by default `<store>.key` beside a SQLite store),
-    created with mode 0600 on first use. A PostgreSQL store (`store` None) has no default."""
+    created with mode 0600 on first use (not with `create` False: None when it is missing). A
+    PostgreSQL store (`store` None) has no default."""
     if setting:
         try:
             key = base64.b64decode(setting, validate=True)
@@ -96,15 +109,15 @@ def load_master_key(setting: str | None, store: Path | None, key_file: Path | No
         if len(key) != 32:
             raise StoreError("HAZARDLOOP_CIPHER_KEY must be the base64 of 32 random bytes")
         return key
-    if key_file is not None:
-        path = key_file.expanduser()
-    elif store is not None:
-        path = store.with_name(store.name + ".key")
+    if key_file is not None or store is not None:
+        path = key_file_path(store, key_file)
     else:
         raise StoreError(
             "a PostgreSQL store keeps no key file beside it: set HAZARDLOOP_CIPHER_KEY (base64 of "
             "32 random bytes) or HAZARDLOOP_CIPHER_KEY_FILE (a key file, created if missing)"
         )
+    if not create and not path.exists():
+        return None  # a read-only command makes no key: see KeylessVault
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
@@ -128,6 +141,34 @@ def load_master_key(setting: str | None, store: Path | None, key_file: Path | No
 
 #: Opens a connection to a PostgreSQL store in autocommit mode (e.g. the engine's own pool).
 PgConnect = Callable[[], AbstractContextManager[Any]]
+
+
+class KeylessVault:
+    """The vault of a store whose key file is missing, for the read-only commands, which create
+    no key (a new one would never open the tips sealed with the real one, and would seal new
+    tips with the wrong one): anything that needs the key says which file is missing."""
+
+    def __init__(self, key_file: Path) -> None:
+        self.key_file = key_file
+
+    def _missing(self) -> StoreError:
+        return StoreError(
+            f"the tipster key file {self.key_file} is missing: confidential reporters cannot be "
+            "opened or sealed; restore it beside the store or name it in "
+            "HAZARDLOOP_CIPHER_KEY_FILE (a read-only command creates no key)"
+        )
+
+    def seal(self, hazard_id: str, text: str) -> str:
+        raise self._missing()
+
+    def open(self, hazard_id: str, token: str) -> str | None:
+        raise self._missing()
+
+    def erase(self, hazard_id: str) -> Erasure:
+        raise self._missing()
+
+    def digest(self, text: str) -> str:
+        raise self._missing()
 
 
 class TipsterVault:

@@ -57,6 +57,7 @@ def _open(db: str | None) -> tuple[HazardLoop, SubscriberStore]:
         tables = views_engine(engine)
         location = parse_db(settings.db)
         master = load_master_key(settings.cipher_key, location.file, settings.cipher_key_file)
+        assert master is not None  # made when missing: webhooks may create the key
         store = SubscriberStore(tables, master)
     except HazardLoopError as exc:
         _close(engine, tables)

@@ -134,7 +134,7 @@ def test_a_head_that_is_not_the_stores_is_refused(store: str) -> None:
         assert words in lines[0], lines
 
 
-def test_dossier_known_at_takes_only_an_iso_date(store: str) -> None:
+def test_dossier_known_at_reads_dates_as_every_command(store: str) -> None:
     """A compact date (20261103) or another script's digits is refused, not read as midnight;
     dates and date-times are read as by every other command (`adapters.nightly.parse_moment`)."""
     db = store

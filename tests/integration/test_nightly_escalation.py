@@ -118,3 +118,38 @@ class TestOncePerLateStep:
         assert nightly(engine, date(2026, 11, 23), tmp_path / "again") == 0
         assert engine.get_hazard("TWICE-1").version == version
         assert escalations(engine, "TWICE-1") == expected
+
+
+def test_a_store_without_hash_chains_still_gets_its_report_without_a_head(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As `report` and the API do for a store written before the hash chains: the files are
+    written and no head is printed (the nightly once refused such a store outright)."""
+    import sqlite3
+
+    from adapters.bootstrap import Settings, build_engine
+    from adapters.store import CHAIN_TABLE, HEAD_TABLE
+
+    monkeypatch.delenv("HAZARDLOOP_CIPHER_KEY_FILE", raising=False)
+    db = tmp_path / "old.db"
+    clock = FakeClock(MONDAY)
+    engine = build_engine(Settings(db=str(db)), clock=clock)
+    try:
+        handle(engine, "discover", "OLD-1")
+        handle(engine, "report", "OLD-1")
+    finally:
+        engine.close()
+    with sqlite3.connect(db) as conn:
+        conn.execute(f"DELETE FROM {CHAIN_TABLE}")
+        conn.execute(f"DELETE FROM {HEAD_TABLE}")
+    clock.now = MONDAY + timedelta(days=4)
+    engine = build_engine(Settings(db=str(db)), clock=clock)
+    try:
+        result = run_nightly(engine, date(2026, 11, 5), tmp_path / "out")
+    finally:
+        engine.close()
+    assert result.chain_head is None
+    assert result.overdue == 1
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        f"overdue-2026-11-05.{fmt}" for fmt in ("csv", "html", "json", "xlsx")
+    ]

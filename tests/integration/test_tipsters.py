@@ -359,3 +359,30 @@ def test_a_bad_master_key_is_a_clear_error(store: str, bad: str) -> None:
 
     with pytest.raises(StoreError, match="HAZARDLOOP_CIPHER_KEY"):
         build_engine(Settings(db=store, cipher_key=bad))
+
+
+def test_a_read_only_command_makes_no_key_file_and_names_the_missing_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store copied without its key file: reports still run, nothing makes a new key (which
+    would never open the tips sealed with the real one), and what needs the key names it."""
+    monkeypatch.delenv("HAZARDLOOP_CIPHER_KEY", raising=False)
+    monkeypatch.delenv("HAZARDLOOP_CIPHER_KEY_FILE", raising=False)
+    db = str(tmp_path / "store.db")
+    assert _cli("apply", "-", "--db", db, stdin=json.dumps(TIP) + "\n").returncode == 0
+    key = Path(db + ".key")
+    kept = tmp_path / "kept.key"
+    key.rename(kept)
+    report = _cli("report", "overdue", "--db", db, "--format", "json", "--as-of", "2026-11-25")
+    assert report.returncode == 0, report.stderr
+    assert json.loads(report.stdout)["as_of"].startswith("2026-11-25")
+    shown = _cli("show", "TIP-1", "--db", db)
+    assert shown.returncode == 2, shown.stdout
+    lines = shown.stderr.strip().splitlines()
+    assert len(lines) == 1, shown.stderr
+    assert f"the tipster key file {key} is missing" in lines[0]
+    assert NAME not in shown.stdout + shown.stderr
+    assert not key.exists()  # neither command made one
+    monkeypatch.setenv("HAZARDLOOP_CIPHER_KEY_FILE", str(kept))
+    revealed = _cli("show", "TIP-1", "--db", db, "--reveal-tipster")
+    assert json.loads(revealed.stdout)["reporter"] == NAME  # the real key still opens it

@@ -50,3 +50,9 @@ class TestParseMoment:
     def test_anything_else_is_an_invalid_command(self, text: str) -> None:
         with pytest.raises(InvalidCommand):
             parse_moment(text, SHANGHAI, "--as-of")
+
+
+@pytest.mark.parametrize("text", ["9999-12-31T23:00:00-05:00", "0001-01-01T00:00:00+08:00"])
+def test_a_moment_at_the_ends_of_time_is_refused_not_an_overflow(text: str) -> None:
+    with pytest.raises(InvalidCommand, match="the year must be from 1980 to 2099"):
+        parse_moment(text, SHANGHAI, "--as-of")
