@@ -5,34 +5,13 @@ second; a head that is not the store's is refused, naming why."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from adapters.bootstrap import Settings, build_engine
-from loop.commands import parse_command
 from tests.conftest import SHANGHAI, FakeClock
+from tests.e2e.test_known_at_reports import D, _cli, _write
 
-D = datetime(2026, 9, 1, 9, 0, tzinfo=SHANGHAI)
 DAY = "2026-09-30"
-
-
-def _cli(db: str, *args: str) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(
-        [sys.executable, "-m", "adapters.cli", *args, "--db", db],
-        capture_output=True,
-        check=False,
-    )
-
-
-def _write(db: str, clock: FakeClock, commands: list[dict[str, object]]) -> None:
-    app = build_engine(Settings(db=db), clock=clock)
-    try:
-        for result in app.handle_many([parse_command(c) for c in commands]):
-            assert result.ok, result.to_dict()
-    finally:
-        app.close()
 
 
 def _three_overdue_cases(db: str) -> None:
