@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable
-from datetime import date, datetime
+from datetime import datetime
 from typing import Annotated, Any, Literal
 from urllib.parse import unquote
 
@@ -53,7 +53,6 @@ from loop.errors import (
     UnknownPerson,
     UnknownUnit,
 )
-from projections.reports import FIRST_YEAR, LAST_YEAR
 
 __all__ = ["MAX_BATCH", "STATUS", "create_app", "error_body", "status_of"]
 
@@ -232,56 +231,29 @@ def _formats(*names: str) -> dict[int | str, dict[str, Any]]:
 
 # ------------------------------------------------------------- parameters
 
-_MOMENT = re.compile(
-    r"^\d{4}-\d{2}-\d{2}([Tt ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?([Zz]|[+-]\d{2}:\d{2})?)?$"
-)
 
+def _moment(text: str | None, engine: EmbeddedEngine, name: str) -> datetime | None:
+    """`as_of`/`known_at`: read as every command reads a moment (`adapters.nightly.parse_moment`:
+    YYYY-MM-DD in ASCII digits, its last second local time, or an RFC 3339 date-time, no offset
+    meaning local time; the years 1980–2099); a bad one is `invalid_command` naming the field."""
+    from adapters.nightly import parse_moment
 
-#: The years a report may be as of or known at: the CLI's (projections.reports).
-_REPORT_YEARS = (FIRST_YEAR, LAST_YEAR)
-
-
-def _moment(
-    text: str | None, engine: EmbeddedEngine, name: str, years: tuple[int, int] = (2000, 2100)
-) -> datetime | None:
-    """`as_of`/`known_at`: a date (its last second, local time) or an RFC 3339 date-time (with
-    no offset: local time), in `years` (a report's: 1980–2099, as the CLI's)."""
     if text is None:
         return None
-    bad = InvalidCommand(
-        f"bad `{name}` {text!r}: use YYYY-MM-DD or an RFC 3339 date-time",
-        fields=[{"field": name, "problem": "expected YYYY-MM-DD or RFC 3339"}],
-    )
-    if not _MOMENT.match(text):
-        raise bad
     try:
-        if len(text) == 10:
-            from adapters.nightly import end_of_day
-
-            moment = end_of_day(date.fromisoformat(text), engine.app)
-        else:
-            moment = datetime.fromisoformat(text.replace("z", "Z").replace("t", "T"))
-            if moment.tzinfo is None:
-                moment = moment.replace(tzinfo=engine.app.policy.tz)
-    except ValueError:
-        raise bad from None
-    first, last = years
-    if not first <= moment.year <= last:
+        return parse_moment(text, engine.app.policy.tz, f"`{name}`")
+    except InvalidCommand as exc:
         raise InvalidCommand(
-            f"`{name}` {text!r} lies outside the years {first}-{last}",
-            fields=[{"field": name, "problem": f"outside {first}-{last}"}],
-        )
-    return moment
+            exc.message, fields=[{"field": name, "problem": exc.message}]
+        ) from None
 
 
-def _known(
-    text: str | None, engine: EmbeddedEngine, years: tuple[int, int] = (2000, 2100)
-) -> datetime | str | None:
+def _known(text: str | None, engine: EmbeddedEngine) -> datetime | str | None:
     """`known_at`: a printed chain head `COUNT:HASH`, passed on as it is (the engine checks it
     against the store: `EmbeddedEngine.resolve_known_at`), or a moment as `_moment` reads it."""
     if text is not None and is_head_text(text):
         return text
-    return _moment(text, engine, "known_at", years)
+    return _moment(text, engine, "known_at")
 
 
 def _if_match(value: str | None) -> int | None:
@@ -756,8 +728,8 @@ def create_app(
         from adapters.reports import render_overdue
 
         report = hl.overdue(
-            as_of=_moment(as_of, hl, "as_of", _REPORT_YEARS),
-            known_at=_known(known_at, hl, _REPORT_YEARS),
+            as_of=_moment(as_of, hl, "as_of"),
+            known_at=_known(known_at, hl),
             principal=caller,
         )
         return Response(render_overdue(report, format, lang), media_type=_MEDIA[format])
@@ -786,8 +758,8 @@ def create_app(
 
         report = hl.accountability(
             period,
-            as_of=_moment(as_of, hl, "as_of", _REPORT_YEARS),
-            known_at=_known(known_at, hl, _REPORT_YEARS),
+            as_of=_moment(as_of, hl, "as_of"),
+            known_at=_known(known_at, hl),
             principal=caller,
         )
         return Response(render_accountability(report, format, lang), media_type=_MEDIA[format])

@@ -430,6 +430,11 @@ class TestErrors:
             ("/hazards?status=open", 422, "invalid_command"),
             ("/hazards/X?as_of=yesterday", 422, "invalid_command"),
             ("/hazards/X?as_of=9999-12-31", 422, "invalid_command"),
+            # Read as every command reads a moment (adapters.nightly.parse_moment), as the CLI:
+            ("/hazards/X?as_of=20261120", 422, "invalid_command"),
+            ("/hazards/X/history?known_at=2100-06-01", 422, "invalid_command"),
+            ("/hazards/X/history?known_at=1990-06-01", 404, "hazard_not_found"),
+            ("/reports/overdue?as_of=2026-11-20T18", 422, "invalid_command"),
             ("/reports/accountability?period=0000", 422, "invalid_command"),
             ("/reports/accountability", 422, "invalid_command"),
             ("/reports/overdue?format=pdf", 422, "invalid_command"),
