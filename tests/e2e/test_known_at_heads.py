@@ -5,28 +5,13 @@ second; a head that is not the store's is refused, naming why."""
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
 from tests.conftest import SHANGHAI, FakeClock
-from tests.e2e.test_known_at_reports import D, _cli, _write
+from tests.e2e.test_known_at_reports import _cli, _three_overdue_cases, _write
 
 DAY = "2026-09-30"
-
-
-def _three_overdue_cases(db: str) -> None:
-    commands: list[dict[str, object]] = []
-    for i in range(3):
-        hid = f"K-{i}"
-        commands += [
-            {"command": "discover", "hazard_id": hid, "actor": "wang", "grid": "G1",
-             "category": "fire", "grade": "general", "title": f"case {i}", "at": D.isoformat()},
-            {"command": "report", "hazard_id": hid, "actor": "wang",
-             "at": (D + timedelta(hours=2)).isoformat()},
-            {"command": "assign", "hazard_id": hid, "actor": "centre", "unit": "U1",
-             "person": "li", "at": (D + timedelta(hours=3)).isoformat()},
-        ]  # fmt: skip
-    _write(db, FakeClock(D + timedelta(days=20)), commands)
 
 
 def _late_rectification(db: str, recorded: datetime) -> None:

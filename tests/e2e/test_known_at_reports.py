@@ -37,9 +37,9 @@ def _write(db: str, clock: FakeClock, commands: list[dict[str, object]]) -> None
         app.close()
 
 
-def test_known_at_reproduces_the_report_and_diff_names_the_late_upload(store: str) -> None:
-    db = store
-    clock = FakeClock(D + timedelta(days=20))  # everything below recorded on 21 September
+def _three_overdue_cases(db: str, clock: FakeClock | None = None) -> None:
+    """K-0, K-1, K-2 discovered, reported and assigned on 1 September, recorded on 21 September
+    (or by `clock`): three rectifications overdue by the end of the month."""
     commands: list[dict[str, object]] = []
     for i in range(3):
         hid = f"K-{i}"
@@ -51,7 +51,13 @@ def test_known_at_reproduces_the_report_and_diff_names_the_late_upload(store: st
             {"command": "assign", "hazard_id": hid, "actor": "centre", "unit": "U1",
              "person": "li", "at": (D + timedelta(hours=3)).isoformat()},
         ]  # fmt: skip
-    _write(db, clock, commands)
+    _write(db, clock or FakeClock(D + timedelta(days=20)), commands)
+
+
+def test_known_at_reproduces_the_report_and_diff_names_the_late_upload(store: str) -> None:
+    db = store
+    clock = FakeClock(D + timedelta(days=20))  # everything below recorded on 21 September
+    _three_overdue_cases(db, clock)
     # The report run on 1 October, as of 30 September: all three rectifications overdue.
     first = _cli(db, "report", "overdue", "--as-of", AS_OF, "--format", "json")
     assert first.returncode == 0, first.stderr
