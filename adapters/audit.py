@@ -32,7 +32,7 @@ from adapters.store import (
     chain_link,
     parse_db,
 )
-from loop.errors import InvalidCommand, StoreError
+from loop.errors import HazardLoopError, InvalidCommand, StoreError
 
 __all__ = [
     "Break",
@@ -43,6 +43,7 @@ __all__ = [
     "head",
     "head_at",
     "parse_head",
+    "printed_head",
     "verify",
 ]
 
@@ -924,3 +925,13 @@ def head_at(store: StoreRef, position: int) -> Head:
     if row is None:
         raise StoreError(f"the hash chain has no position {position}")
     return Head(position, bytes(row[0]))
+
+
+def printed_head(store: StoreRef, position: int) -> str | None:
+    """The head a report or dossier prints for the events 1..`position` (`COUNT:HASH`), or None
+    for a store written before the hash chains: the one rule of the CLI, the API and the
+    nightly."""
+    try:
+        return str(head_at(store, position))
+    except HazardLoopError:
+        return None

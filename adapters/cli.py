@@ -668,36 +668,19 @@ def _views(engine: HazardLoop, runner: Any, known_at: datetime | int | None) -> 
 def _report_moments(
     as_of: str | None, known_at: str | None, engine: HazardLoop
 ) -> tuple[datetime | int | None, datetime]:
-    """A report's --known-at (a record time, or a chain head's position) and its moment: --as-of;
-    else the --known-at time; else, for a head, the record time of its last event; else now,
-    to the minute (the precision every format prints, so the printed as_of reproduces it)."""
-    from adapters.timetravel import record_time_at
+    """A report's --known-at (a record time, or a chain head's position) and its moment
+    (`adapters.timetravel.report_moment`)."""
+    from adapters.timetravel import report_moment
 
     known = _parse_known(known_at, engine)
-    if as_of is not None:
-        return known, _parse_moment(as_of, engine)
-    if isinstance(known, datetime):
-        return known, known
-    recorded = record_time_at(engine, known) if known is not None else None
-    if recorded is not None:
-        return known, recorded.astimezone(engine.policy.tz)
-    return known, _parse_moment(None, engine).replace(second=0, microsecond=0)
+    moment = _parse_moment(as_of, engine) if as_of is not None else None
+    return known, report_moment(engine, moment, known)
 
 
 def _check_diff(diff: bool, known: datetime | int | None) -> None:
     if diff and known is None:
         sys.stderr.write("UsageError: --diff compares with --known-at: give both\n")
         raise typer.Exit(EXIT_USAGE)
-
-
-def _head(engine: HazardLoop, position: int) -> str | None:
-    from adapters.audit import head_at
-    from adapters.store import location_of
-
-    try:
-        return str(head_at(location_of(engine), position))
-    except HazardLoopError:
-        return None  # a store from before the hash chains
 
 
 def _report(
@@ -708,10 +691,12 @@ def _report(
     known_at: datetime | int | None,
     period: Any = None,
 ) -> Any:
+    from adapters.audit import printed_head
+    from adapters.store import location_of
     from projections.reports import accountability_report, overdue_report
 
     with _views(engine, runner, known_at) as (conn, position):
-        head = _head(engine, position)
+        head = printed_head(location_of(engine), position)
         if kind == "overdue":
             return overdue_report(conn, moment, engine.policy, engine.calendar, chain_head=head)
         return accountability_report(

@@ -447,29 +447,10 @@ class EmbeddedEngine:
         with views_snapshot(self._runner) as found:
             yield found
 
-    def _report_moment(self, as_of: datetime | None, known: KnownAt | None) -> datetime:
-        """A report's moment, as the CLI's (`adapters.cli._report_moments`): `as_of`; else the
-        `known_at` time; else, for a chain head, the record time of its last event; else now,
-        to the minute (the precision every format prints, so the printed `as_of` and
-        `chain_head` reproduce it)."""
-        from adapters.timetravel import record_time_at
-
-        if as_of is not None:
-            return as_of
-        if isinstance(known, datetime):
-            return known
-        recorded = record_time_at(self.app, known) if known is not None else None
-        if recorded is not None:
-            return recorded.astimezone(self.app.policy.tz)
-        return self.app.clock().replace(second=0, microsecond=0)
-
     def _head_at(self, position: int) -> str | None:
-        from adapters.audit import head_at
+        from adapters.audit import printed_head
 
-        try:
-            return str(head_at(self.location, position))
-        except HazardLoopError:
-            return None  # a store from before the hash chains
+        return printed_head(self.location, position)
 
     def _check_years(self, **moments: datetime | None) -> None:
         """A report's `as_of`/`known_at` lies in the years a report can be about (1980–2099,
@@ -503,13 +484,14 @@ class EmbeddedEngine:
         the `known_at` time, the record time of the head's last event, or now to the minute.
         Its `chain_head` is the head of exactly the events it was computed from: with its
         `as_of`, `known_at=<chain_head>` gives the same report later."""
+        from adapters.timetravel import report_moment
         from projections.reports import overdue_report
 
         if principal is not None:
             _check(decide_reports(principal))
         known = self.resolve_known_at(known_at)
         self._check_years(as_of=as_of, known_at=known if isinstance(known, datetime) else None)
-        moment = self._report_moment(as_of, known)
+        moment = report_moment(self.app, as_of, known)
         with self._report_views(known) as (conn, position):
             return overdue_report(
                 conn,
@@ -529,6 +511,7 @@ class EmbeddedEngine:
     ) -> AccountabilityReport:
         """Per unit, person and grid over `period` (`2026-09`, `2026-Q3`, `2026-H2`, `2026`);
         `as_of` and `known_at` as in `overdue`."""
+        from adapters.timetravel import report_moment
         from projections.reports import accountability_report, parse_period
 
         if principal is not None:
@@ -536,7 +519,7 @@ class EmbeddedEngine:
         chosen = parse_period(period)
         known = self.resolve_known_at(known_at)
         self._check_years(as_of=as_of, known_at=known if isinstance(known, datetime) else None)
-        moment = self._report_moment(as_of, known)
+        moment = report_moment(self.app, as_of, known)
         with self._report_views(known) as (conn, position):
             return accountability_report(
                 conn,

@@ -77,17 +77,29 @@ def write_atomically(path: Path, data: bytes) -> None:
     The file gets the permissions an ordinary new file would (0666 less the umask), not the
     private 0600 of a temporary file: reports are meant to be read by others.
     """
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    f, tmp = _temporary_beside(path)
     try:
-        with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), 0o666 & ~_umask())
+        with f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _temporary_beside(path: Path) -> tuple[BinaryIO, Path]:
+    """A new temporary file in `path`'s folder (renamed over `path` once written), opened for
+    writing, with an ordinary new file's permissions (0666 less the umask)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())
+    except BaseException:
+        os.close(fd)
         Path(tmp).unlink(missing_ok=True)
         raise
+    return os.fdopen(fd, "wb"), Path(tmp)
 
 
 def _umask() -> int:
@@ -207,12 +219,12 @@ def _reserve(path: Path, size: int) -> _Reserved:
     """A temporary file beside `path` with `size` bytes of disk reserved (the space the final
     file will take, with slack for a longer chain head), opened for writing."""
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        file, tmp = _temporary_beside(path)
     except OSError as exc:
         raise StoreError(f"cannot write {path}: {exc.strerror}") from exc
-    spot = _Reserved(os.fdopen(fd, "wb"), Path(tmp), path)
+    spot = _Reserved(file, tmp, path)
+    fd = file.fileno()
     try:
-        os.fchmod(fd, 0o666 & ~_umask())  # readable by others, as an ordinary new file
         try:
             os.posix_fallocate(fd, 0, size)
         except OSError as exc:
@@ -262,12 +274,9 @@ def _read_report(
 def _chain_head(app: HazardLoop, position: int) -> str | None:
     """The event log's head COUNT:HASH after `position` events (see docs/audit.md); None for a
     store written before the hash chains, as the CLI's and the API's reports print it."""
-    from adapters.audit import head_at
+    from adapters.audit import printed_head
 
-    try:
-        return str(head_at(location_of(app), position))
-    except StoreError:
-        return None
+    return printed_head(location_of(app), position)
 
 
 def escalate_overdue(app: HazardLoop, report: OverdueReport, *, actor: str) -> list[dict[str, Any]]:

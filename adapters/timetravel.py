@@ -42,6 +42,7 @@ __all__ = [
     "known_positions",
     "position_of_head",
     "record_time_at",
+    "report_moment",
     "version_at",
     "views_known_at",
     "views_snapshot",
@@ -174,6 +175,21 @@ def record_time_at(app: HazardLoop, position: int) -> datetime | None:
         return None
     row = _chain_row(app, "recorded_at", "WHERE position=:position", position=position)
     return from_micros(int(row[0])) if row is not None else None
+
+
+def report_moment(app: HazardLoop, as_of: datetime | None, known: KnownAt | None) -> datetime:
+    """The moment a report is as of, one rule for the CLI and the API: `as_of`; else the
+    `known` time; else, for a chain head's position, the record time of its last event; else
+    now, to the minute (the precision every format prints, so the printed `as_of` and
+    `chain_head` reproduce the report)."""
+    if as_of is not None:
+        return as_of
+    if isinstance(known, datetime):
+        return known
+    recorded = record_time_at(app, known) if known is not None else None
+    if recorded is not None:
+        return recorded.astimezone(app.policy.tz)
+    return app.clock().replace(second=0, microsecond=0)
 
 
 def version_at(
