@@ -8,7 +8,11 @@ test short, its fuzzing (valid and invalid commands) runs. A case exists for the
 
 from __future__ import annotations
 
+import atexit
+import os
 import shutil
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -49,8 +53,11 @@ def _schema(folder: Path, *, coverage: bool) -> Any:
 # fixture below closes the stores and removes their folder when the session ends. Not when the
 # module ends: under xdist's worksteal a worker may run this module's tests in two stretches,
 # and a module fixture is torn down between them, while the stores made at collection are not
-# made again (the second stretch then failed with "unable to open database file").
+# made again (the second stretch then failed with "unable to open database file"). Every xdist
+# worker collects the module, but only those that run one of its tests use the fixture: the
+# folder is also removed when the process exits, so a worker that only collected leaves none.
 _FOLDER = Path(tempfile.mkdtemp(prefix="hazardloop-schemathesis-"))
+atexit.register(shutil.rmtree, _FOLDER, ignore_errors=True)
 read_schema = _schema(_FOLDER / "reads", coverage=True).exclude(path="/commands")
 command_schema = _schema(_FOLDER / "commands", coverage=False).include(path="/commands")
 
@@ -94,3 +101,19 @@ def test_the_command_endpoint_keeps_to_the_document(case: Any, reaches_the_engin
         if isinstance(command, dict) and isinstance(command.get("actor"), str):
             command["actor"] = "fuzzer"
     case.call_and_validate(excluded_checks=EXCLUDED)
+
+
+def test_collecting_the_module_leaves_no_folder_behind(tmp_path: Path) -> None:
+    """A process that collects this module and runs none of its tests (an xdist worker given
+    other tests, a `-k` that deselects them) removes the stores it made at collection."""
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:xdist",
+         "-p", "no:cacheprovider", __file__],
+        env={**os.environ, "TMPDIR": str(scratch)},
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "test_schemathesis.py" in done.stdout  # collected, stores made
+    assert not list(scratch.glob("hazardloop-schemathesis-*"))
