@@ -4,9 +4,10 @@
   library's own create-table mechanism (`CREATE TABLE IF NOT EXISTS`, run when the engine opens);
 - the API tokens' and webhook subscribers' tables (`adapters.tokens`, `adapters.webhooks`), so a
   deployment whose runtime database user may not create tables has them from the start;
-- the read models' tables by the projection runner (`_reconcile`, then `create_all`): on
-  `upgrade`, a read model whose stored columns differ from the code's is dropped with its
-  position, to be rebuilt by the next catch-up, and an index added since is created in place.
+- the read models' tables and views by the projection runner (`_reconcile`, then
+  `create_all`): on `upgrade`, a read model whose stored columns differ from the code's is
+  dropped with its position, to be rebuilt by the next catch-up, an index added since is
+  created in place, and a table that became a view (`steps`) is dropped for the view.
 
 Exit status: 0 done, 2 usage or store error. Prints one JSON object.
 """
@@ -55,7 +56,9 @@ def _schema(db: str | None, *, upgrade: bool) -> dict[str, Any]:
             views = runner.engine
             create_token_tables(views)
             create_subscriber_tables(views)
-            tables = sorted(t for t in inspect(views).get_table_names() if t != "sqlite_sequence")
+            found = inspect(views)
+            tables = sorted(t for t in found.get_table_names() if t != "sqlite_sequence")
+            view_names = sorted(found.get_view_names())
             lags = runner.status()
         except SQLAlchemyError as exc:
             raise StoreError(f"cannot create the read models' tables: {exc}") from exc
@@ -67,6 +70,7 @@ def _schema(db: str | None, *, upgrade: bool) -> dict[str, Any]:
             "backend": location.backend,
             "events": engine.recorder.max_notification_id() or 0,
             "tables": tables,
+            "views": view_names,
             "projections": [{"name": r.name, "position": r.position} for r in lags],
         }
         if upgrade:

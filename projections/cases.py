@@ -1,4 +1,4 @@
-"""The `cases` projection: the ledger (隐患台账), step occurrences and step segments.
+"""The `cases` projection: the ledger (隐患台账) and step segments (step occurrences are a view).
 
 Each case is folded in memory with the domain's own event `apply` methods (never a second copy
 of the rules). A chunk's changes are collapsed to the last version of each row and written as
@@ -23,7 +23,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from loop.hazard import Hazard
 from loop.lifecycle import Status
-from projections.tables import ledger, step_segments, steps, stored_moment
+from projections.tables import ledger, step_segments, stored_moment
 
 __all__ = [
     "HANDLING_EVENTS",
@@ -300,29 +300,25 @@ def _positions(table: Table) -> dict[str, int]:
 
 
 # Rows are kept as lists in their table's column order, and written as they are: `_track` builds
-# them in the orders below, checked against the tables here.
-_STEP_ORDER = ("hazard_id", "occurrence", "step", "grade", "grid", "holder", "unit", "person",
-               "started_at", "due", "original_due", "extensions", "ended_at", "outcome",
-               "handled", "parked", "reworked")  # fmt: skip
+# them in the order below, checked against the table here.
 _SEGMENT_ORDER = ("hazard_id", "seq", "occurrence", "step", "grade", "grid", "category", "title",
                   "holder", "unit", "person", "started_at", "ended_at", "end_reason", "due",
-                  "original_due", "due_limit", "provisional", "extensions")  # fmt: skip
-if tuple(steps.columns.keys()) != _STEP_ORDER or (
-    tuple(step_segments.columns.keys()) != _SEGMENT_ORDER
-):
+                  "original_due", "due_limit", "provisional", "extensions", "step_started_at",
+                  "latest", "handled", "parked", "reworked")  # fmt: skip
+if tuple(step_segments.columns.keys()) != _SEGMENT_ORDER:
     raise ImportError("projections.cases builds rows in an order the tables no longer have")
-#: A segment, once open, only ever ends (`_track` sets nothing else on an open segment).
-_SEGMENT_FIXED = frozenset(_SEGMENT_ORDER) - {"ended_at", "end_reason"}
+#: Once open, a segment only ends, and then speaks for its occurrence (`_track` sets nothing
+#: else on a segment).
+_SEGMENT_FIXED = frozenset(_SEGMENT_ORDER) - {
+    "ended_at", "end_reason", "latest", "handled", "parked", "reworked"
+}  # fmt: skip
 #: What a case keeps from its discovery (the aggregate id is the hazard id's uuid5). A row
 #: whose values changed all the same is written in full: see `_Case.fixed`.
 _LEDGER_FIXED = frozenset({"aggregate_id", "title", "grid", "category", "source", "discovered_at"})
-_ST = _positions(steps)
-_ST_OCC, _ST_STEP = _ST["occurrence"], _ST["step"]
-_ST_DUE, _ST_EXT, _ST_ENDED = _ST["due"], _ST["extensions"], _ST["ended_at"]
-_ST_OUTCOME, _ST_HANDLED, _ST_PARKED = _ST["outcome"], _ST["handled"], _ST["parked"]
-_ST_REWORKED = _ST["reworked"]
 _SG = _positions(step_segments)
 _SG_ENDED, _SG_REASON = _SG["ended_at"], _SG["end_reason"]
+_SG_LATEST, _SG_HANDLED = _SG["latest"], _SG["handled"]
+_SG_PARKED, _SG_REWORKED = _SG["parked"], _SG["reworked"]
 
 
 def _fixed(h: Hazard) -> tuple[Any, ...]:
@@ -338,8 +334,9 @@ def _created(event: Hazard.Event) -> Hazard:
 class _Case:
     """A case being projected: the folded aggregate plus where its open rows stand."""
 
-    __slots__ = ("aggregate_id", "fixed", "hazard", "last_rectify", "occurrence", "occurrences",
-                 "rectify", "segment", "segment_key", "segments", "signature")  # fmt: skip
+    __slots__ = ("aggregate_id", "fixed", "hazard", "last_rectify", "latest", "occurrences",
+                 "parked", "rectify", "segment", "segment_key", "segments", "started",
+                 "step")  # fmt: skip
 
     def __init__(self, hazard: Hazard) -> None:
         self.hazard = hazard
@@ -349,20 +346,22 @@ class _Case:
         self.occurrences = 0  # step occurrences started so far
         self.last_rectify: int | None = None  # occurrence number of the latest rectify step
         self.segment: list[Any] | None = None  # the open segment's row
-        self.segment_key: tuple[Any, ...] | None = None  # step, due, unit, person, grade
-        self.occurrence: list[Any] | None = None  # the open occurrence's row
-        self.signature: tuple[Any, ...] | None = None  # what the open occurrence row shows
-        self.rectify: list[Any] | None = None  # the latest rectify occurrence's row
+        self.segment_key: tuple[Any, ...] | None = None  # step, due, unit, person, grade, ext.
+        # The open step occurrence (step None: none is open; parking pauses one, it goes on).
+        self.step: str | None = None
+        self.started: Any = None  # when it started (as stored)
+        self.parked = False  # whether it was parked at any time so far
+        self.latest: list[Any] | None = None  # its latest segment's row (open, or ended parked)
+        self.rectify: list[Any] | None = None  # the latest segment of the latest rectify step
 
 
 class _Changes:
     """Rows a chunk changed: each is written once, in its last version (keyed by identity)."""
 
-    __slots__ = ("cases", "discovered", "fresh", "segments", "steps")
+    __slots__ = ("cases", "discovered", "fresh", "segments")
 
     def __init__(self) -> None:
         self.cases: dict[int, _Case] = {}
-        self.steps: dict[int, list[Any]] = {}
         self.segments: dict[int, list[Any]] = {}
         #: Rows first made in this chunk (by identity), and the cases discovered in it (by
         #: key): no earlier transaction wrote their rows, so they are inserted, not upserted,
@@ -396,8 +395,6 @@ class Batch(NamedTuple):
     """The rows one fold changed, each in its last version, as lists in their table's column
     order: `…_new` were first made in it (no earlier transaction or batch wrote them)."""
 
-    steps: list[list[Any]]
-    steps_new: list[list[Any]]
     segments: list[list[Any]]
     segments_new: list[list[Any]]
     ledger: list[tuple[Any, ...]]
@@ -407,10 +404,10 @@ class Batch(NamedTuple):
 
 
 class CasesProjection:
-    """Ledger, steps and segments, from hazard events."""
+    """Ledger and step segments (and so the `steps` view), from hazard events."""
 
     name = "cases"
-    tables: tuple[Table, ...] = (ledger, steps, step_segments)
+    tables: tuple[Table, ...] = (ledger, step_segments)
 
     def __init__(
         self,
@@ -461,9 +458,7 @@ class CasesProjection:
             dirty[key] = case
             track(case, event, changes, time)
         fresh = changes.fresh
-        batch = Batch([], [], [], [], [], [], [])
-        for ident, row in changes.steps.items():
-            (batch.steps_new if ident in fresh else batch.steps).append(row)
+        batch = Batch([], [], [], [], [])
         for ident, row in changes.segments.items():
             (batch.segments_new if ident in fresh else batch.segments).append(row)
         new_cases = changes.discovered
@@ -502,7 +497,6 @@ class CasesProjection:
     def store(conn: Connection, writer: _Writer, batch: Batch) -> None:
         """Write a batch of rows from `fold` in the transaction of `conn` (one `writer` per
         transaction; its date-times stored as `stored_time` of the dialect gives them)."""
-        writer.upsert(conn, steps, batch.steps, new=batch.steps_new)
         writer.upsert(conn, step_segments, batch.segments, _SEGMENT_FIXED, batch.segments_new)
         writer.upsert(conn, ledger, batch.ledger, _LEDGER_FIXED, batch.ledger_new)
         writer.upsert(conn, ledger, batch.ledger_in_full)
@@ -536,77 +530,65 @@ class CasesProjection:
     def _track(
         case: _Case, event: Hazard.Event, changes: _Changes, time: Callable[[Any], Any]
     ) -> None:
-        """What `event` (already applied to the case) did to its step occurrence and segment."""
+        """What `event` (already applied to the case) did to its segments and step occurrence.
+
+        A segment is one step with one deadline, holder and grade; any change ends it and starts
+        another. A step occurrence runs from when its step starts until the ball moves on
+        (parking pauses it, it does not end it): its latest segment carries how it ended."""
         h = case.hazard
         name = type(event).__name__
         at = time(event.at)
         parked = h.status is Status.PARKED
         step = h.step
+        ended = case.step is not None and not parked and step != case.step
         deadline = h.deadline or _NO_DEADLINE
-
-        # Step occurrences: a step from when it starts until the ball moves on (parking pauses
-        # an occurrence, it does not end it).
-        occ = case.occurrence
-        if occ is not None and not parked and step != occ[_ST_STEP]:
-            occ[_ST_ENDED] = at
-            occ[_ST_OUTCOME] = name
-            occ[_ST_HANDLED] = name in HANDLING_EVENTS[occ[_ST_STEP]]
-            changes.steps[id(occ)] = occ
-            if occ[_ST_STEP] == "rectify":
-                case.last_rectify = occ[_ST_OCC]
-                case.rectify = occ
-            occ = case.occurrence = None
-        if name == "VerificationFailed" and case.rectify is not None:
-            case.rectify[_ST_REWORKED] += 1
-            changes.steps[id(case.rectify)] = case.rectify
-        due = deadline.get("due")
         extensions = int(deadline.get("extensions", 0))
-        if occ is not None or step is not None:
-            holder = h.holder
-            signature = (h.grade, h.grid, holder, h.unit, h.person, due, extensions,
-                         parked or (occ is not None and occ[_ST_PARKED]))  # fmt: skip
-            if occ is None:
-                case.occurrences += 1
-                # In the column order of `steps`.
-                occ = case.occurrence = [
-                    h.hazard_id, case.occurrences, step, h.grade, h.grid, holder, h.unit,
-                    h.person, at, time(due), time(deadline.get("original_due")), extensions,
-                    None, None, False, signature[7], 0,
-                ]  # fmt: skip
-                case.signature = signature
-                changes.steps[id(occ)] = occ
-                changes.fresh.add(id(occ))
-            elif signature != case.signature:
-                case.signature = signature
-                occ[3:8] = signature[:5]  # grade, grid, holder, unit, person
-                occ[_ST_DUE] = time(due)
-                occ[_ST_EXT] = extensions
-                occ[_ST_PARKED] = signature[7]
-                changes.steps[id(occ)] = occ
-
-        # Segments: one step, one deadline, one holder, one grade; any change starts another.
-        key = None if step is None else (step, h.due, h.unit, h.person, h.grade)
         seg = case.segment
-        if seg is not None and case.segment_key != key:
-            seg[_SG_ENDED] = at
-            seg[_SG_REASON] = name
-            changes.segments[id(seg)] = seg
-            seg = case.segment = None
-        if seg is None and key is not None:
-            assert occ is not None
-            case.segments += 1
-            case.segment_key = key
-            seg_due = time(deadline["due"])
-            # In the column order of `step_segments`.
-            seg = case.segment = [
-                h.hazard_id, case.segments, occ[_ST_OCC], step, h.grade, h.grid, h.category,
-                h.title, h.holder, h.unit, h.person, at, None, None, seg_due,
-                time(deadline["original_due"]) if "original_due" in deadline else seg_due,
-                deadline.get("limit", "given"), bool(deadline.get("provisional", False)),
-                extensions,
-            ]  # fmt: skip
-            changes.segments[id(seg)] = seg
-            changes.fresh.add(id(seg))
+        if seg is not None:
+            key = None if step is None else (step, h.due, h.unit, h.person, h.grade, extensions)
+            if case.segment_key != key:
+                seg[_SG_ENDED] = at
+                seg[_SG_REASON] = name
+                if parked:
+                    seg[_SG_PARKED] = case.parked = True
+                elif ended:
+                    seg[_SG_HANDLED] = name in HANDLING_EVENTS[case.step]  # type: ignore[index]
+                changes.segments[id(seg)] = seg
+                seg = case.segment = None
+        if ended:
+            if case.step == "rectify":
+                case.last_rectify = case.occurrences
+                case.rectify = case.latest
+            case.step = case.latest = None
+        if name == "VerificationFailed" and case.rectify is not None:
+            row = case.rectify
+            row[_SG_REWORKED] += 1
+            changes.segments[id(row)] = row
+        if seg is not None or step is None:
+            return
+        # A segment opens: of a new step occurrence, or of the same one (after a change, or
+        # after a pause, whose segment is then no longer the occurrence's latest).
+        if case.step is None:
+            case.occurrences += 1
+            case.step, case.started, case.parked = step, at, False
+        else:
+            before = case.latest
+            if before is not None:
+                before[_SG_LATEST] = False
+                changes.segments[id(before)] = before
+        case.segments += 1
+        case.segment_key = (step, h.due, h.unit, h.person, h.grade, extensions)
+        seg_due = time(deadline["due"])
+        # In the column order of `step_segments`.
+        seg = case.segment = case.latest = [
+            h.hazard_id, case.segments, case.occurrences, step, h.grade, h.grid, h.category,
+            h.title, h.holder, h.unit, h.person, at, None, None, seg_due,
+            time(deadline["original_due"]) if "original_due" in deadline else seg_due,
+            deadline.get("limit", "given"), bool(deadline.get("provisional", False)),
+            extensions, case.started, True, False, case.parked, 0,
+        ]  # fmt: skip
+        changes.segments[id(seg)] = seg
+        changes.fresh.add(id(seg))
 
     # ------------------------------------------------------------ storage
 

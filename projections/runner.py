@@ -54,7 +54,7 @@ from projections.helper import (
     can_fork,
     usable_cpus,
 )
-from projections.tables import METADATA, tracking
+from projections.tables import METADATA, VIEWS, drop_views, tracking
 
 __all__ = [
     "DEFER_INDEXES_FROM",
@@ -298,11 +298,19 @@ class ProjectionRunner:
 
         Read models are derived: a projection whose stored columns differ from the code's (an
         older version) loses its tables and position and is rebuilt by the next catch-up; an
-        index added since is created in place.
+        index added since is created in place. The views over the tables are dropped with them
+        (`create_all` makes them again), and a table the code no longer has is dropped (`steps`,
+        a table before it became a view of `step_segments`).
         """
         with self.engine.begin() as conn:
             found = inspect(conn)
             existing = set(found.get_table_names())
+            retired = existing & set(VIEWS.tables)
+            if retired:
+                drop_views(conn)
+                for name in sorted(retired):
+                    conn.exec_driver_sql(f"DROP TABLE {name}")
+                existing -= retired
             for p in self.projections:
                 stale = any(
                     t.name in existing
@@ -310,6 +318,7 @@ class ProjectionRunner:
                     for t in p.tables
                 )
                 if stale:
+                    drop_views(conn)
                     for t in p.tables:
                         t.drop(conn, checkfirst=True)
                     if tracking.name in existing:

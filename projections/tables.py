@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import (
     Boolean,
     Column,
+    Connection,
     DateTime,
     Dialect,
     Index,
@@ -20,6 +21,8 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    event,
+    inspect,
     text,
 )
 from sqlalchemy.types import TypeDecorator
@@ -27,7 +30,11 @@ from sqlalchemy.types import TypeDecorator
 __all__ = [
     "METADATA",
     "PARKED_SQL",
+    "STEPS_SQL",
+    "VIEWS",
     "UTCDateTime",
+    "create_views",
+    "drop_views",
     "grids",
     "ledger",
     "post_tenures",
@@ -35,6 +42,7 @@ __all__ = [
     "steps",
     "stored_moment",
     "tracking",
+    "view_names",
 ]
 
 
@@ -109,7 +117,10 @@ ledger = Table(
     Column("last_rectify", Integer),  # occurrence number of the latest rectify step
 )
 
-#: Every interval in which one step held the ball with one deadline and one holder.
+#: Every interval in which one step held the ball with one deadline and one holder. The last
+#: columns speak for the step occurrence the segment belongs to, as of this segment: when it
+#: started, whether it was parked at any time, and, on its `latest` segment, how it ended (the
+#: `steps` view below is those segments).
 step_segments = Table(
     "step_segments",
     METADATA,
@@ -132,7 +143,14 @@ step_segments = Table(
     Column("due_limit", String(16), nullable=False),
     Column("provisional", Boolean, nullable=False),
     Column("extensions", Integer, nullable=False),
+    Column("step_started_at", UTCDateTime, nullable=False),  # when the occurrence started
+    Column("latest", Boolean, nullable=False),  # the occurrence's latest segment so far
+    Column("handled", Boolean, nullable=False),  # ended the occurrence because its holder acted
+    Column("parked", Boolean, nullable=False),  # the occurrence was parked by this one's end
+    Column("reworked", Integer, nullable=False),  # failed verifications of this rectification
     Index("ix_segments_open_due", "ended_at", "due"),
+    # Steps due in a period (the accountability report, through the `steps` view).
+    Index("ix_segments_due", "due"),
     # Parked cases as of a moment (the overdue report's denominator): few rows, so a partial
     # index costs writes almost nothing. SQLite uses it for `end_reason = 'Parked'` whether the
     # value is a literal or a bound parameter (it plans again with the bound value).
@@ -146,10 +164,17 @@ step_segments = Table(
     ),
 )
 
-#: One row per step occurrence (a step from when it starts until the ball moves on).
+#: The views defined over the tables: not created by `METADATA.create_all` as tables, but by
+#: `create_views` (run after it, see the listener below).
+VIEWS = MetaData()
+
+#: One row per step occurrence (a step from when it starts until the ball moves on): a view of
+#: each occurrence's latest segment. An occurrence parked now shows no end yet, and the holder
+#: it had when it was parked (a reassignment while parked shows from the resume, in the
+#: segment that opens then).
 steps = Table(
     "steps",
-    METADATA,
+    VIEWS,
     Column("hazard_id", String(64), primary_key=True),
     Column("occurrence", Integer, primary_key=True),
     Column("step", String(16), nullable=False),
@@ -167,8 +192,43 @@ steps = Table(
     Column("handled", Boolean, nullable=False),
     Column("parked", Boolean, nullable=False),  # parked at any time during the step
     Column("reworked", Integer, nullable=False),  # failed verifications of this rectification
-    Index("ix_steps_due", "due"),
 )
+
+#: The SELECT behind `steps` (the same text on SQLite and PostgreSQL).
+STEPS_SQL = (
+    "SELECT hazard_id, occurrence, step, grade, grid, holder, unit, person, "
+    "step_started_at AS started_at, due, original_due, extensions, "
+    f"CASE WHEN {PARKED_SQL} THEN NULL ELSE ended_at END AS ended_at, "
+    f"CASE WHEN {PARKED_SQL} THEN NULL ELSE end_reason END AS outcome, "
+    "handled, parked, reworked FROM step_segments WHERE latest"
+)
+
+
+def view_names(conn: Connection) -> set[str]:
+    """The views in the read models' database (its current schema on PostgreSQL)."""
+    return set(inspect(conn).get_view_names())
+
+
+def create_views(conn: Connection) -> None:
+    """Create the views over the read models' tables that are missing."""
+    have = view_names(conn)
+    for view in VIEWS.tables.values():
+        if view.name not in have:
+            conn.exec_driver_sql(f"CREATE VIEW {view.name} AS {STEPS_SQL}")
+
+
+def drop_views(conn: Connection) -> None:
+    """Drop the views (before the tables under them: PostgreSQL refuses to drop those first)."""
+    have = view_names(conn)
+    for view in VIEWS.tables.values():
+        if view.name in have:
+            conn.exec_driver_sql(f"DROP VIEW {view.name}")
+
+
+@event.listens_for(METADATA, "after_create")
+def _views_after_tables(target: MetaData, connection: Connection, **kw: Any) -> None:
+    create_views(connection)
+
 
 #: Grids of the organisation.
 grids = Table(

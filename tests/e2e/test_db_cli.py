@@ -21,7 +21,7 @@ from tests.stores import rows
 
 ROOT = Path(__file__).resolve().parents[2]
 EVENT_TABLES = {"stored_events", "idempotency_keys", "event_chain", "chain_head", "tipster_keys"}
-VIEW_TABLES = {"ledger", "steps", "step_segments", "grids", "post_tenures", "projection_tracking"}
+VIEW_TABLES = {"ledger", "step_segments", "grids", "post_tenures", "projection_tracking"}
 #: Created by `db init` too, so a runtime user without CREATE rights finds them.
 API_TABLES = {"api_tokens", "webhook_subscribers"}
 
@@ -42,6 +42,14 @@ def tables(store: str) -> set[str]:
     return {str(r[0]) for r in found} - {"sqlite_sequence"}
 
 
+def views(store: str) -> set[str]:
+    if "://" in store:
+        found = rows(store, "SELECT viewname FROM pg_views WHERE schemaname = 'public'")
+    else:
+        found = rows(store, "SELECT name FROM sqlite_master WHERE type = 'view'")
+    return {str(r[0]) for r in found}
+
+
 def test_init_creates_every_table_of_an_empty_store_and_may_run_again(
     store_factory: StoreFactory, tmp_path: Path
 ) -> None:
@@ -51,6 +59,7 @@ def test_init_creates_every_table_of_an_empty_store_and_may_run_again(
     assert first.returncode == 0, first.stderr
     out = json.loads(first.stdout)
     assert set(out["tables"]) == EVENT_TABLES | VIEW_TABLES | API_TABLES == tables(db)
+    assert out["views"] == ["steps"] == sorted(views(db))
     assert out["events"] == 0
     assert out["backend"] == ("postgres" if "://" in db else "sqlite")
     again = hazardloop("db", "init", "--db", db)
@@ -88,6 +97,37 @@ def test_upgrade_rebuilds_a_read_model_whose_columns_changed(store: str) -> None
     again = hazardloop("projections", "catch-up", "--db", store)
     assert again.returncode == 0, again.stderr
     assert rows(store, "SELECT hazard_id FROM ledger") == [("U-1",)]
+
+
+def test_upgrade_turns_an_older_steps_table_into_the_view(store: str) -> None:
+    """Before the `steps` view, step occurrences were a table of their own: `db upgrade` drops
+    it, the cases projection (whose segments gained columns) is rebuilt, and `steps` reads the
+    same occurrences from the segments."""
+    app = build_engine(Settings(db=store))
+    try:
+        for command in ({"command": "discover", "grid": "G1", "category": "fire",
+                         "grade": "general", "title": "old store"},
+                        {"command": "report"}):  # fmt: skip
+            app.handle(parse_command({**command, "hazard_id": "U-1", "actor": "wang",
+                                      "at": "2026-11-20T09:00:00+08:00"}))  # fmt: skip
+    finally:
+        app.close()
+    assert hazardloop("projections", "catch-up", "--db", store).returncode == 0
+    # The older version's schema: a `steps` table, and segments without today's last columns.
+    rows(store, "DROP VIEW steps")
+    rows(store, "CREATE TABLE steps (hazard_id VARCHAR(64), occurrence INTEGER, "
+                "PRIMARY KEY (hazard_id, occurrence))")  # fmt: skip
+    rows(store, "INSERT INTO steps VALUES ('U-1', 1)")
+    rows(store, "ALTER TABLE step_segments DROP COLUMN latest")
+    upgraded = hazardloop("db", "upgrade", "--db", store)
+    assert upgraded.returncode == 0, upgraded.stderr
+    out = json.loads(upgraded.stdout)
+    assert out["to_rebuild"] == ["cases"]
+    assert "steps" not in out["tables"]
+    assert out["views"] == ["steps"]
+    assert hazardloop("projections", "catch-up", "--db", store).returncode == 0
+    got = rows(store, "SELECT hazard_id, occurrence, step, outcome FROM steps ORDER BY occurrence")
+    assert got == [("U-1", 1, "report", "Reported"), ("U-1", 2, "assign", None)]
 
 
 def test_a_bad_store_url_is_a_store_error() -> None:

@@ -123,8 +123,68 @@ def brute_force_open_steps(app: HazardLoop, as_of: datetime) -> dict[str, tuple[
     return out
 
 
+def brute_force_steps(app: HazardLoop) -> list[tuple[Any, ...]]:
+    """Step occurrences from each case's events, folded one by one: a step from when it starts
+    until the ball moves on (parking pauses it), with what it showed when it last held the ball,
+    how it ended, whether it was ever parked, and a rectification's failed verifications."""
+    out = []
+    for hazard_id in IDS:
+        if not app.exists(hazard_id):
+            continue
+        hazard: Hazard | None = None
+        occurrences: list[dict[str, Any]] = []
+        occ: dict[str, Any] | None = None
+        rectify: dict[str, Any] | None = None
+        for event in app.history(hazard_id):
+            hazard = event.mutate(hazard)  # type: ignore[assignment]
+            assert hazard is not None
+            name = type(event).__name__
+            parked = hazard.status is Status.PARKED
+            if occ is not None and not parked and hazard.step != occ["step"]:
+                occ.update(ended_at=event.at, outcome=name,
+                           handled=name in cases.HANDLING_EVENTS[occ["step"]])  # fmt: skip
+                if occ["step"] == "rectify":
+                    rectify = occ
+                occ = None
+            if name == "VerificationFailed" and rectify is not None:
+                rectify["reworked"] += 1
+            if occ is None and hazard.step is not None:
+                occ = {"occurrence": len(occurrences) + 1, "step": hazard.step,
+                       "started_at": event.at, "ended_at": None, "outcome": None,
+                       "handled": False, "parked": False, "reworked": 0}  # fmt: skip
+                occurrences.append(occ)
+            if occ is not None:
+                occ["parked"] = occ["parked"] or parked
+                if not parked:
+                    assert hazard.deadline is not None
+                    occ.update(grade=hazard.grade, holder=hazard.holder, unit=hazard.unit,
+                               person=hazard.person, due=hazard.deadline["due"],
+                               extensions=hazard.deadline.get("extensions", 0))  # fmt: skip
+        out.extend(
+            (hazard_id, o["occurrence"], o["step"], o["grade"], o["holder"], o["unit"],
+             o["person"], o["started_at"], o["due"], o["extensions"], o["ended_at"],
+             o["outcome"], o["handled"], o["parked"], o["reworked"])
+            for o in occurrences
+        )  # fmt: skip
+    return out
+
+
+def view_steps(conn: Any) -> list[tuple[Any, ...]]:
+    """The `steps` view, in the columns and order of `brute_force_steps`."""
+    c = steps.c
+    return [
+        tuple(r)
+        for r in conn.execute(
+            select(c.hazard_id, c.occurrence, c.step, c.grade, c.holder, c.unit, c.person,
+                   c.started_at, c.due, c.extensions, c.ended_at, c.outcome, c.handled,
+                   c.parked, c.reworked).order_by(c.hazard_id, c.occurrence)
+        )
+    ]  # fmt: skip
+
+
 class TestGeneratedHistories:
-    """Whatever the history, the read models agree with a rebuild and with the events."""
+    """Whatever the history, the read models agree with a rebuild and with the events: the
+    overdue report, the segments in force and the step occurrences (the `steps` view)."""
 
     # One `self` per store parameter: nothing is kept on it, so the executors may differ.
     @settings(
@@ -184,6 +244,8 @@ class TestGeneratedHistories:
             fresh = ProjectionRunner(app, runner.engine, build_runner(app).projections)
             fresh.rebuild()
             assert table_rows(runner.engine) == incremental
+            with runner.engine.connect() as conn:
+                assert view_steps(conn) == brute_force_steps(app)
             for fraction in probes:
                 as_of = START + (at - START) * fraction
                 with runner.engine.connect() as conn:
@@ -195,6 +257,51 @@ class TestGeneratedHistories:
             runner.engine.dispose()
             app.close()
             store_factory.drop(db)
+
+
+def test_the_steps_view_of_a_case_reworked_extended_and_reassigned_while_parked(
+    store: str,
+) -> None:
+    """One case down the side paths, caught up after every command: the `steps` view equals the
+    occurrences folded from the events, and says what each did — the failed verification counted
+    on its rectification, the extension, and the pause (the occurrence goes on after it, with
+    the unit it was reassigned to while parked)."""
+    clock = FakeClock(START + timedelta(days=400))
+    app = build_engine(Settings(db=store, cipher_key=KEY), clock=clock)
+    try:
+        runner = build_runner(app)
+        at = START
+        for i, (name, flag) in enumerate((
+            ("discover", False), ("report", False), ("assign", False), ("rectify", False),
+            ("verify", False), ("extend", False), ("rectify", False), ("verify", True),
+            ("close", False), ("reopen", False), ("assign", False), ("park", False),
+            ("reassign", False),
+            ("resume", False), ("rectify", False), ("verify", True), ("close", False),
+        )):  # fmt: skip
+            at += timedelta(hours=3)
+            (result,) = app.handle_many([parse_command(make_command(i, "A", name, flag, at))])
+            assert result.ok, (name, result.error)
+            runner.catch_up()
+        with runner.engine.connect() as conn:
+            got = view_steps(conn)
+        assert got == brute_force_steps(app)
+        summary = [(r[2], r[11], r[9], r[13], r[14]) for r in got]  # outcome, ext., parked, rework
+        assert summary == [
+            ("report", "Reported", 0, False, 0),
+            ("assign", "Assigned", 0, False, 0),
+            ("rectify", "Rectified", 0, False, 1),
+            ("verify", "VerificationFailed", 0, False, 0),
+            ("rectify", "Rectified", 1, False, 0),
+            ("verify", "Verified", 0, False, 0),
+            ("close", "Closed", 0, False, 0),
+            ("assign", "Assigned", 0, False, 0),
+            ("rectify", "Rectified", 0, True, 0),
+            ("verify", "Verified", 0, False, 0),
+            ("close", "Closed", 0, False, 0),
+        ]
+        assert got[8][5] == "V0"  # reassigned while parked: the unit after the resume
+    finally:
+        app.close()
 
 
 def test_views_written_again_over_existing_rows_come_out_the_same(
@@ -229,14 +336,14 @@ def test_views_written_again_over_existing_rows_come_out_the_same(
         runner.catch_up()
         built = table_rows(runner.engine)
         postgres = runner.engine.dialect.name == "postgresql"
-        assert copied == ([True, True, True] if postgres else [])  # steps, segments, ledger
+        assert copied == ([True, True] if postgres else [])  # segments, ledger
         assert [r[2] for r in built["ledger"]] == [f"闸门\t{i}\n\\N \\ end" for i in range(3)]
         with runner.engine.begin() as conn:
             conn.execute(update(tracking).where(tracking.c.name == "cases").values(position=0))
         again = build_runner(app)
         assert again.catch_up() == app.recorder.max_notification_id()
-        # The second time all three were there already: rolled back, and upserted instead.
-        assert copied == ([True, True, True, False, False, False] if postgres else [])
+        # The second time both were there already: rolled back, and upserted instead.
+        assert copied == ([True, True, False, False] if postgres else [])
         assert table_rows(again.engine) == built
         assert dict(again.positions())["cases"] == app.recorder.max_notification_id()
         runner.engine.dispose()
@@ -245,12 +352,12 @@ def test_views_written_again_over_existing_rows_come_out_the_same(
         app.close()
 
 
-def _step_rows(writer: Any, keys: range, holder: str) -> list[list[Any]]:
-    """`steps` rows (column order) for hazards `h<key>`, held by `holder`."""
+def _segment_rows(writer: Any, keys: range, holder: str) -> list[list[Any]]:
+    """`step_segments` rows (column order) for hazards `h<key>`, held by `holder`."""
     started = writer.time(START)
     return [
-        [f"h{k:04d}", 1, "report", "general", "G0", holder, "U0", "p", started, None, None, 0,
-         None, None, False, False, 0]
+        [f"h{k:04d}", 1, 1, "report", "general", "G0", "fire", "t", holder, "U0", "p", started,
+         None, None, started, started, "given", False, 0, started, True, False, False, 0]
         for k in keys
     ]  # fmt: skip
 
@@ -265,8 +372,9 @@ def test_a_view_upserted_twice_in_one_transaction(store: str) -> None:
         with engine.begin() as conn:
             writer = cases._Writer(conn)
             size = cases.COPY_FROM
-            writer.upsert(conn, steps, _step_rows(writer, range(0, 2 * size), "first"))
-            writer.upsert(conn, steps, _step_rows(writer, range(size, 3 * size), "second"))
+            first, second = range(0, 2 * size), range(size, 3 * size)
+            writer.upsert(conn, step_segments, _segment_rows(writer, first, "first"))
+            writer.upsert(conn, step_segments, _segment_rows(writer, second, "second"))
         with engine.connect() as conn:
             got = dict(conn.execute(select(steps.c.hazard_id, steps.c.holder)).all())
         expected = {f"h{k:04d}": "first" if k < size else "second" for k in range(3 * size)}
@@ -295,13 +403,13 @@ def test_a_role_without_temporary_tables_still_writes_the_views(
     with psycopg.connect(**kwargs, autocommit=True) as admin:
         admin.execute(f'CREATE ROLE "{role}" LOGIN')
         admin.execute(f'REVOKE TEMPORARY ON DATABASE "{kwargs["dbname"]}" FROM PUBLIC')
-        admin.execute(f'GRANT SELECT, INSERT, UPDATE ON steps TO "{role}"')
+        admin.execute(f'GRANT SELECT, INSERT, UPDATE ON step_segments TO "{role}"')
     limited = create_engine(owner.url.set(username=role))
     try:
         with limited.begin() as conn:
             writer = cases._Writer(conn)
-            rows = _step_rows(writer, range(cases.COPY_FROM), "first")
-            writer.upsert(conn, steps, rows)  # new to the view, but not said to be: upserted
+            rows = _segment_rows(writer, range(cases.COPY_FROM), "first")
+            writer.upsert(conn, step_segments, rows)  # new, but not said to be: upserted
             assert writer.temporary is False
         with owner.connect() as conn:
             got = conn.execute(select(steps.c.hazard_id)).scalars().all()
@@ -311,5 +419,5 @@ def test_a_role_without_temporary_tables_still_writes_the_views(
         owner.dispose()
         app.close()
         with psycopg.connect(**kwargs, autocommit=True) as admin:
-            admin.execute(f'REVOKE ALL ON steps FROM "{role}"')
+            admin.execute(f'REVOKE ALL ON step_segments FROM "{role}"')
             admin.execute(f'DROP ROLE "{role}"')
