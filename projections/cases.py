@@ -462,19 +462,18 @@ class CasesProjection:
         for ident, row in changes.segments.items():
             (batch.segments_new if ident in fresh else batch.segments).append(row)
         new_cases = changes.discovered
+        ledger_row = self._ledger_row
         for key, case in dirty.items():
+            h = case.hazard
+            fixed = _fixed(h)
             if key in new_cases:
-                batch.ledger_new.append(self._ledger_row(case, time))
-                case.fixed = _fixed(case.hazard)
-                continue
-            fixed = _fixed(case.hazard)
-            if fixed == case.fixed:
-                batch.ledger.append(self._ledger_row(case, time))
+                batch.ledger_new.append(ledger_row(case, time))
+            elif fixed == case.fixed:
+                batch.ledger.append(ledger_row(case, time))
             else:  # no event changes these today; if one does, its row is written in full
-                batch.ledger_in_full.append(self._ledger_row(case, time))
-                case.fixed = fixed
-        for key, case in dirty.items():
-            if case.hazard.status in _TERMINAL:
+                batch.ledger_in_full.append(ledger_row(case, time))
+            case.fixed = fixed
+            if h.status in _TERMINAL:
                 cache.pop(key, None)  # only `reopen` follows: fold it again if it comes
             else:
                 cache.move_to_end(key)

@@ -28,6 +28,7 @@ from sqlalchemy import (
 from sqlalchemy.types import TypeDecorator
 
 __all__ = [
+    "LATEST_SQL",
     "METADATA",
     "PARKED_SQL",
     "STEPS_SQL",
@@ -78,6 +79,10 @@ METADATA = MetaData()
 
 #: The condition of `ix_segments_parked`: a segment that ended because its case was parked.
 PARKED_SQL = "end_reason = 'Parked'"
+
+#: The condition of `ix_segments_latest_due` and of the `steps` view: an occurrence's latest
+#: segment.
+LATEST_SQL = "latest"
 
 #: Where each projection has got to in the event log (the notification id last processed).
 tracking = Table(
@@ -149,8 +154,16 @@ step_segments = Table(
     Column("parked", Boolean, nullable=False),  # the occurrence was parked by this one's end
     Column("reworked", Integer, nullable=False),  # failed verifications of this rectification
     Index("ix_segments_open_due", "ended_at", "due"),
-    # Steps due in a period (the accountability report, through the `steps` view).
-    Index("ix_segments_due", "due"),
+    # Steps due in a period (the accountability report, through the `steps` view, whose rows
+    # are the latest segments): partial, so that the overdue report's `due < T` over every
+    # segment is never planned on it rather than on `ix_segments_open_due` (it was: 1.6 s
+    # became 7.5 s at 1M hazards).
+    Index(
+        "ix_segments_latest_due",
+        "due",
+        sqlite_where=text(LATEST_SQL),
+        postgresql_where=text(LATEST_SQL),
+    ),
     # Parked cases as of a moment (the overdue report's denominator): few rows, so a partial
     # index costs writes almost nothing. SQLite uses it for `end_reason = 'Parked'` whether the
     # value is a literal or a bound parameter (it plans again with the bound value).
@@ -200,7 +213,7 @@ STEPS_SQL = (
     "step_started_at AS started_at, due, original_due, extensions, "
     f"CASE WHEN {PARKED_SQL} THEN NULL ELSE ended_at END AS ended_at, "
     f"CASE WHEN {PARKED_SQL} THEN NULL ELSE end_reason END AS outcome, "
-    "handled, parked, reworked FROM step_segments WHERE latest"
+    f"handled, parked, reworked FROM step_segments WHERE {LATEST_SQL}"
 )
 
 
