@@ -106,6 +106,34 @@ def _index_names(conn: Connection) -> set[str]:
     return {str(name) for (name,) in conn.exec_driver_sql(sql)}
 
 
+#: The rights `_grants` reads and `_grant_again` grants (information_schema's names).
+_PRIVILEGES = frozenset({"SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES",
+                         "TRIGGER"})  # fmt: skip
+
+
+def _grants(conn: Connection) -> list[tuple[str, str, str, bool]]:
+    """PostgreSQL: (table or view, grantee, privilege, grantable) for every right granted on the
+    read models of the current schema to a role other than their owner; [] elsewhere."""
+    if conn.dialect.name != "postgresql":
+        return []
+    names = [t.name for t in METADATA.sorted_tables] + list(VIEWS.tables)
+    found = conn.exec_driver_sql(
+        "SELECT g.table_name, g.grantee, g.privilege_type, g.is_grantable = 'YES' "
+        "FROM information_schema.role_table_grants g "
+        "JOIN pg_class c ON c.relname = g.table_name "
+        "AND c.relnamespace = to_regnamespace(g.table_schema) "
+        "WHERE g.table_schema = current_schema() AND g.table_name = ANY(%(names)s) "
+        "AND g.grantee <> pg_get_userbyid(c.relowner)",
+        {"names": names},
+    )
+    return [(str(t), str(g), str(p), bool(o)) for t, g, p, o in found if str(p) in _PRIVILEGES]
+
+
+def _quoted(name: str) -> str:
+    """An SQL identifier, quoted."""
+    return '"' + name.replace('"', '""') + '"'
+
+
 def _shareable(app: HazardLoop) -> bool:
     """Whether another process can open the application's event store (not an in-memory one)."""
     name = str(app.env.get("SQLITE_DBNAME", ""))
@@ -290,8 +318,26 @@ class ProjectionRunner:
         self._committed: dict[str, int] | None = None
         #: Called with the first and last position of each chunk read, before it is projected.
         self.on_chunk: Callable[[int, int], None] | None = None
+        #: What other roles were granted on the read models before `_reconcile` (PostgreSQL).
+        self._grants: list[tuple[str, str, str, bool]] = []
         self._reconcile()
         METADATA.create_all(engine)
+        self._grant_again()
+
+    def _grant_again(self) -> None:
+        """Grant again what `_reconcile` found granted on read models it then dropped (those
+        `create_all` made again have no grants): each right once more, to the same role."""
+        if not self._grants:
+            return
+        with self.engine.begin() as conn:
+            now = set(_grants(conn))
+            for grant in self._grants:
+                if grant in now:
+                    continue
+                name, grantee, privilege, grantable = grant
+                role = "PUBLIC" if grantee == "PUBLIC" else _quoted(grantee)
+                option = " WITH GRANT OPTION" if grantable else ""
+                conn.exec_driver_sql(f"GRANT {privilege} ON {_quoted(name)} TO {role}{option}")
 
     def _reconcile(self) -> None:
         """Make the stored views match the code's tables before anything is read.
@@ -300,11 +346,14 @@ class ProjectionRunner:
         older version) loses its tables and position and is rebuilt by the next catch-up; an
         index added since is created in place. The views over the tables are dropped with them
         (`create_all` makes them again), and a table the code no longer has is dropped (`steps`,
-        a table before it became a view of `step_segments`).
+        a table before it became a view of `step_segments`). On PostgreSQL, what other roles
+        were granted on whatever is dropped is granted again on what is made in its place (a
+        runtime role that may not create tables keeps its rights through `db upgrade`).
         """
         with self.engine.begin() as conn:
             found = inspect(conn)
             existing = set(found.get_table_names())
+            self._grants = _grants(conn)
             retired = existing & set(VIEWS.tables)
             if retired:
                 drop_views(conn)
