@@ -855,8 +855,23 @@ app.add_typer(db_app, name="db")
 
 
 def main() -> None:
-    """Entry point of the `hazardloop` console script."""
-    app()
+    """Entry point of the `hazardloop` console script.
+
+    A database error no command turned into one of ours (a right the database role lacks, a
+    server that refuses a statement) is a store error too: one line and exit status 2, not a
+    traceback."""
+    import sqlite3
+
+    import psycopg
+    from sqlalchemy.exc import DBAPIError
+
+    try:
+        app()
+    except (DBAPIError, psycopg.Error, sqlite3.Error) as exc:
+        cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+        text = " ".join(str(cause).split()) or type(cause).__name__
+        sys.stderr.write(f"StoreError: store_error: {type(cause).__name__}: {text}\n")
+        sys.exit(EXIT_USAGE)
 
 
 if __name__ == "__main__":

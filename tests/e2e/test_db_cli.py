@@ -251,6 +251,14 @@ def test_a_role_that_may_not_create_tables_runs_the_engine_after_init(
         rebuilt = hazardloop("projections", "catch-up", "--db", runtime)
         assert rebuilt.returncode == 0, rebuilt.stderr
         assert rows(runtime, "SELECT COUNT(*) FROM steps WHERE step = 'rectify'") == [(hazards,)]
+        # A right the role lacks all the same is a store error in one line, not a traceback.
+        rows(db, f'REVOKE ALL ON step_segments FROM "{role}"')
+        refused = hazardloop("report", "overdue", "--db", runtime, "--format", "json")
+        assert refused.returncode == 2
+        assert refused.stdout == ""
+        assert refused.stderr.startswith("StoreError: store_error: InsufficientPrivilege: ")
+        assert "permission denied for table step_segments" in refused.stderr
+        assert refused.stderr.count("\n") == 1, refused.stderr
     finally:
         for sql in (
             f'REVOKE ALL ON ALL TABLES IN SCHEMA public FROM "{role}"',
