@@ -129,11 +129,6 @@ def _grants(conn: Connection) -> list[tuple[str, str, str, bool]]:
     return [(str(t), str(g), str(p), bool(o)) for t, g, p, o in found if str(p) in _PRIVILEGES]
 
 
-def _quoted(name: str) -> str:
-    """An SQL identifier, quoted."""
-    return '"' + name.replace('"', '""') + '"'
-
-
 def _shareable(app: HazardLoop) -> bool:
     """Whether another process can open the application's event store (not an in-memory one)."""
     name = str(app.env.get("SQLITE_DBNAME", ""))
@@ -318,7 +313,8 @@ class ProjectionRunner:
         self._committed: dict[str, int] | None = None
         #: Called with the first and last position of each chunk read, before it is projected.
         self.on_chunk: Callable[[int, int], None] | None = None
-        #: What other roles were granted on the read models before `_reconcile` (PostgreSQL).
+        #: What other roles were granted on the read models, read by `_reconcile` before it
+        #: dropped any (PostgreSQL; empty when it dropped none).
         self._grants: list[tuple[str, str, str, bool]] = []
         self._reconcile()
         METADATA.create_all(engine)
@@ -330,14 +326,15 @@ class ProjectionRunner:
         if not self._grants:
             return
         with self.engine.begin() as conn:
+            quoted = conn.dialect.identifier_preparer.quote_identifier
             now = set(_grants(conn))
             for grant in self._grants:
                 if grant in now:
                     continue
                 name, grantee, privilege, grantable = grant
-                role = "PUBLIC" if grantee == "PUBLIC" else _quoted(grantee)
+                role = "PUBLIC" if grantee == "PUBLIC" else quoted(grantee)
                 option = " WITH GRANT OPTION" if grantable else ""
-                conn.exec_driver_sql(f"GRANT {privilege} ON {_quoted(name)} TO {role}{option}")
+                conn.exec_driver_sql(f"GRANT {privilege} ON {quoted(name)} TO {role}{option}")
 
     def _reconcile(self) -> None:
         """Make the stored views match the code's tables before anything is read.
@@ -353,21 +350,26 @@ class ProjectionRunner:
         with self.engine.begin() as conn:
             found = inspect(conn)
             existing = set(found.get_table_names())
-            self._grants = _grants(conn)
+            self._grants = []
             retired = existing & set(VIEWS.tables)
-            if retired:
-                drop_views(conn)
-                for name in sorted(retired):
-                    conn.exec_driver_sql(f"DROP TABLE {name}")
-                existing -= retired
-            for p in self.projections:
-                stale = any(
+            stale = [
+                p
+                for p in self.projections
+                if any(
                     t.name in existing
                     and {c["name"] for c in found.get_columns(t.name)} != set(t.columns.keys())
                     for t in p.tables
                 )
-                if stale:
-                    drop_views(conn)
+            ]
+            if retired or stale:
+                self._grants = _grants(conn)  # before anything they are granted on is dropped
+                drop_views(conn)
+            if retired:
+                for name in sorted(retired):
+                    conn.exec_driver_sql(f"DROP TABLE {name}")
+                existing -= retired
+            for p in self.projections:
+                if p in stale:
                     for t in p.tables:
                         t.drop(conn, checkfirst=True)
                     if tracking.name in existing:

@@ -33,6 +33,7 @@ __all__ = [
     "PARKED_SQL",
     "STEPS_SQL",
     "VIEWS",
+    "VIEW_SQL",
     "UTCDateTime",
     "create_views",
     "drop_views",
@@ -222,20 +223,22 @@ def view_names(conn: Connection) -> set[str]:
     return set(inspect(conn).get_view_names())
 
 
+#: Each view's SELECT, by name (one for each table of `VIEWS`).
+VIEW_SQL = {steps.name: STEPS_SQL}
+
+
 def create_views(conn: Connection) -> None:
     """Create the views over the read models' tables that are missing."""
     have = view_names(conn)
-    for view in VIEWS.tables.values():
-        if view.name not in have:
-            conn.exec_driver_sql(f"CREATE VIEW {view.name} AS {STEPS_SQL}")
+    for name, sql in VIEW_SQL.items():
+        if name not in have:
+            conn.exec_driver_sql(f"CREATE VIEW {name} AS {sql}")
 
 
 def drop_views(conn: Connection) -> None:
     """Drop the views (before the tables under them: PostgreSQL refuses to drop those first)."""
-    have = view_names(conn)
-    for view in VIEWS.tables.values():
-        if view.name in have:
-            conn.exec_driver_sql(f"DROP VIEW {view.name}")
+    for name in VIEW_SQL.keys() & view_names(conn):
+        conn.exec_driver_sql(f"DROP VIEW {name}")
 
 
 @event.listens_for(METADATA, "after_create")
