@@ -378,7 +378,8 @@ def _subject(reader: _Reader, originator_id: str | None) -> str | None:
     return None
 
 
-#: Below this many events one process verifies; above it, the log is split across processes.
+#: Below this many events the calling process verifies; from it, the log is split into ranges,
+#: each checked by its own interpreter (with APSW), one per CPU.
 PARALLEL_FROM = 50_000
 
 
@@ -435,7 +436,7 @@ def _fast_verify(reader: _Reader, against: Head | None, workers: int | None) -> 
         if workers is None:
             workers = min(_cpus(), 4) if count >= PARALLEL_FROM else 1
         ranges = _split(count, max(1, workers))
-        if not _check_ranges(reader.path, ranges):
+        if not _check_ranges(reader.path, ranges, here=count < PARALLEL_FROM):
             return None
     elif not _check_log(reader, count):
         return None
@@ -454,20 +455,10 @@ def _fast_verify(reader: _Reader, against: Head | None, workers: int | None) -> 
     return Verification(Head(count, bytes(last[0])), count, [], against)
 
 
-#: Events the calling process checks while each other interpreter starts (about 40 ms here, at
-#: about 350,000 events/s per process), so that all finish together.
-HEAD_START = 10_000
-
-
 def _split(count: int, workers: int) -> list[tuple[int, int]]:
-    """Positions 1..count in `workers` ranges; the first, checked here, longer by a head start."""
-    extra = min(HEAD_START, count // (2 * workers)) if workers > 1 else 0
-    size = -(-(count - extra) // workers)
-    ranges = [(1, min(count, size + extra))]
-    while ranges[-1][1] < count:
-        lo = ranges[-1][1] + 1
-        ranges.append((lo, min(count, lo + size - 1)))
-    return ranges
+    """Positions 1..count in at most `workers` ranges of equal size (the last may be shorter)."""
+    size = -(-count // workers)
+    return [(lo, min(count, lo + size - 1)) for lo in range(1, count + 1, size)]
 
 
 def _check_log(reader: _Reader, count: int) -> bool:
@@ -506,19 +497,24 @@ def _check_log(reader: _Reader, count: int) -> bool:
     return position == count + 1
 
 
-def _check_ranges(path: Path, ranges: list[tuple[int, int]]) -> bool:
-    """Check the first range here and each other one in a fresh interpreter, all at once.
+def _check_ranges(path: Path, ranges: list[tuple[int, int]], *, here: bool = False) -> bool:
+    """Check each range in a fresh interpreter, all at once (or, `here` with one range, here).
 
-    The other interpreters run `adapters/audit_scan.py` as a script in isolated mode (standard
-    library only): they start in milliseconds, where a multiprocessing child would import this
-    program again. Each range seeds itself from the stored hashes just before it, which the
-    range holding them checks.
+    The interpreters run `adapters/audit_scan.py` as a script in isolated mode, reading with
+    APSW (standard library and APSW only: they start in milliseconds, where a multiprocessing
+    child would import this program again). This process only waits: it keeps its own
+    connection to the store, and a second SQLite library in it could drop that connection's
+    locks (adapters/audit_scan.py). Each range seeds itself from the stored hashes just before
+    it, which the range holding them checks. `here`: a small log, checked by this process with
+    the standard library's reader, as fast as starting an interpreter would be.
     """
+    if here and len(ranges) == 1:
+        return audit_scan.check_range(str(path), *ranges[0])
     script = audit_scan.__file__
     children: list[subprocess.Popen[bytes]] = []
     ok = False
     try:
-        for lo, hi in ranges[1:]:
+        for lo, hi in ranges:
             children.append(
                 subprocess.Popen(
                     [sys.executable, "-I", script, str(path), str(lo), str(hi)],
@@ -526,7 +522,7 @@ def _check_ranges(path: Path, ranges: list[tuple[int, int]]) -> bool:
                     stderr=subprocess.DEVNULL,
                 )
             )
-        ok = audit_scan.check_range(str(path), *ranges[0])
+        ok = True
     finally:
         for child in children:
             if not ok:

@@ -6,7 +6,9 @@ times, back to back:
   1. reading the event table (the read rate of the store through Python's sqlite3);
   2. raw SHA-256: hashlib's SHA-256 of each event's frame, once, in one process (the raw rate);
   3. `audit verify` as shipped: both chains, from the file, split across processes;
-  4. the same verification in one process (`workers=1`).
+  4. the same verification in one process (`workers=1`: one range interpreter, APSW);
+  5. (SQLite) the same range check in this process with the standard library's `sqlite3`
+     reader instead of APSW: what the range interpreters read with before (the reader's share).
 Rates are medians over the rounds; each ratio is the median of the rounds' own ratios (raw and
 verify timed seconds apart, under the same load). Target (issue 4): verify ≥ 40 % of raw.
 CPU seconds per event (this process and the verifier's worker processes) are printed beside
@@ -36,6 +38,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from adapters.audit import verify
+from adapters.audit_scan import check_range
 from adapters.bootstrap import Settings, build_engine
 from adapters.store import frame, parse_db
 from loop.commands import CommandBase, parse_command
@@ -161,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
             "verify": measured(lambda: verify(path, workers=args.workers)),
             "verify_1": measured(lambda: verify(path, workers=1)),
         }
+        if not path.startswith("postgresql"):
+            m["sqlite3_1"] = measured(lambda: check_range(path, 1, events, "sqlite3"))
         t = {k: wall for k, (wall, _) in m.items()}
         rounds.append(t)
         cpu_rounds.append({k: used for k, (_, used) in m.items()})
@@ -193,10 +198,14 @@ def main(argv: list[str] | None = None) -> int:
         "raw_sha256_events_per_s": rate("raw"),
         "verify_events_per_s": rate("verify"),
         "verify_one_process_events_per_s": rate("verify_1"),
+        "sqlite3_one_process_events_per_s": rate("sqlite3_1") if "sqlite3_1" in rounds[0] else None,
         "read_vs_raw_sha256": ratio("read"),
         "verify_vs_raw_sha256": ratio("verify"),
         "verify_one_process_vs_raw_sha256": ratio("verify_1"),
-        "cpu_us_per_event": {k: cpu_us(k) for k in ("read", "raw", "verify", "verify_1")},
+        "sqlite3_one_process_vs_raw_sha256": ratio("sqlite3_1")
+        if "sqlite3_1" in rounds[0]
+        else None,
+        "cpu_us_per_event": {k: cpu_us(k) for k in rounds[0]},
         "head": str(outcome.head),
     }
     if args.json:
@@ -215,10 +224,17 @@ def main(argv: list[str] | None = None) -> int:
             f"{f['verify_one_process_events_per_s']:>12,} events/s  ",
             "verify_one_process_vs",
         ),
+        (
+            "  range check with sqlite3, one",
+            f"{f['sqlite3_one_process_events_per_s'] or 0:>12,} events/s  ",
+            "sqlite3_one_process_vs",
+        ),
         ("CPU per event (µs)", "  ".join(f"{k} {v}" for k, v in f["cpu_us_per_event"].items())),
         ("head", str(outcome.head)),
     ]
     for label, text, *share in lines:
+        if share and f[share[0] + "_raw_sha256"] is None:
+            continue
         if share:
             text += f"{f[share[0] + '_raw_sha256']:6.1%} of raw"
         print(f"{label:<32}{text}")

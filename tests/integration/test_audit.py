@@ -428,19 +428,29 @@ def test_the_bounds_are_read_off_the_indexes_ends(store: Path) -> None:
 
 @pytest.mark.parametrize("count", [1, 2, 7, 50_000, 525_001])
 @pytest.mark.parametrize("workers", [1, 2, 3, 4])
-def test_the_ranges_cover_the_log_once_the_first_with_a_head_start(
-    count: int, workers: int
-) -> None:
+def test_the_ranges_cover_the_log_once_in_equal_parts(count: int, workers: int) -> None:
     ranges = audit._split(count, workers)
     assert [p for lo, hi in ranges for p in range(lo, hi + 1)] == list(range(1, count + 1))
-    assert len(ranges) <= workers
+    size = -(-count // workers)  # each the same, the last what is left
     sizes = [hi - lo + 1 for lo, hi in ranges]
-    if len(sizes) > 1 and count >= 50_000:  # the calling process starts first: it does more
-        assert (
-            max(sizes[1:]) + audit.HEAD_START // 2
-            < sizes[0]
-            <= max(sizes[1:]) + audit.HEAD_START + workers
-        )
+    assert sizes[:-1] == [size] * (len(sizes) - 1)
+    assert 0 < sizes[-1] <= size
+    assert len(ranges) <= workers
+
+
+def test_the_range_interpreters_read_with_apsw_the_caller_never_loads_it(store: Path) -> None:
+    """APSW is what the range interpreters read with (the speed: docs/audit.md); the calling
+    process keeps a connection of its own to the store, so it must never load a second SQLite
+    library (two copies in one process drop each other's locks)."""
+    assert audit_scan.DRIVERS == ("apsw", "sqlite3")
+    probe = (
+        "import sys; from adapters.audit import verify\n"
+        f"assert verify({str(store)!r}, workers=2).ok\n"
+        "assert 'apsw' not in sys.modules, 'the calling process loaded APSW'\n"
+        "print('ok')"
+    )
+    run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=False)
+    assert (run.returncode, run.stdout) == (0, "ok\n"), run.stderr
 
 
 def test_the_range_check_runs_alone_as_a_script(store: Path) -> None:
@@ -451,7 +461,9 @@ def test_the_range_check_runs_alone_as_a_script(store: Path) -> None:
     _sql(store, ("UPDATE event_chain SET log_hash=? WHERE position=?", (bytes(32), n - 1)))
     run = subprocess.run([*script, "3", str(n)], capture_output=True, text=True, check=True)
     assert run.stdout == "broken\n"
-    assert audit_scan.check_range(str(store), 1, n - 2)  # the range before it is intact
+    for driver in audit_scan.DRIVERS:  # the range before it is intact; the one with it is not
+        assert audit_scan.check_range(str(store), 1, n - 2, driver)
+        assert not audit_scan.check_range(str(store), 3, n, driver)
 
 
 def _verdicts(path: Path) -> set[tuple[str, int] | None]:
@@ -526,6 +538,9 @@ def test_odd_values_are_named_breaks_the_same_by_every_walk(store: Path, name: s
     assert _count(store) == 30  # the positions above are this store's
     _sql(store, *((sql, ()) for sql in statements))
     assert _verdicts(store) == {expected}
+    # Both readers of the fast check see the same: the break, unless it is the head row's.
+    said = {audit_scan.check_range(str(store), 1, 30, driver) for driver in audit_scan.DRIVERS}
+    assert said == {expected[1] == 30 and "head" in name}
 
 
 def test_a_hidden_event_cannot_pass_with_any_number_of_processes(store: Path) -> None:
