@@ -35,9 +35,10 @@ import importlib.util
 import sqlite3
 import struct
 import sys
+from pathlib import Path
 from typing import Any
 
-__all__ = ["DRIVERS", "check_range"]
+__all__ = ["DRIVERS", "check_range", "readonly_uri"]
 
 #: The readers this interpreter has, the faster first. APSW is a dependency; without it (a
 #: platform with no wheel) the standard library reads. It is imported only to be used.
@@ -57,7 +58,8 @@ FRAME_SQL = (
 # version, which the join makes the event's own (SQLite's `=`: same storage class, same bytes).
 # A row whose storage classes are not the engine's drops out (and the count falls short): a
 # blob id with a text id's bytes, say, is another key to the engine, hiding the event from its
-# case. The versions and the record time must be integers (checked as they are used). The texts
+# case. The versions and the record time must be integers: SQLite's `=` holds 2.0 equal to 2,
+# and a REAL can be stored in an INTEGER column by a tamperer who edits the schema. The texts
 # come back as their stored bytes (CAST AS BLOB), never decoded, whichever the reader.
 _ROWS = (
     "SELECT e.state, CAST(e.topic AS BLOB), c.log_hash, c.recorded_at, "
@@ -66,6 +68,8 @@ _ROWS = (
     "AND +c.originator_id = e.originator_id AND +c.originator_version = e.originator_version "
     "WHERE e.rowid BETWEEN ? AND ? AND typeof(e.originator_id) = 'text' "
     "AND typeof(e.topic) = 'text' AND typeof(e.state) = 'blob' AND typeof(c.log_hash) = 'blob' "
+    "AND typeof(e.originator_version) = 'integer' AND typeof(c.originator_version) = 'integer' "
+    "AND typeof(c.recorded_at) = 'integer' "
     "ORDER BY e.rowid"
 )
 
@@ -80,11 +84,20 @@ class _Versions(dict[int, bytes]):
         return piece
 
 
-# The id comes back as bytes; CAST compares it as the text it was read from.
+# The id comes back as bytes; CAST compares it as the text it was read from. A hash that is
+# not a blob (text that is not UTF-8 would not even be read by APSW) is no row.
 _BEFORE = (
     "SELECT position, log_hash FROM event_chain "
-    "WHERE originator_id = CAST(? AS TEXT) AND originator_version = ?"
+    "WHERE originator_id = CAST(? AS TEXT) AND originator_version = ? "
+    "AND typeof(log_hash) = 'blob'"
 )
+_SEED = "SELECT log_hash FROM event_chain WHERE position = ? AND typeof(log_hash) = 'blob'"
+
+
+def readonly_uri(path: str | Path) -> str:
+    """The SQLite URI that opens `path` read-only: the path percent-encoded, so that a `?`,
+    `#` or `%` in a file's name is part of the name (`file:{path}` would open another file)."""
+    return Path(path).resolve().as_uri() + "?mode=ro"
 
 
 def _connect(path: str, driver: str) -> Any:
@@ -95,7 +108,7 @@ def _connect(path: str, driver: str) -> Any:
         return apsw.Connection(path, flags=apsw.SQLITE_OPEN_READONLY)
     if driver != "sqlite3":
         raise ValueError(f"no reader {driver!r} here; this interpreter has {DRIVERS}")
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    conn = sqlite3.connect(readonly_uri(path), uri=True)
     conn.text_factory = bytes  # exact stored bytes, never decoded
     return conn
 
@@ -111,7 +124,7 @@ def check_range(path: str, lo: int, hi: int, driver: str = "sqlite3") -> bool:
     gc.disable()  # nothing cyclic is made here; the collector's passes only cost time
     try:
         return _check(conn, lo, hi)
-    except (TypeError, struct.error):
+    except (TypeError, ValueError, struct.error):
         return False  # a value that is not what the engine writes (a NULL, a real version…)
     finally:
         if collecting:
@@ -129,8 +142,7 @@ def _check(conn: Any, lo: int, hi: int) -> bool:
     and must lie before the range.
     """
     if lo > 1:
-        row = conn.execute("SELECT log_hash FROM event_chain WHERE position = ?", (lo - 1,))
-        seed = row.fetchone()
+        seed = conn.execute(_SEED, (lo - 1,)).fetchone()
         if seed is None:
             return False
         previous: bytes = seed[0]

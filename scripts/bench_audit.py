@@ -38,7 +38,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from adapters.audit import verify
-from adapters.audit_scan import check_range
+from adapters.audit_scan import check_range, readonly_uri
 from adapters.bootstrap import Settings, build_engine
 from adapters.store import frame, parse_db
 from loop.commands import CommandBase, parse_command
@@ -93,7 +93,7 @@ def read_frames(store: str) -> list[bytes]:
     location = parse_db(store)
     sql = "SELECT originator_id, originator_version, topic, state FROM stored_events ORDER BY {}"
     if location.pg is None:
-        conn = sqlite3.connect(f"file:{location.path}?mode=ro", uri=True)
+        conn = sqlite3.connect(readonly_uri(location.path), uri=True)
         rows = conn.execute(sql.format("rowid")).fetchall()
         conn.close()
         return [frame(o, v, t, s) for o, v, t, s in rows]

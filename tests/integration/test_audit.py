@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -523,6 +524,18 @@ TAMPERINGS = {
         ["UPDATE event_chain SET log_hash=zeroblob(32) WHERE position=10",
          "UPDATE stored_events SET originator_version=NULL WHERE rowid=11"], ("changed", 10),
     ),
+    "record time as text, not UTF-8": (
+        ["UPDATE event_chain SET recorded_at=CAST(X'ff41fe' AS TEXT) WHERE position=8"],
+        ("chain_altered", 8),
+    ),
+    "chain row's version as text, not UTF-8": (
+        ["UPDATE event_chain SET originator_version=CAST(X'ff' AS TEXT) WHERE position=8"],
+        ("chain_altered", 8),
+    ),
+    "hash as text, not UTF-8, seeding the second range": (
+        ["UPDATE event_chain SET log_hash=CAST(X'ff' || substr(log_hash, 2) AS TEXT) "
+         "WHERE position=15"], ("chain_altered", 15),
+    ),
     "versions renumbered, a record time as text": (
         ["UPDATE stored_events SET originator_version=99 WHERE rowid=6",
          "UPDATE stored_events SET originator_version=3 WHERE rowid=5",
@@ -538,9 +551,78 @@ def test_odd_values_are_named_breaks_the_same_by_every_walk(store: Path, name: s
     assert _count(store) == 30  # the positions above are this store's
     _sql(store, *((sql, ()) for sql in statements))
     assert _verdicts(store) == {expected}
-    # Both readers of the fast check see the same: the break, unless it is the head row's.
-    said = {audit_scan.check_range(str(store), 1, 30, driver) for driver in audit_scan.DRIVERS}
-    assert said == {expected[1] == 30 and "head" in name}
+    _the_readers_agree(store, intact=expected[1] == 30 and "head" in name)
+
+
+def _the_readers_agree(store: Path, *, intact: bool) -> None:
+    """Both readers of the fast check, over the whole log and over two ranges (the second
+    seeded from the first's last stored hash), say the same, and see the break if any (a
+    head row's break is not a range's to see); none raises."""
+    said = {
+        driver: tuple(
+            audit_scan.check_range(str(store), lo, hi, driver)
+            for lo, hi in ((1, 30), (1, 15), (16, 30))
+        )
+        for driver in audit_scan.DRIVERS
+    }
+    assert len(set(said.values())) == 1, said
+    whole, first, second = said[audit_scan.DRIVERS[0]]
+    assert whole == (first and second) == intact
+
+
+@pytest.mark.parametrize(("table", "kind"), [("event_chain", "chain_altered"),
+                                             ("stored_events", "changed")])  # fmt: skip
+def test_a_version_stored_as_a_real_is_a_break_for_every_walk(
+    store: Path, table: str, kind: str
+) -> None:
+    """SQLite's `=` holds 2.0 equal to 2, and a tamperer who edits the schema can store a REAL
+    in an INTEGER column: the fast check must not take it for the engine's integer."""
+    position = "position" if table == "event_chain" else "rowid"
+    declared, bare = "originator_version INTEGER", "originator_version BLOB"  # BLOB: no affinity
+
+    def declare(old: str, new: str) -> None:
+        conn = sqlite3.connect(store)
+        conn.execute("PRAGMA writable_schema=ON")
+        with conn:
+            conn.execute(
+                "UPDATE sqlite_master SET sql=replace(sql, ?, ?) WHERE name=?", (old, new, table)
+            )
+        conn.close()
+
+    declare(declared, bare)
+    _sql(
+        store,
+        (f"UPDATE {table} SET originator_version=2.0 WHERE {position}=8", ()),
+        (f"UPDATE {table} SET originator_version=1.0 WHERE {position}=11", ()),
+    )
+    declare(bare, declared)
+    conn = sqlite3.connect(store)
+    assert conn.execute(f"SELECT typeof(originator_version) FROM {table} WHERE {position}=8"
+                        ).fetchone() == ("real",)  # fmt: skip
+    assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    conn.close()
+    assert _event(store, 8)[1] == 2  # the engine's 2, as a REAL
+    assert _verdicts(store) == {(kind, 8)}
+    _the_readers_agree(store, intact=False)
+
+
+@pytest.mark.parametrize("name", ["live.db#copy", "live.db?mode=rw", "live%41.db"])
+def test_a_store_whose_name_holds_uri_characters_is_the_one_verified(
+    store: Path, name: str
+) -> None:
+    """`file:{path}` would open another file (`live.db` for the first two, `liveA.db` for the
+    last): the tampered store must be the one read, by every walk."""
+    intact = store.parent / "live.db"
+    twin = store.parent / "liveA.db"
+    tampered = store.parent / name
+    for path in (intact, twin, tampered):
+        shutil.copy(store, path)
+    _oid, _version, _topic, state = _event(store, 8)
+    _sql(tampered, ("UPDATE stored_events SET state=? WHERE rowid=?", (state + b" ", 8)))
+    assert _verdicts(tampered) == {("changed", 8)}
+    _the_readers_agree(tampered, intact=False)
+    assert verify(intact).ok
+    assert verify(twin).ok
 
 
 def test_a_hidden_event_cannot_pass_with_any_number_of_processes(store: Path) -> None:
@@ -693,3 +775,18 @@ def test_pg_cli_verify_and_head(pg_store: str) -> None:
     assert broken.returncode == 1
     assert "deleted at position 6" in broken.stderr
     assert "case H-" in broken.stderr
+
+
+def test_a_range_interpreter_that_fails_says_why_and_is_no_verdict(
+    store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An interpreter that crashes (here: the file is not a database) is not taken for an
+    intact range, and the reason is logged, not swallowed: a broken reader must not pass for
+    a tampered log, nor be silent while every verify falls back to the careful walk."""
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"not a database" * 512)
+    assert audit._check_ranges(junk, [(1, 10), (11, 20)]) is False
+    said = capsys.readouterr()
+    assert "range check failed" in said.out + said.err
+    assert "file is not a database" in said.out + said.err  # the interpreter's own error
+    assert audit._check_ranges(store, [(1, 15), (16, 30)]) is True
