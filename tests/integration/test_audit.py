@@ -21,10 +21,12 @@ from pathlib import Path
 
 import psycopg
 import pytest
+import structlog.testing
 
 from adapters import audit, audit_scan
 from adapters.audit import Head, case_proof, head, head_at, parse_head, verify
 from adapters.bootstrap import Settings, build_engine
+from adapters.logs import get_logger
 from adapters.store import GENESIS, chain_format_error, chain_link, frame
 from loop.commands import parse_command
 from loop.errors import InvalidCommand, StoreError
@@ -778,15 +780,21 @@ def test_pg_cli_verify_and_head(pg_store: str) -> None:
 
 
 def test_a_range_interpreter_that_fails_says_why_and_is_no_verdict(
-    store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    store: Path, tmp_path: Path
 ) -> None:
     """An interpreter that crashes (here: the file is not a database) is not taken for an
     intact range, and the reason is logged, not swallowed: a broken reader must not pass for
     a tampered log, nor be silent while every verify falls back to the careful walk."""
     junk = tmp_path / "junk.db"
     junk.write_bytes(b"not a database" * 512)
-    assert audit._check_ranges(junk, [(1, 10), (11, 20)]) is False
-    said = capsys.readouterr()
-    assert "range check failed" in said.out + said.err
-    assert "file is not a database" in said.out + said.err  # the interpreter's own error
-    assert audit._check_ranges(store, [(1, 15), (16, 30)]) is True
+    get_logger()  # logging configured first, as at any edge (configuring clears a capture)
+    with structlog.testing.capture_logs() as logs:
+        assert audit._check_ranges(junk, [(1, 10), (11, 20)]) is False
+    failed = [entry for entry in logs if entry["event"] == "range check failed"]
+    assert failed, logs
+    assert failed[0]["log_level"] == "warning"
+    assert (failed[0]["lo"], failed[0]["hi"]) == (1, 10)
+    assert "file is not a database" in failed[0]["error"]  # the interpreter's own error
+    with structlog.testing.capture_logs() as logs:
+        assert audit._check_ranges(store, [(1, 15), (16, 30)]) is True
+    assert logs == []
