@@ -20,7 +20,9 @@ from __future__ import annotations
 import getpass
 import hashlib
 import os
+import sqlite3
 import struct
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -339,6 +341,41 @@ class HazardLoopSQLiteFactory(SQLiteFactory):
     """The SQLite infrastructure factory with our application recorder."""
 
     application_recorder_class = HazardLoopSQLiteRecorder
+
+    def application_recorder(self) -> ApplicationRecorder:
+        pool = self.datastore.pool
+        if not pool.is_sqlite_memory_mode:
+            use_wal(pool.db_name, float(pool.lock_timeout or 5))
+        return super().application_recorder()
+
+
+def use_wal(db_name: str, timeout: float) -> None:
+    """Put a SQLite file in WAL mode before the library's connections open it.
+
+    The library's first connection sets `journal_mode=WAL` when it finds the file is not in it
+    (a new store), and SQLite answers "database is locked" at once, without waiting for the
+    busy timeout, when another process opens the same new file at that moment (say workers
+    started together on a new store). Here it is retried until `timeout` seconds have passed;
+    the mode stays with the file, so the library then finds it set.
+    """
+    deadline = time.monotonic() + timeout
+    try:
+        conn = sqlite3.connect(db_name, uri=True, timeout=timeout, isolation_level=None)
+    except sqlite3.Error:
+        return  # the library's own connection says why it cannot open the file
+    try:
+        while True:
+            try:
+                if str(conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]).lower() == "wal":
+                    return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc):
+                    return  # as above (a read-only file, say)
+            if time.monotonic() >= deadline:
+                return
+            time.sleep(0.02)
+    finally:
+        conn.close()
 
 
 class HazardLoopPostgresRecorder(PostgresApplicationRecorder):

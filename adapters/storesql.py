@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import re
 import weakref
 from collections.abc import Iterator
@@ -23,6 +22,7 @@ from sqlalchemy.pool import Pool
 
 from adapters.store import StoreLocation
 from loop.application import HazardLoop
+from projections.tables import advisory_key, lock_schema
 
 __all__ = [
     "advisory_key",
@@ -94,11 +94,6 @@ def db_error(exc: BaseException) -> str:
     return str(orig if isinstance(orig, Exception) else exc).strip()
 
 
-def advisory_key(name: str) -> int:
-    """A PostgreSQL advisory lock key (signed 64 bits) for a name."""
-    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
-
-
 def create_tables(engine: Engine, metadata: MetaData) -> None:
     """Create the tables of `metadata` that do not exist yet, safely beside other processes
     doing the same: if one is missing, the check and the creation run again under the
@@ -111,13 +106,7 @@ def create_tables(engine: Engine, metadata: MetaData) -> None:
     if all(table.name in present for table in metadata.sorted_tables):
         return  # the usual case: no write lock needed
     with engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            conn.execute(
-                text("SELECT pg_advisory_xact_lock(:key)"),
-                {"key": advisory_key("hazardloop:create-tables")},
-            )
-        elif conn.dialect.name == "sqlite":
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        lock_schema(conn, "hazardloop:create-tables")
         metadata.create_all(conn)
 
 

@@ -20,6 +20,7 @@ server's WAL and backups still hold).
 from __future__ import annotations
 
 import base64
+import contextlib
 import hmac
 import os
 import secrets
@@ -119,24 +120,38 @@ def load_master_key(
     if not create and not path.exists():
         return None  # a read-only command makes no key: see KeylessVault
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
+        _create_key_file(path)  # unless it exists
         data = path.read_bytes().strip()
-        try:
-            key = base64.b64decode(data, validate=True)
-        except ValueError:
-            key = b""
-        if len(key) != 32:
-            raise StoreError(
-                f"the key file {path} is damaged: it must hold 32 bytes in base64"
-            ) from None
-        return key
     except OSError as exc:
         raise StoreError(f"cannot create the key file {path}: {exc.strerror}") from exc
-    key = secrets.token_bytes(32)
-    with os.fdopen(fd, "wb") as f:
-        f.write(base64.b64encode(key) + b"\n")
+    try:
+        key = base64.b64decode(data, validate=True)
+    except ValueError:
+        key = b""
+    if len(key) != 32:
+        raise StoreError(f"the key file {path} is damaged: it must hold 32 bytes in base64")
     return key
+
+
+def _create_key_file(path: Path) -> None:
+    """Create the key file (mode 0600) with a new key, unless it exists.
+
+    The key is written to a file of its own and linked in under the final name, so that the
+    file appears whole or not at all: a process opening a new store beside another one doing
+    the same reads the key the other wrote, never a file still empty (nor is an empty file
+    left behind by a process killed in between).
+    """
+    if path.exists():
+        return
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(base64.b64encode(secrets.token_bytes(32)) + b"\n")
+        with contextlib.suppress(FileExistsError):  # another process's came first: that one
+            os.link(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 #: Opens a connection to a PostgreSQL store in autocommit mode (e.g. the engine's own pool).

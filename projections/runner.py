@@ -38,7 +38,17 @@ from eventsourcing.sqlite import SQLiteApplicationRecorder
 from eventsourcing.utils import resolve_topic, retry
 from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Composed, Identifier
-from sqlalchemy import Connection, Engine, Index, Table, delete, insert, inspect, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Index,
+    Table,
+    delete,
+    insert,
+    inspect,
+    select,
+    update,
+)
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.exc import InterfaceError as SAInterfaceError
 from sqlalchemy.exc import TimeoutError as SATimeoutError
@@ -54,7 +64,15 @@ from projections.helper import (
     can_fork,
     usable_cpus,
 )
-from projections.tables import METADATA, VIEWS, drop_views, tracking
+from projections.tables import (
+    METADATA,
+    VIEW_SQL,
+    VIEWS,
+    drop_views,
+    lock_schema,
+    tracking,
+    view_names,
+)
 
 __all__ = [
     "DEFER_INDEXES_FROM",
@@ -104,6 +122,11 @@ def _index_names(conn: Connection) -> set[str]:
         found = inspect(conn)
         return {str(i["name"]) for t in found.get_table_names() for i in found.get_indexes(t)}
     return {str(name) for (name,) in conn.exec_driver_sql(sql)}
+
+
+#: The name of the lock (`lock_schema`) under which the read models' schema is created or
+#: changed (not the event store's, nor `create_tables`').
+READ_MODELS_LOCK = "hazardloop:read-models"
 
 
 #: The rights `_grants` reads and `_grant_again` grants (information_schema's names).
@@ -316,9 +339,39 @@ class ProjectionRunner:
         #: What other roles were granted on the read models, read by `_reconcile` before it
         #: dropped any (PostgreSQL; empty when it dropped none).
         self._grants: list[tuple[str, str, str, bool]] = []
-        self._reconcile()
-        METADATA.create_all(engine)
+        self._prepare_schema()
+
+    def _prepare_schema(self) -> None:
+        """Make the stored read models the code's (`_reconcile`, then `create_all`), safely
+        beside other processes doing the same (workers started together on a new store): when
+        anything is to be made or changed, it is checked again and done under `lock_schema`,
+        in one transaction. When nothing is, nothing is locked (a runtime role that may not
+        create tables, a SQLite writer holding the lock, are not waited for)."""
+        with self.engine.connect() as probe:
+            if self._schema_ready(probe):
+                return
+        with self.engine.begin() as conn:
+            lock_schema(conn, READ_MODELS_LOCK)
+            self._reconcile(conn)
+            METADATA.create_all(conn)
         self._grant_again()
+
+    def _schema_ready(self, conn: Connection) -> bool:
+        """Whether `_reconcile` and `create_all` would find nothing to do."""
+        found = inspect(conn)
+        existing = set(found.get_table_names())
+        if existing & set(VIEWS.tables) or not set(METADATA.tables) <= existing:
+            return False
+        if not set(VIEW_SQL) <= view_names(conn):
+            return False
+        for p in self.projections:
+            for t in p.tables:
+                if {c["name"] for c in found.get_columns(t.name)} != set(t.columns.keys()):
+                    return False
+                have = {i["name"] for i in found.get_indexes(t.name)}
+                if any(index.name not in have for index in t.indexes):
+                    return False
+        return True
 
     def _grant_again(self) -> None:
         """Grant again what `_reconcile` found granted on read models it then dropped (those
@@ -336,7 +389,7 @@ class ProjectionRunner:
                 option = " WITH GRANT OPTION" if grantable else ""
                 conn.exec_driver_sql(f"GRANT {privilege} ON {quoted(name)} TO {role}{option}")
 
-    def _reconcile(self) -> None:
+    def _reconcile(self, conn: Connection) -> None:
         """Make the stored views match the code's tables before anything is read.
 
         Read models are derived: a projection whose stored columns differ from the code's (an
@@ -345,42 +398,42 @@ class ProjectionRunner:
         (`create_all` makes them again), and a table the code no longer has is dropped (`steps`,
         a table before it became a view of `step_segments`). On PostgreSQL, what other roles
         were granted on whatever is dropped is granted again on what is made in its place (a
-        runtime role that may not create tables keeps its rights through `db upgrade`).
+        runtime role that may not create tables keeps its rights through `db upgrade`). Runs in
+        `conn`'s transaction, under `lock_schema`.
         """
-        with self.engine.begin() as conn:
-            found = inspect(conn)
-            existing = set(found.get_table_names())
-            self._grants = []
-            retired = existing & set(VIEWS.tables)
-            stale = [
-                p
-                for p in self.projections
-                if any(
-                    t.name in existing
-                    and {c["name"] for c in found.get_columns(t.name)} != set(t.columns.keys())
-                    for t in p.tables
-                )
-            ]
-            if retired or stale:
-                self._grants = _grants(conn)  # before anything they are granted on is dropped
-                drop_views(conn)
-            if retired:
-                for name in sorted(retired):
-                    conn.exec_driver_sql(f"DROP TABLE {name}")
-                existing -= retired
-            for p in self.projections:
-                if p in stale:
-                    for t in p.tables:
-                        t.drop(conn, checkfirst=True)
-                    if tracking.name in existing:
-                        conn.execute(delete(tracking).where(tracking.c.name == p.name))
-                    continue
+        found = inspect(conn)
+        existing = set(found.get_table_names())
+        self._grants = []
+        retired = existing & set(VIEWS.tables)
+        stale = [
+            p
+            for p in self.projections
+            if any(
+                t.name in existing
+                and {c["name"] for c in found.get_columns(t.name)} != set(t.columns.keys())
+                for t in p.tables
+            )
+        ]
+        if retired or stale:
+            self._grants = _grants(conn)  # before anything they are granted on is dropped
+            drop_views(conn)
+        if retired:
+            for name in sorted(retired):
+                conn.exec_driver_sql(f"DROP TABLE {name}")
+            existing -= retired
+        for p in self.projections:
+            if p in stale:
                 for t in p.tables:
-                    if t.name in existing:
-                        have = {i["name"] for i in found.get_indexes(t.name)}
-                        for index in t.indexes:
-                            if index.name not in have:
-                                index.create(conn)
+                    t.drop(conn, checkfirst=True)
+                if tracking.name in existing:
+                    conn.execute(delete(tracking).where(tracking.c.name == p.name))
+                continue
+            for t in p.tables:
+                if t.name in existing:
+                    have = {i["name"] for i in found.get_indexes(t.name)}
+                    for index in t.indexes:
+                        if index.name not in have:
+                            index.create(conn)
 
     @property
     def committed(self) -> dict[str, int] | None:
@@ -460,6 +513,7 @@ class ProjectionRunner:
             return []
         deferred = self._indexes(fresh)
         with self.engine.begin() as conn:
+            lock_schema(conn, READ_MODELS_LOCK)  # another runner may drop or build them too
             for index in deferred:
                 index.drop(conn, checkfirst=True)
         self._build_indexes(self._indexes(p for p in self.projections if p not in fresh))
@@ -472,10 +526,16 @@ class ProjectionRunner:
         return [i for p in projections for t in p.tables for i in t.indexes if not i.unique]
 
     def _build_indexes(self, indexes: list[Index]) -> None:
-        """Create those of `indexes` that the database lacks (one query when none is missing)."""
+        """Create those of `indexes` that the database lacks (one query when none is missing;
+        else they are looked for again under `lock_schema`: another runner may build them)."""
         if not indexes:
             return
+        with self.engine.connect() as probe:
+            have = _index_names(probe)
+        if all(index.name in have for index in indexes):
+            return
         with self.engine.begin() as conn:
+            lock_schema(conn, READ_MODELS_LOCK)
             have = _index_names(conn)
             for index in indexes:
                 if index.name not in have:

@@ -6,6 +6,7 @@ position (table `projection_tracking`) in one transaction.
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime
 from typing import Any
 
@@ -35,10 +36,12 @@ __all__ = [
     "VIEWS",
     "VIEW_SQL",
     "UTCDateTime",
+    "advisory_key",
     "create_views",
     "drop_views",
     "grids",
     "ledger",
+    "lock_schema",
     "post_tenures",
     "step_segments",
     "steps",
@@ -46,6 +49,29 @@ __all__ = [
     "tracking",
     "view_names",
 ]
+
+
+def advisory_key(name: str) -> int:
+    """A PostgreSQL advisory lock key (signed 64 bits) for a name."""
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+
+
+def lock_schema(conn: Connection, name: str) -> None:
+    """Keep other processes from changing the schema under lock `name` until `conn`'s
+    transaction ends; the first statement of that transaction.
+
+    Two processes that find a table, view or index missing and create it at once collide: on
+    SQLite the second CREATE fails ("already exists"), on PostgreSQL even `IF NOT EXISTS` may
+    (a unique violation in the catalogue). So the check and the creation run again under the
+    database's write lock (SQLite's `BEGIN IMMEDIATE`, which also makes the DDL one
+    transaction: pysqlite begins none by itself; `name` then plays no part) or, on PostgreSQL,
+    a transaction-scoped advisory lock on `name`, released at commit; the second process then
+    finds what the first made.
+    """
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": advisory_key(name)})
+    elif conn.dialect.name == "sqlite":
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 class UTCDateTime(TypeDecorator[datetime]):
