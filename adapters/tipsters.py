@@ -20,7 +20,7 @@ server's WAL and backups still hold).
 from __future__ import annotations
 
 import base64
-import contextlib
+import errno
 import hmac
 import os
 import secrets
@@ -121,9 +121,12 @@ def load_master_key(
         return None  # a read-only command makes no key: see KeylessVault
     try:
         _create_key_file(path)  # unless it exists
-        data = path.read_bytes().strip()
     except OSError as exc:
         raise StoreError(f"cannot create the key file {path}: {exc.strerror}") from exc
+    try:
+        data = _read_key_file(path)
+    except OSError as exc:
+        raise StoreError(f"cannot read the key file {path}: {exc.strerror}") from exc
     try:
         key = base64.b64decode(data, validate=True)
     except ValueError:
@@ -133,25 +136,63 @@ def load_master_key(
     return key
 
 
+#: Errors of `os.link` on a file system without hard links (then the key file is written in
+#: place, as before 2026-11-29).
+_NO_LINKS = frozenset({errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS, errno.EXDEV})
+
+
 def _create_key_file(path: Path) -> None:
     """Create the key file (mode 0600) with a new key, unless it exists.
 
-    The key is written to a file of its own and linked in under the final name, so that the
-    file appears whole or not at all: a process opening a new store beside another one doing
-    the same reads the key the other wrote, never a file still empty (nor is an empty file
-    left behind by a process killed in between).
+    The key is written (and synced) to a file of its own and linked in under the final name,
+    so that the file appears whole or not at all: a process opening a new store beside another
+    one doing the same reads the key the other wrote, never a file still empty, and the two
+    never hold different keys (`link` fails for the second). On a file system without hard
+    links the file is created in place (O_EXCL: still one key), and a reader that finds it
+    empty waits for its key (`_read_key_file`).
     """
     if path.exists():
         return
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    key = base64.b64encode(secrets.token_bytes(32)) + b"\n"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(base64.b64encode(secrets.token_bytes(32)) + b"\n")
-        with contextlib.suppress(FileExistsError):  # another process's came first: that one
+            f.write(key)
+            f.flush()
+            os.fsync(f.fileno())
+        try:
             os.link(tmp, path)
+        except FileExistsError:
+            pass  # another process's came first: that one
+        except OSError as exc:
+            if exc.errno not in _NO_LINKS:
+                raise
+            _write_in_place(path, key)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _write_in_place(path: Path, key: bytes) -> None:
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    with os.fdopen(fd, "wb") as f:
+        f.write(key)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _read_key_file(path: Path, wait: float = 2.0) -> bytes:
+    """The key file's content; an empty file (another process is writing it in place, on a
+    file system without hard links) is read again for up to `wait` seconds."""
+    deadline = time.monotonic() + wait
+    while True:
+        data = path.read_bytes().strip()
+        if data or time.monotonic() >= deadline:
+            return data
+        time.sleep(0.01)
 
 
 #: Opens a connection to a PostgreSQL store in autocommit mode (e.g. the engine's own pool).

@@ -354,7 +354,7 @@ class ProjectionRunner:
             lock_schema(conn, READ_MODELS_LOCK)
             self._reconcile(conn)
             METADATA.create_all(conn)
-        self._grant_again()
+            self._grant_again(conn)  # in the same transaction: no moment without the rights
 
     def _schema_ready(self, conn: Connection) -> bool:
         """Whether `_reconcile` and `create_all` would find nothing to do."""
@@ -373,21 +373,23 @@ class ProjectionRunner:
                     return False
         return True
 
-    def _grant_again(self) -> None:
+    def _grant_again(self, conn: Connection) -> None:
         """Grant again what `_reconcile` found granted on read models it then dropped (those
-        `create_all` made again have no grants): each right once more, to the same role."""
+        `create_all` made again have no grants): each right once more, to the same role. In
+        the transaction that dropped and made them, so that the rights are never lost (were
+        the process killed between two transactions, the next start would find the schema
+        ready and the rights gone; found by review)."""
         if not self._grants:
             return
-        with self.engine.begin() as conn:
-            quoted = conn.dialect.identifier_preparer.quote_identifier
-            now = set(_grants(conn))
-            for grant in self._grants:
-                if grant in now:
-                    continue
-                name, grantee, privilege, grantable = grant
-                role = "PUBLIC" if grantee == "PUBLIC" else quoted(grantee)
-                option = " WITH GRANT OPTION" if grantable else ""
-                conn.exec_driver_sql(f"GRANT {privilege} ON {quoted(name)} TO {role}{option}")
+        quoted = conn.dialect.identifier_preparer.quote_identifier
+        now = set(_grants(conn))
+        for grant in self._grants:
+            if grant in now:
+                continue
+            name, grantee, privilege, grantable = grant
+            role = "PUBLIC" if grantee == "PUBLIC" else quoted(grantee)
+            option = " WITH GRANT OPTION" if grantable else ""
+            conn.exec_driver_sql(f"GRANT {privilege} ON {quoted(name)} TO {role}{option}")
 
     def _reconcile(self, conn: Connection) -> None:
         """Make the stored views match the code's tables before anything is read.

@@ -468,3 +468,61 @@ def test_a_role_without_temporary_tables_still_writes_the_views(
         with psycopg.connect(**kwargs, autocommit=True) as admin:
             admin.execute(f'REVOKE ALL ON step_segments FROM "{role}"')
             admin.execute(f'DROP ROLE "{role}"')
+
+
+def test_rights_on_a_rebuilt_read_model_are_never_lost_midway(
+    store: str, store_kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL: a read model dropped and made again at start (its columns changed) gets the
+    rights other roles had on it in the same transaction. A start that fails after making it
+    (here: granting fails; a process killed there is the same) leaves the old table and its
+    rights, and the next start grants them again; never a store that looks ready with the
+    rights gone (found by review: the grants ran in a transaction of their own)."""
+    if store_kind != "postgres":
+        pytest.skip("grants to other roles are PostgreSQL's")
+    import psycopg
+
+    from adapters.store import parse_db
+
+    app = build_engine(Settings(db=store, cipher_key=KEY))
+    build_runner(app).engine.dispose()
+    role = f"reader_{uuid.uuid4().hex[:8]}"
+    kwargs = parse_db(store).psycopg_kwargs()
+
+    def may_read() -> bool:
+        with psycopg.connect(**kwargs, autocommit=True) as admin:
+            row = admin.execute(
+                "SELECT has_table_privilege(%s, 'ledger', 'SELECT')", (role,)
+            ).fetchone()
+        assert row is not None
+        return bool(row[0])
+
+    with psycopg.connect(**kwargs, autocommit=True) as admin:
+        admin.execute(f'CREATE ROLE "{role}"')
+        admin.execute(f'GRANT SELECT ON ledger TO "{role}"')
+        admin.execute("ALTER TABLE ledger ADD COLUMN left_by_an_older_version text")
+    try:
+        assert may_read()
+        original = ProjectionRunner._grant_again
+
+        def grant_then_fail(self: ProjectionRunner, conn: Any) -> None:
+            original(self, conn)
+            raise RuntimeError("killed after granting")
+
+        monkeypatch.setattr(ProjectionRunner, "_grant_again", grant_then_fail)
+        with pytest.raises(RuntimeError, match="killed after granting"):
+            build_runner(app)
+        assert may_read()  # all rolled back: the old table, its column and its right
+        monkeypatch.setattr(ProjectionRunner, "_grant_again", original)
+        build_runner(app).engine.dispose()
+        assert may_read()
+        with psycopg.connect(**kwargs, autocommit=True) as admin:
+            columns = admin.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_name = 'ledger'"
+            ).fetchall()
+        assert ("left_by_an_older_version",) not in columns
+    finally:
+        app.close()
+        with psycopg.connect(**kwargs, autocommit=True) as admin:
+            admin.execute(f'REVOKE ALL ON ledger FROM "{role}"')
+            admin.execute(f'DROP ROLE "{role}"')

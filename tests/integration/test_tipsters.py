@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import errno
 import json
 import os
 import sqlite3
@@ -14,12 +16,13 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from adapters import tipsters
 from adapters.audit import verify
 from adapters.bootstrap import Settings, build_engine
 from adapters.store import parse_db
 from loop.application import HazardLoop
 from loop.commands import fingerprint, parse_command
-from loop.errors import IdempotencyKeyReused
+from loop.errors import IdempotencyKeyReused, StoreError
 from loop.hazard import Erasure, Hazard
 from tests.conftest import FakeClock
 from tests.integration.test_pg_store import assert_chains_intact, chain_rows
@@ -386,3 +389,72 @@ def test_a_read_only_command_makes_no_key_file_and_names_the_missing_one(
     monkeypatch.setenv("HAZARDLOOP_CIPHER_KEY_FILE", str(kept))
     revealed = _cli("show", "TIP-1", "--db", db, "--reveal-tipster")
     assert json.loads(revealed.stdout)["reporter"] == NAME  # the real key still opens it
+
+
+# --------------------------------------------------------------------- the key file, made once
+
+
+def test_the_key_file_never_exists_without_its_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the new key is written, the key file's name does not exist yet: a process opening
+    the same new store at that moment makes or reads a whole key, never an empty file (it used
+    to be created empty, then written: "the key file … is damaged" for the other process)."""
+    path = tmp_path / "store.db.key"
+    seen: list[bool] = []
+    sync = os.fsync
+
+    def fsync(fd: int) -> None:
+        seen.append(path.exists())
+        sync(fd)
+
+    monkeypatch.setattr(tipsters.os, "fsync", fsync)
+    key = tipsters.load_master_key(None, None, path)
+    assert seen == [False]  # the key was written, and synced, before the name appeared
+    assert key is not None
+    assert len(key) == 32
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert tipsters.load_master_key(None, None, path) == key
+    assert [p.name for p in tmp_path.iterdir()] == ["store.db.key"]  # nothing left aside
+
+
+def test_without_hard_links_the_key_file_is_written_in_place(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "store.db.key"
+
+    def no_links(src: object, dst: object) -> None:
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(tipsters.os, "link", no_links)
+    key = tipsters.load_master_key(None, None, path)
+    assert key is not None
+    assert len(key) == 32
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert tipsters.load_master_key(None, None, path) == key
+    assert [p.name for p in tmp_path.iterdir()] == ["store.db.key"]
+
+
+def test_an_empty_key_file_being_written_is_waited_for(tmp_path: Path) -> None:
+    """Written in place (no hard links), another process may find the file still empty: it
+    reads again until the key is there, within a moment."""
+    path = tmp_path / "store.db.key"
+    path.touch(mode=0o600)
+    key = os.urandom(32)
+    late = threading.Timer(0.2, lambda: path.write_bytes(base64.b64encode(key) + b"\n"))
+    late.start()
+    try:
+        assert tipsters.load_master_key(None, None, path) == key
+    finally:
+        late.join()
+
+
+def test_a_key_file_that_cannot_be_made_or_read_is_named(tmp_path: Path) -> None:
+    not_a_folder = tmp_path / "a-file"
+    not_a_folder.write_text("x")
+    with pytest.raises(StoreError, match=r"cannot create the key file .*Not a directory"):
+        tipsters.load_master_key(None, None, not_a_folder / "store.db.key")
+    a_folder = tmp_path / "store.db.key"
+    a_folder.mkdir()
+    with pytest.raises(StoreError, match=r"cannot read the key file .*Is a directory"):
+        tipsters.load_master_key(None, None, a_folder)
