@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlparse
+from urllib.parse import parse_qs, quote, unquote, urlparse
 from uuid import UUID
 
 import psycopg
@@ -810,7 +810,9 @@ def parse_db(value: str | None, env: Mapping[str, str] | None = None) -> StoreLo
     env = os.environ if env is None else env
     raw = value or env.get("HAZARDLOOP_DB") or DEFAULT_DB
     if "://" not in raw:
-        return StoreLocation("sqlite", f"sqlite:///{raw}", file=Path(raw).expanduser())
+        # The URL spells the path percent-encoded, as the sqlite:/// branch below reads it back
+        # (a '%20' in a file's name is three characters, not a space: found by review).
+        return StoreLocation("sqlite", f"sqlite:///{quote(raw)}", file=Path(raw).expanduser())
     parsed = urlparse(raw)
     scheme = parsed.scheme.lower()
     if scheme.split("+", 1)[0] == "sqlite":

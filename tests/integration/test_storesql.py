@@ -15,9 +15,9 @@ import psycopg
 import pytest
 from sqlalchemy import inspect
 
-from adapters.bootstrap import Settings
+from adapters.bootstrap import Settings, build_engine, build_runner
 from adapters.embed import open_engine
-from adapters.store import parse_db
+from adapters.store import location_of, parse_db
 from adapters.storesql import store_engine, to_pyformat
 from adapters.tokens import TokenStore
 from adapters.webhooks import Filters, SubscriberStore
@@ -169,3 +169,26 @@ def test_the_ledger_orders_hazard_ids_as_sqlite_does_whatever_the_collation(
                            "grade": "general", "title": "same minute"})  # fmt: skip
         ids = [i["hazard_id"] for i in engine.ledger().items]
     assert ids == ["A-2", "B-1", "a-1", "b-0"]  # by code point: capitals first
+
+
+@pytest.mark.parametrize("name", ["e%20f.db", "e f.db", "q?x#y.db", "pct%41.db", "uni_é中.db"])
+def test_a_plain_path_is_the_same_file_for_events_and_read_models(
+    tmp_path: Path, name: str
+) -> None:
+    """The store's URL (what the engine keeps, and `location_of` reads back for the read
+    models) names the very file the path does: a '%20' in a name is not a space."""
+    path = tmp_path / name
+    location = parse_db(str(path))
+    assert location.file == path
+    assert parse_db(location.url).file == path  # read back as the engine does
+    app = build_engine(Settings(db=str(path)))
+    try:
+        assert location_of(app).file == path
+        runner = build_runner(app)  # makes the read models' tables
+        try:
+            assert runner.engine.url.database == str(path)
+        finally:
+            runner.engine.dispose()
+    finally:
+        app.close()
+    assert [p.name for p in tmp_path.iterdir() if not p.name.startswith(name)] == []
