@@ -33,6 +33,7 @@ from loop.policy import Policy
 from projections.runner import (
     DEFER_INDEXES_FROM,
     FOLD_HELPER_FROM,
+    FOLD_HELPER_FROM_PG,
     REBUILD_CHUNK_SIZE,
     ProjectionRunner,
 )
@@ -70,7 +71,7 @@ class Settings(BaseSettings):
         ge=0,
         description="a projection catch-up this many events behind folds cases in helper "
         f"processes (Linux, 2+ CPUs); 0: never (default: {FOLD_HELPER_FROM} with a SQLite "
-        "event store, 0 with PostgreSQL)",
+        f"event store, {FOLD_HELPER_FROM_PG} with PostgreSQL)",
     )
     fold_helpers: int | None = Field(
         default=None,

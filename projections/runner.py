@@ -77,6 +77,7 @@ from projections.tables import (
 __all__ = [
     "DEFER_INDEXES_FROM",
     "FOLD_HELPER_FROM",
+    "FOLD_HELPER_FROM_PG",
     "REBUILD_CHUNK_SIZE",
     "LagReport",
     "Projection",
@@ -109,6 +110,10 @@ class Projection(Protocol):
 
 #: From this many events behind, a catch-up folds cases on a second core (`ProjectionRunner`).
 FOLD_HELPER_FROM = 20_000
+#: The same on PostgreSQL, where the server's backend needs the same CPUs: measured on the
+#: 2-CPU machine, helpers cost 5-20 % at 62,000 events behind and gained 28 % at 621,000 and
+#: 40 % at 6.2M (docs/performance.md, "Fold helpers on PostgreSQL, again").
+FOLD_HELPER_FROM_PG = 500_000
 
 
 def _index_names(conn: Connection) -> set[str]:
@@ -290,15 +295,15 @@ class ProjectionRunner:
         #: From this many events behind, `catch_up` folds cases in forked helper processes
         #: (projections/helper.py), each chunk in slices of `fold_slice` events (None: the
         #: whole chunk when two chunks behind or more, else FOLD_SLICE_SHORT), the next chunk
-        #: while the runner writes one; 0: never. By default
-        #: FOLD_HELPER_FROM when the event store is SQLite, never on PostgreSQL: there the
-        #: server's own processes share the CPUs, and on the 2-CPU machine measured helpers
-        #: made it slower (docs/performance.md, "Fold helpers").
+        #: while the runner writes one; 0: never. By default FOLD_HELPER_FROM when the event
+        #: store is SQLite, FOLD_HELPER_FROM_PG on PostgreSQL: there the server's own
+        #: processes share the CPUs, so on the 2-CPU machine measured helpers made a small
+        #: catch-up slower and only a long one faster (docs/performance.md).
         sqlite_store = isinstance(app.recorder, SQLiteApplicationRecorder)
         self.fold_helper_from = (
             fold_helper_from
             if fold_helper_from is not None
-            else (FOLD_HELPER_FROM if sqlite_store else 0)
+            else (FOLD_HELPER_FROM if sqlite_store else FOLD_HELPER_FROM_PG)
         )
         self.fold_slice = fold_slice
         #: How many helpers share the cases (by id): as many as the CPUs this process may use

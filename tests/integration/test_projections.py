@@ -526,3 +526,22 @@ def test_rights_on_a_rebuilt_read_model_are_never_lost_midway(
         with psycopg.connect(**kwargs, autocommit=True) as admin:
             admin.execute(f'REVOKE ALL ON ledger FROM "{role}"')
             admin.execute(f'DROP ROLE "{role}"')
+
+
+def test_fold_helpers_start_by_default_where_they_were_measured_to_pay(
+    store: str, store_kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """From 20,000 events behind on SQLite; on PostgreSQL, whose server wants the same CPUs,
+    from 500,000 (docs/performance.md: slower at 62,000 behind, faster at 621,000)."""
+    from projections.runner import FOLD_HELPER_FROM, FOLD_HELPER_FROM_PG
+
+    monkeypatch.delenv("HAZARDLOOP_FOLD_HELPER_FROM", raising=False)
+    app = build_engine(Settings(db=store, cipher_key=KEY))
+    try:
+        runner = build_runner(app, settings=Settings(db=store, cipher_key=KEY))
+        expected = FOLD_HELPER_FROM if store_kind == "sqlite" else FOLD_HELPER_FROM_PG
+        assert runner.fold_helper_from == expected
+        assert (FOLD_HELPER_FROM, FOLD_HELPER_FROM_PG) == (20_000, 500_000)
+        runner.engine.dispose()
+    finally:
+        app.close()
