@@ -465,9 +465,16 @@ def test_a_role_without_temporary_tables_still_writes_the_views(
         limited.dispose()
         owner.dispose()
         app.close()
-        with psycopg.connect(**kwargs, autocommit=True) as admin:
-            admin.execute(f'REVOKE ALL ON step_segments FROM "{role}"')
-            admin.execute(f'DROP ROLE "{role}"')
+        _drop_role(kwargs, role, "step_segments")
+
+
+def _drop_role(kwargs: dict[str, Any], role: str, table: str) -> None:
+    """Revoke what a test's role was granted on `table`, then drop the role."""
+    import psycopg
+
+    with psycopg.connect(**kwargs, autocommit=True) as admin:
+        admin.execute(f'REVOKE ALL ON {table} FROM "{role}"')
+        admin.execute(f'DROP ROLE "{role}"')
 
 
 def test_rights_on_a_rebuilt_read_model_are_never_lost_midway(
@@ -523,9 +530,7 @@ def test_rights_on_a_rebuilt_read_model_are_never_lost_midway(
         assert ("left_by_an_older_version",) not in columns
     finally:
         app.close()
-        with psycopg.connect(**kwargs, autocommit=True) as admin:
-            admin.execute(f'REVOKE ALL ON ledger FROM "{role}"')
-            admin.execute(f'DROP ROLE "{role}"')
+        _drop_role(kwargs, role, "ledger")
 
 
 def test_fold_helpers_start_by_default_where_they_were_measured_to_pay(
