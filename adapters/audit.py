@@ -513,7 +513,6 @@ def _check_ranges(path: Path, ranges: list[tuple[int, int]], *, here: bool = Fal
         return audit_scan.check_range(str(path), *ranges[0])
     script = audit_scan.__file__
     children: list[subprocess.Popen[bytes]] = []
-    heard: set[int] = set()
     try:
         for lo, hi in ranges:
             children.append(
@@ -525,7 +524,6 @@ def _check_ranges(path: Path, ranges: list[tuple[int, int]], *, here: bool = Fal
             )
         for child, (lo, hi) in zip(children, ranges, strict=True):
             out, err = child.communicate()
-            heard.add(child.pid)
             if child.returncode != 0:
                 # Not a verdict (a range says "broken" with status 0): the interpreter failed,
                 # e.g. APSW installed but broken. The careful walk still gives the verdict,
@@ -539,7 +537,7 @@ def _check_ranges(path: Path, ranges: list[tuple[int, int]], *, here: bool = Fal
         return True
     finally:
         for child in children:  # a break found, or an interrupt: stop the others' work
-            if child.pid not in heard:
+            if child.returncode is None:  # not yet heard (`communicate` sets it)
                 child.kill()  # (a no-op for one that has finished)
                 child.communicate()
 

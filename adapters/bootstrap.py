@@ -17,6 +17,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from adapters.audit_scan import readonly_uri
 from adapters.calendars import ChinaCalendar
 from adapters.store import (
     EVENTS_TABLE,
@@ -163,7 +164,7 @@ def require_store(location: StoreLocation) -> None:
         if not path.is_file():
             raise StoreError(f"no event store at {location.display}: not a file")
         try:
-            conn = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True)
+            conn = sqlite3.connect(readonly_uri(path), uri=True)
             try:
                 found = conn.execute(
                     "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",

@@ -20,6 +20,7 @@ server's WAL and backups still hold).
 from __future__ import annotations
 
 import base64
+import contextlib
 import errno
 import hmac
 import os
@@ -155,12 +156,8 @@ def _create_key_file(path: Path) -> None:
         return
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     key = base64.b64encode(secrets.token_bytes(32)) + b"\n"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    _write_new(tmp, key)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(key)
-            f.flush()
-            os.fsync(f.fileno())
         try:
             os.link(tmp, path)
         except FileExistsError:
@@ -168,18 +165,17 @@ def _create_key_file(path: Path) -> None:
         except OSError as exc:
             if exc.errno not in _NO_LINKS:
                 raise
-            _write_in_place(path, key)
+            with contextlib.suppress(FileExistsError):  # as above
+                _write_new(path, key)
     finally:
         tmp.unlink(missing_ok=True)
 
 
-def _write_in_place(path: Path, key: bytes) -> None:
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return
+def _write_new(path: Path, data: bytes) -> None:
+    """Create `path` (mode 0600; FileExistsError if it exists) holding `data`, synced."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as f:
-        f.write(key)
+        f.write(data)
         f.flush()
         os.fsync(f.fileno())
 

@@ -38,17 +38,7 @@ from eventsourcing.sqlite import SQLiteApplicationRecorder
 from eventsourcing.utils import resolve_topic, retry
 from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Composed, Identifier
-from sqlalchemy import (
-    Connection,
-    Engine,
-    Index,
-    Table,
-    delete,
-    insert,
-    inspect,
-    select,
-    update,
-)
+from sqlalchemy import Connection, Engine, Index, Table, delete, insert, inspect, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.exc import InterfaceError as SAInterfaceError
 from sqlalchemy.exc import TimeoutError as SATimeoutError
@@ -155,6 +145,16 @@ def _grants(conn: Connection) -> list[tuple[str, str, str, bool]]:
         {"names": names},
     )
     return [(str(t), str(g), str(p), bool(o)) for t, g, p, o in found if str(p) in _PRIVILEGES]
+
+
+@dataclass(frozen=True)
+class _Drift:
+    """How the stored read models differ from the code's (`ProjectionRunner._drift`)."""
+
+    existing: set[str]  # the tables stored
+    retired: set[str]  # stored tables the code has as views now (`steps`)
+    stale: list[Projection]  # projections whose stored columns differ: dropped, rebuilt
+    missing_indexes: list[Index]  # of the other projections' stored tables
 
 
 def _shareable(app: HazardLoop) -> bool:
@@ -363,20 +363,29 @@ class ProjectionRunner:
 
     def _schema_ready(self, conn: Connection) -> bool:
         """Whether `_reconcile` and `create_all` would find nothing to do."""
+        drift = self._drift(conn)
+        return (
+            not (drift.retired or drift.stale or drift.missing_indexes)
+            and set(METADATA.tables) <= drift.existing
+            and set(VIEW_SQL) <= view_names(conn)
+        )
+
+    def _drift(self, conn: Connection) -> _Drift:
+        """How the stored read models differ from the code's (what `_reconcile` mends)."""
         found = inspect(conn)
         existing = set(found.get_table_names())
-        if existing & set(VIEWS.tables) or not set(METADATA.tables) <= existing:
-            return False
-        if not set(VIEW_SQL) <= view_names(conn):
-            return False
+        stale: list[Projection] = []
+        missing: list[Index] = []
         for p in self.projections:
-            for t in p.tables:
-                if {c["name"] for c in found.get_columns(t.name)} != set(t.columns.keys()):
-                    return False
+            tables = [t for t in p.tables if t.name in existing]
+            if any({c["name"] for c in found.get_columns(t.name)} != set(t.columns.keys())
+                   for t in tables):  # fmt: skip
+                stale.append(p)
+                continue
+            for t in tables:
                 have = {i["name"] for i in found.get_indexes(t.name)}
-                if any(index.name not in have for index in t.indexes):
-                    return False
-        return True
+                missing += [index for index in t.indexes if index.name not in have]
+        return _Drift(existing, existing & set(VIEWS.tables), stale, missing)
 
     def _grant_again(self, conn: Connection) -> None:
         """Grant again what `_reconcile` found granted on read models it then dropped (those
@@ -408,39 +417,20 @@ class ProjectionRunner:
         runtime role that may not create tables keeps its rights through `db upgrade`). Runs in
         `conn`'s transaction, under `lock_schema`.
         """
-        found = inspect(conn)
-        existing = set(found.get_table_names())
+        drift = self._drift(conn)
         self._grants = []
-        retired = existing & set(VIEWS.tables)
-        stale = [
-            p
-            for p in self.projections
-            if any(
-                t.name in existing
-                and {c["name"] for c in found.get_columns(t.name)} != set(t.columns.keys())
-                for t in p.tables
-            )
-        ]
-        if retired or stale:
+        if drift.retired or drift.stale:
             self._grants = _grants(conn)  # before anything they are granted on is dropped
             drop_views(conn)
-        if retired:
-            for name in sorted(retired):
-                conn.exec_driver_sql(f"DROP TABLE {name}")
-            existing -= retired
-        for p in self.projections:
-            if p in stale:
-                for t in p.tables:
-                    t.drop(conn, checkfirst=True)
-                if tracking.name in existing:
-                    conn.execute(delete(tracking).where(tracking.c.name == p.name))
-                continue
+        for name in sorted(drift.retired):
+            conn.exec_driver_sql(f"DROP TABLE {name}")
+        for p in drift.stale:
             for t in p.tables:
-                if t.name in existing:
-                    have = {i["name"] for i in found.get_indexes(t.name)}
-                    for index in t.indexes:
-                        if index.name not in have:
-                            index.create(conn)
+                t.drop(conn, checkfirst=True)
+            if tracking.name in drift.existing:
+                conn.execute(delete(tracking).where(tracking.c.name == p.name))
+        for index in drift.missing_indexes:
+            index.create(conn)
 
     @property
     def committed(self) -> dict[str, int] | None:
