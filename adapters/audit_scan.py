@@ -84,12 +84,16 @@ class _Versions(dict[int, bytes]):
         return piece
 
 
-# The id comes back as bytes; CAST compares it as the text it was read from. A hash that is
-# not a blob (text that is not UTF-8 would not even be read by APSW) is no row.
+# The id comes back as bytes; CAST compares it as the text it was read from. The case's earlier
+# event is found through the events' primary key (the chain has no index on the case: see
+# adapters/store.py), its chain row at its rowid, naming the same event. A hash that is not a
+# blob (text that is not UTF-8 would not even be read by APSW) is no row.
 _BEFORE = (
-    "SELECT position, log_hash FROM event_chain "
-    "WHERE originator_id = CAST(? AS TEXT) AND originator_version = ? "
-    "AND typeof(log_hash) = 'blob'"
+    "SELECT c.position, c.log_hash FROM stored_events e "
+    "JOIN event_chain c ON c.position = e.rowid "
+    "WHERE e.originator_id = CAST(? AS TEXT) AND e.originator_version = ? "
+    "AND c.originator_id = e.originator_id AND c.originator_version = e.originator_version "
+    "AND typeof(c.log_hash) = 'blob'"
 )
 _SEED = "SELECT log_hash FROM event_chain WHERE position = ? AND typeof(log_hash) = 'blob'"
 

@@ -7,7 +7,9 @@
 - the read models' tables and views by the projection runner (`_reconcile`, then
   `create_all`): on `upgrade`, a read model whose stored columns differ from the code's is
   dropped with its position, to be rebuilt by the next catch-up, an index added since is
-  created in place, and a table that became a view (`steps`) is dropped for the view.
+  created in place, and a table that became a view (`steps`) is dropped for the view;
+- on `upgrade` of a SQLite store, the indexes an earlier version made and this one no longer
+  uses (`adapters.store.RETIRED_SQLITE_INDEXES`: the chain's index on the case) are dropped.
 
 Exit status: 0 done, 2 usage or store error. Prints one JSON object.
 """
@@ -23,7 +25,7 @@ from sqlalchemy import inspect
 from sqlalchemy.exc import SQLAlchemyError
 
 from adapters.cli_options import DbOption
-from adapters.store import location_of, parse_db
+from adapters.store import HazardLoopSQLiteRecorder, location_of, parse_db
 from loop.errors import HazardLoopError, StoreError
 
 __all__ = ["db_app"]
@@ -50,8 +52,11 @@ def _schema(db: str | None, *, upgrade: bool) -> dict[str, Any]:
         views = None
         try:
             before: dict[str, int] = {}
+            dropped: list[str] = []
             if upgrade:
                 before = _positions(engine)
+                if isinstance(engine.recorder, HazardLoopSQLiteRecorder):
+                    dropped = engine.recorder.drop_retired_indexes()
             runner = build_runner(engine)  # reconciles the read models, creates what is missing
             views = runner.engine
             create_token_tables(views)
@@ -77,6 +82,8 @@ def _schema(db: str | None, *, upgrade: bool) -> dict[str, Any]:
             # Read models whose tables were dropped (their columns changed): rebuilt by the
             # next catch-up, from the events.
             out["to_rebuild"] = sorted(r.name for r in lags if before.get(r.name, 0) > r.position)
+            # Indexes an earlier version made that this one neither writes nor reads.
+            out["dropped_indexes"] = dropped
         return out
     finally:
         engine.close()

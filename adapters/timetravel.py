@@ -24,7 +24,15 @@ from eventsourcing.persistence import PersistenceError
 from sqlalchemy import Connection, Engine, create_engine, select
 
 from adapters.audit import Head
-from adapters.store import CHAIN_TABLE, GENESIS, from_micros, to_micros
+from adapters.store import (
+    CASE_CHAIN_ROWS_POSTGRES,
+    CASE_CHAIN_ROWS_SQLITE,
+    CHAIN_TABLE,
+    GENESIS,
+    HazardLoopSQLiteRecorder,
+    from_micros,
+    to_micros,
+)
 from adapters.storesql import select_rows
 from loop.application import HazardLoop
 from loop.errors import HazardNotFound, InvalidCommand, StoreError
@@ -100,10 +108,10 @@ def describe_known(known_at: KnownAt) -> str:
 def case_chain(app: HazardLoop, hazard_id: str) -> list[ChainEntry]:
     """The chain entries of a case's events, in version order."""
     try:
+        sqlite = isinstance(app.recorder, HazardLoopSQLiteRecorder)
         rows = select_rows(
             app,
-            f"SELECT originator_version, position, recorded_at, log_hash "
-            f"FROM {CHAIN_TABLE} WHERE originator_id=:key ORDER BY originator_version",
+            CASE_CHAIN_ROWS_SQLITE if sqlite else CASE_CHAIN_ROWS_POSTGRES,
             key=hazard_uuid(hazard_id).hex,
         )
     except PersistenceError as exc:

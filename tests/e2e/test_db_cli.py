@@ -267,3 +267,62 @@ def test_a_role_that_may_not_create_tables_runs_the_engine_after_init(
             f'DROP ROLE "{role}"',
         ):
             rows(db, sql)
+
+
+def _discover_and_report(db: str, hazard_id: str, *, report: bool) -> None:
+    """One engine (one process's chain cache) per call."""
+    app = build_engine(Settings(db=db))
+    try:
+        common = {"hazard_id": hazard_id, "actor": "wang", "at": "2026-11-20T09:00:00+08:00"}
+        if report:
+            app.handle(parse_command({**common, "command": "report"}))
+        else:
+            app.handle(parse_command({**common, "command": "discover", "grid": "G1",
+                                      "category": "fire", "grade": "general",
+                                      "title": "chain index"}))  # fmt: skip
+    finally:
+        app.close()
+
+
+def _indexes(db: str) -> set[str]:
+    if "://" in db:
+        found = rows(db, "SELECT indexname FROM pg_indexes WHERE tablename = 'event_chain'")
+    else:
+        found = rows(db, "SELECT name FROM sqlite_master WHERE type = 'index'")
+    return {str(r[0]) for r in found}
+
+
+def test_upgrade_drops_the_chain_index_an_older_sqlite_store_has(
+    store_factory: StoreFactory, tmp_path: Path
+) -> None:
+    """SQLite: the chain's index on the case is no longer made (a case's earlier link is found
+    through the events' primary key); an older store's is dropped by `db upgrade`. PostgreSQL
+    keeps it (its recorder looks links up by it). Either way a step written by a new engine,
+    which must look its case's last link up in the store, chains so that `audit verify` finds
+    the log intact."""
+    new, old = store_factory(tmp_path, "new"), store_factory(tmp_path, "old")
+    sqlite = "://" not in new
+    for db in (new, old):
+        _discover_and_report(db, "IX-1", report=False)
+    assert ("event_chain_case" in _indexes(new)) is not sqlite
+    if sqlite:  # as an older version made it
+        rows(old, "CREATE UNIQUE INDEX event_chain_case ON event_chain "
+                  "(originator_id, originator_version)")  # fmt: skip
+    upgraded = hazardloop("db", "upgrade", "--db", old)
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert json.loads(upgraded.stdout)["dropped_indexes"] == (
+        ["event_chain_case"] if sqlite else []
+    )
+    assert ("event_chain_case" in _indexes(old)) is not sqlite
+    assert "event_chain_recorded" in _indexes(old)
+    again = hazardloop("db", "upgrade", "--db", old)
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["dropped_indexes"] == []
+    for db in (new, old):
+        _discover_and_report(db, "IX-1", report=True)  # a fresh engine: the lookup path
+        verified = hazardloop("audit", "verify", "--json", "--db", db)
+        assert verified.returncode == 0, verified.stdout + verified.stderr
+        assert json.loads(verified.stdout)["ok"] is True
+        assert [
+            r[0] for r in rows(db, "SELECT originator_version FROM event_chain ORDER BY position")
+        ] == [1, 2]
