@@ -20,7 +20,13 @@ from uuid import UUID
 import orjson
 from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
 from eventsourcing.domain import Aggregate
-from eventsourcing.persistence import IntegrityError, JSONTranscoder, PersistenceError, Transcoder
+from eventsourcing.persistence import (
+    IntegrityError,
+    JSONTranscoder,
+    PersistenceError,
+    StoredEvent,
+    Transcoder,
+)
 from eventsourcing.utils import Environment
 
 from loop import commands as c
@@ -53,10 +59,12 @@ __all__ = [
     "EXPECTED_VERSION_IS_FOR_HAZARDS",
     "KEY_SCOPE",
     "Authority",
+    "BatchWriter",
     "HazardLoop",
     "IdempotencyRecorder",
     "Result",
     "Subject",
+    "WriterLost",
     "scoped_key",
 ]
 
@@ -100,6 +108,19 @@ _CREATES = (c.Discover, c.EstablishGrid, c.RegisterUnit, c.RegisterPerson)
 _READ_DISCOVERS_FOR = 20
 
 Clock = Callable[[], datetime]
+
+
+def _batches(
+    items: Iterable[c.CommandBase | HazardLoopError], size: int
+) -> Iterator[list[c.CommandBase | HazardLoopError]]:
+    batch: list[c.CommandBase | HazardLoopError] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def utc_now() -> datetime:
@@ -223,6 +244,38 @@ class Authority:
     principal: Principal | None = None
     directory: Directory | None = None
     expected_version: int | None = None
+
+
+class WriterLost(PersistenceError):
+    """A batch writer's process ended before it said whether it stored the batch."""
+
+
+class BatchWriter(Protocol):
+    """Stores a batch's encoded events in another process (adapters.bulk_writer) while the
+    engine decides the next batch: what `handle_many` is given a factory of.
+
+    `submit` hands one batch over; `wait` returns the positions it was stored at, or raises
+    eventsourcing's `IntegrityError` (another writer came first: nothing of it is stored),
+    another `PersistenceError` (nothing of it is stored), or `WriterLost` (unknown: the engine
+    looks in the store). `ready` says, without waiting, whether it can take a batch yet.
+    """
+
+    def ready(self) -> bool: ...
+
+    def submit(self, events: Sequence[StoredEvent], kwargs: dict[str, Any]) -> None: ...
+
+    def wait(self) -> Sequence[int]: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass
+class _InFlight:
+    """A batch decided and handed to the writer, its results not yet given out."""
+
+    batch: Sequence[c.CommandBase | HazardLoopError]
+    results: list[Result]
+    last: StoredEvent  # its last event: looked for in the store if the writer is lost
 
 
 class _UnitOfWork:
@@ -374,8 +427,14 @@ class HazardLoop(Application):  # type: ignore[type-arg]
         batch_size: int = 500,
         cache_size: int = 20_000,
         authority: Authority | None = None,
+        writer: Callable[[], BatchWriter | None] | None = None,
     ) -> Iterator[Result]:
         """Apply commands in order, `batch_size` to a transaction; yield one Result each.
+
+        With a `writer` factory (adapters.bulk_writer.BulkWriter.factory), a bulk load is a
+        pipeline: once a second batch comes, the factory starts a writer process, and from when
+        it is ready each batch is decided while the one before is being stored (its results are
+        given out once it is). The results and the stored events are the same as without it.
 
         An item that is already an error (a line that did not parse) yields a failed Result and
         changes nothing. A refused command changes nothing; the others in its batch still apply.
@@ -387,6 +446,9 @@ class HazardLoop(Application):  # type: ignore[type-arg]
         known: OrderedDict[Subject, Aggregate] = OrderedDict()
         batch: list[c.CommandBase | HazardLoopError] = []
         auth = authority or Authority()
+        if writer is not None:
+            yield from self._pipelined(items, batch_size, known, cache_size, auth, writer)
+            return
         for item in items:
             batch.append(item)
             if len(batch) >= batch_size:
@@ -424,12 +486,117 @@ class HazardLoop(Application):  # type: ignore[type-arg]
             return [
                 r for item in batch for r in self._run_batch([item], known, cache_size, authority)
             ]
+        self._remember(known, uow, cache_size)
+        return results
+
+    def _pipelined(
+        self,
+        items: Iterable[c.CommandBase | HazardLoopError],
+        batch_size: int,
+        known: OrderedDict[Subject, Aggregate],
+        cache_size: int,
+        authority: Authority,
+        factory: Callable[[], BatchWriter | None],
+    ) -> Iterator[Result]:
+        """`handle_many` with a writer process: batch N+1 is decided while batch N is stored.
+
+        Batch N+1 is decided on top of batch N's cases (kept in the cache), so if N is not
+        stored, N+1's decisions are dropped with the cache and both are applied again by
+        `_run_batch` (a failed batch command by command, each with its own verdict). Until the
+        writer is ready, and once it is lost, batches are applied here as without one.
+        """
+        writer: BatchWriter | None = None
+        flight: _InFlight | None = None
+        try:
+            for n, batch in enumerate(_batches(items, batch_size)):
+                if n == 1:
+                    writer = factory()  # None: no writer for this store
+                if writer is None or (flight is None and not writer.ready()):
+                    yield from self._run_batch(batch, known, cache_size, authority)
+                    continue
+                uow = _UnitOfWork(known, authority)
+                if self._read_discovers:
+                    self._read_discovers -= 1
+                with no_cyclic_gc():
+                    results = [self._execute(item, uow) for item in batch]
+                    events = [e for a in uow.dirty() for e in a.collect_events()]
+                    stored = [self.mapper.to_stored_event(e) for e in events]
+                if flight is not None:
+                    landed, usable = self._landed(flight, writer)
+                    if not usable:
+                        writer.close()
+                        writer = None
+                    if not landed:
+                        known.clear()  # this batch was decided on top of one not stored
+                        yield from self._run_batch(flight.batch, known, cache_size, authority)
+                        flight = None
+                        yield from self._run_batch(batch, known, cache_size, authority)
+                        continue
+                    yield from flight.results
+                    flight = None
+                    if writer is None:
+                        known.clear()
+                        yield from self._run_batch(batch, known, cache_size, authority)
+                        continue
+                self._remember(known, uow, cache_size)
+                if not stored:  # every command refused or replayed: nothing to write
+                    yield from results
+                    continue
+                kwargs: dict[str, Any] = {
+                    # The writer reads the default clock itself once it holds the write lock,
+                    # as the recorder here does; another clock (a test's) is read now.
+                    "recorded_at": None if self.clock is utc_now else self._now(),
+                }
+                if uow.rows:
+                    kwargs["idempotency"] = uow.rows
+                writer.submit(stored, kwargs)
+                flight = _InFlight(batch, results, stored[-1])
+            if flight is not None:
+                assert writer is not None
+                landed, _ = self._landed(flight, writer)
+                if landed:
+                    yield from flight.results
+                else:
+                    known.clear()
+                    yield from self._run_batch(flight.batch, known, cache_size, authority)
+                flight = None
+        finally:
+            if writer is not None:
+                writer.close()
+
+    def _landed(self, flight: _InFlight, writer: BatchWriter) -> tuple[bool, bool]:
+        """Whether the batch in flight was stored, and whether the writer can go on."""
+        try:
+            writer.wait()
+            return True, True
+        except WriterLost:
+            last = flight.last
+            try:
+                found = self.recorder.select_events(
+                    last.originator_id,
+                    gt=last.originator_version - 1,
+                    lte=last.originator_version,
+                    limit=1,
+                )
+            except PersistenceError as exc:
+                raise StoreError(
+                    f"the batch writer ended and the store cannot say whether it stored the "
+                    f"batch: {exc}"
+                ) from exc
+            stored = bool(found) and (found[0].topic, found[0].state) == (last.topic, last.state)
+            return stored, False
+        except PersistenceError:  # IntegrityError included: nothing of the batch is stored
+            return False, True
+
+    @staticmethod
+    def _remember(
+        known: OrderedDict[Subject, Aggregate], uow: _UnitOfWork, cache_size: int
+    ) -> None:
         for subject, aggregate in uow.aggregates.items():
             known[subject] = aggregate
             known.move_to_end(subject)
         while len(known) > cache_size:
             known.popitem(last=False)
-        return results
 
     def _after_failed_commit(self, cmd: c.CommandBase, exc: HazardLoopError) -> Result:
         """Name the real reason a single command's transaction failed."""

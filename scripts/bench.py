@@ -66,6 +66,7 @@ from eventsourcing.application import Application  # noqa: E402
 from eventsourcing.domain import Aggregate  # noqa: E402
 
 from adapters.bootstrap import Settings, build_engine, build_runner  # noqa: E402
+from adapters.bulk_writer import BulkWriter  # noqa: E402
 from adapters.cli import _read_commands  # noqa: E402
 from loop.application import HazardLoop  # noqa: E402
 from loop.commands import parse_command  # noqa: E402
@@ -435,10 +436,13 @@ def engine_for(db: str) -> HazardLoop:
     return build_engine(Settings(db=db, cipher_key=key), clock=lambda: CLOCK)
 
 
-def bulk_apply(db: str, jsonl: Path, batch: int) -> tuple[float, int, int, float]:
-    """`hazardloop apply` without its output: read, parse, handle_many.
+def bulk_apply(
+    db: str, jsonl: Path, batch: int, bulk_writer: bool = True
+) -> tuple[float, int, int, float]:
+    """`hazardloop apply` without its output: read, parse, handle_many (with the bulk writer
+    process on SQLite, as `apply` runs it).
 
-    (seconds, commands, events, CPU seconds of this process)
+    (seconds, commands, events, CPU seconds of this process: the writer's are not counted)
     """
     app = engine_for(db)
     try:
@@ -447,7 +451,9 @@ def bulk_apply(db: str, jsonl: Path, batch: int) -> tuple[float, int, int, float
         started, cpu = time.perf_counter(), time.process_time()
         n = refused = 0
         with jsonl.open("rb") as stream:
-            for result in app.handle_many(_read_commands(stream, lines, None), batch_size=batch):
+            commands = _read_commands(stream, lines, None)
+            writer = BulkWriter.factory(app) if bulk_writer else None
+            for result in app.handle_many(commands, batch_size=batch, writer=writer):
                 lines.popleft()
                 n += 1
                 refused += not result.ok

@@ -158,6 +158,36 @@ class TestMixedFile:
         assert "hazard_not_found" in missing.stderr
 
 
+class TestWriterProcess:
+    """`apply` stores batches in a writer process on SQLite (`--no-writer`: in its own): the
+    printed results and the stored log are the same either way."""
+
+    def test_the_same_results_with_and_without_the_writer(
+        self, tmp_path: Path, store_factory: Any
+    ) -> None:
+        src = tmp_path / "loops.jsonl"
+        with src.open("w", encoding="utf-8") as f:
+            for i in range(60):
+                for cmd in loop_of(f"W{i:03d}", T0 + timedelta(minutes=i)):
+                    f.write(json.dumps(cmd) + "\n")
+            f.write(json.dumps(loop_of("W000", T0)[0]) + "\n")  # taken id: refused
+        outputs = []
+        for flag in ("--writer", "--no-writer"):
+            db = store_factory(tmp_path, flag.strip("-"))
+            proc = hazardloop("apply", str(src), "--db", db, "--batch-size", "20", flag)
+            assert proc.returncode == 1, proc.stderr[-2000:]  # one refused line
+            printed = [json.loads(line) for line in proc.stdout.splitlines()]
+            for result in printed:
+                result.pop("duration_ms", None)
+            outputs.append(printed)
+            assert event_count(db) == 360
+            verified = hazardloop("audit", "verify", "--db", db)
+            assert verified.returncode == 0, verified.stderr
+        assert outputs[0] == outputs[1]
+        assert len(outputs[0]) == 361
+        assert outputs[0][-1]["error"]["code"] == "hazard_already_exists"
+
+
 @pytest.mark.slow
 class TestLargeFile:
     """A 100,000-line file goes through in one streaming pass."""
