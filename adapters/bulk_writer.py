@@ -107,16 +107,17 @@ class BulkWriter:
     @classmethod
     def factory(cls, app: HazardLoop) -> Callable[[], BulkWriter | None]:
         """What `handle_many(writer=…)` takes: starts a writer for `app` when called, or gives
-        None when its store is not a SQLite file."""
+        None when its store is not a SQLite file or the process has a single CPU to run on."""
 
         def start() -> BulkWriter | None:
             from adapters.store import HazardLoopSQLiteRecorder
+            from projections.helper import usable_cpus
 
             recorder = app.recorder
             if not isinstance(recorder, HazardLoopSQLiteRecorder):
                 return None
-            if recorder.datastore.pool.is_sqlite_memory_mode:
-                return None
+            if recorder.datastore.pool.is_sqlite_memory_mode or usable_cpus() < 2:
+                return None  # (on one CPU the two processes would only take turns)
             try:
                 return cls(app)
             except OSError as exc:  # no interpreter to start: the load goes on without

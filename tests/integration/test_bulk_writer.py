@@ -244,3 +244,20 @@ def test_a_writer_only_for_a_sqlite_file(store: str, tmp_path: Path) -> None:
         assert sum(not r.ok for r in results) == 2
     finally:
         app.close()
+
+
+@SQLITE
+def test_no_writer_on_a_single_cpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two processes on one CPU would only take turns: the load runs as without a writer."""
+    import projections.helper
+
+    app = _engine(tmp_path / "one.db")
+    try:
+        monkeypatch.setattr(projections.helper, "usable_cpus", lambda: 1)
+        assert BulkWriter.factory(app)() is None
+        monkeypatch.setattr(projections.helper, "usable_cpus", lambda: 2)
+        writer = BulkWriter.factory(app)()
+        assert isinstance(writer, BulkWriter)
+        writer.close()
+    finally:
+        app.close()
