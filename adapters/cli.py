@@ -105,8 +105,9 @@ def apply_cmd(
         bool,
         typer.Option(
             "--writer/--no-writer",
-            help="On a SQLite store, store each batch in a writer process while the next is "
-            "decided (the same results and stored events; faster on a large file).",
+            help="With a file on a SQLite store, store each batch in a writer process while "
+            "the next is decided (the same results and stored events; faster on a large "
+            "file). Not used for stdin.",
         ),
     ] = True,
 ) -> None:
@@ -152,7 +153,9 @@ def apply_cmd(
         progress_ctx.start()
     try:
         commands = _read_commands(stream, lines, advance)
-        factory = BulkWriter.factory(engine) if writer else None
+        # From stdin (a stream that may trickle) each batch's results are printed as soon as
+        # it is stored: a writer would hold them back until the next batch is read.
+        factory = BulkWriter.factory(engine) if writer and file != "-" else None
         for result in engine.handle_many(commands, batch_size=batch_size, writer=factory):
             line = lines.popleft()
             out.write(_dumps(result.to_dict(line=line)) + "\n")
