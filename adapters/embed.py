@@ -21,6 +21,7 @@ from sqlalchemy import ColumnElement, Connection, Engine, false, func, or_, sele
 from sqlalchemy.exc import SQLAlchemyError
 
 from adapters.bootstrap import Settings, build_engine, build_runner, views_engine
+from adapters.bulk_writer import BulkWriter
 from adapters.logs import get_logger
 from adapters.store import location_of
 from adapters.storesql import db_error
@@ -183,11 +184,15 @@ class EmbeddedEngine:
         principal: Principal | None = None,
         batch_size: int = 500,
         expected_version: int | None = None,
+        bulk_writer: bool = False,
     ) -> list[Result]:
         """Apply commands in order; one Result each (a refused or malformed one says why: an
         item that is not a mapping is `malformed_json`, as a JSON line that is no object).
 
-        `expected_version` (for one command): as in `handle`.
+        `expected_version` (for one command): as in `handle`. `bulk_writer`: for a large load
+        on a SQLite file, store each batch in a writer process while the next is decided
+        (adapters.bulk_writer: the same results and stored events; on PostgreSQL or one CPU it
+        does nothing).
         """
 
         def parsed() -> Iterator[c.CommandBase | HazardLoopError]:
@@ -209,6 +214,7 @@ class EmbeddedEngine:
                     parsed(),
                     batch_size=batch_size,
                     authority=self.authority(principal, expected_version),
+                    writer=BulkWriter.factory(self.app) if bulk_writer else None,
                 )
             )
 

@@ -48,6 +48,7 @@ if str(ROOT) not in sys.path:
     sys.path.append(str(ROOT))  # appended: PYTHONPATH may point at another `projections`
 
 from adapters.bootstrap import Settings, build_engine, build_runner  # noqa: E402
+from adapters.bulk_writer import BulkWriter  # noqa: E402
 from loop.application import HazardLoop  # noqa: E402
 from loop.commands import parse_command  # noqa: E402
 from projections.reports import accountability_report, overdue_report, parse_period  # noqa: E402
@@ -226,8 +227,10 @@ def build_store(db: str, hazards: int, seed: int, batch: int) -> dict[str, Any]:
         # The engine's cache of cases must hold the cases still in play, or each command would
         # read its case back from the store: a few weeks of discoveries at this rate.
         cache = max(20_000, hazards // 5)
+        # As `hazardloop apply FILE` does: on SQLite, batches stored by the bulk writer process.
         results = app.handle_many(map(parse_command, command_stream(hazards, seed)),
-                                  batch_size=batch, cache_size=cache)  # fmt: skip
+                                  batch_size=batch, cache_size=cache,
+                                  writer=BulkWriter.factory(app))  # fmt: skip
         for result in results:
             commands += 1
             if not result.ok:

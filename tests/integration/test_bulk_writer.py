@@ -261,3 +261,27 @@ def test_no_writer_on_a_single_cpu(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         writer.close()
     finally:
         app.close()
+
+
+@SQLITE
+def test_the_embedded_api_takes_the_writer_on_request(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`EmbeddedEngine.handle_many(…, bulk_writer=True)`: the same results and stored rows."""
+    import adapters.embed
+    from adapters.embed import open_engine
+
+    monkeypatch.setattr(adapters.embed, "BulkWriter", _Ready)  # used once it is ready
+    _Ready.made = []
+    bodies = _commands(tmp_path, hazards=30)
+    results = {}
+    for name, flag in (("plain.db", False), ("piped.db", True)):
+        hl = open_engine(Settings(db=str(tmp_path / name)), clock=lambda: AS_OF)
+        try:
+            results[name] = hl.handle_many(bodies, batch_size=10, bulk_writer=flag)
+        finally:
+            hl.close()
+    assert _verdicts(results["piped.db"]) == _verdicts(results["plain.db"])
+    assert _rows(tmp_path / "piped.db") == _rows(tmp_path / "plain.db")
+    (writer,) = _Ready.made
+    assert writer.batches > 10
