@@ -28,7 +28,6 @@ transaction it is in (or never began it) and exits.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import pickle
 import select
@@ -87,7 +86,7 @@ class BulkWriter:
             p for p in (str(_ROOT), os.environ.get("PYTHONPATH", "")) if p
         )
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "adapters.bulk_writer"],
+            [sys.executable, "-P", "-m", "adapters.bulk_writer"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env=env,
@@ -172,14 +171,15 @@ class BulkWriter:
         child that never became ready has nothing to finish, and is killed at once."""
         if not self._ready:
             self._proc.kill()
-        with contextlib.suppress(OSError):
-            self._to.close()
-        try:
-            self._proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
+        from adapters.logs import get_logger
+
+        get_logger().info("bulk writer", pid=self.pid, batches=self.batches, lost=self._lost)
+        try:  # end of input; and the answer it may still be writing is read (it may not fit
+            # the pipe, and the child would wait for room)
+            self._proc.communicate(timeout=30)
+        except (OSError, ValueError, subprocess.TimeoutExpired):
             self._proc.kill()
             self._proc.wait()
-        self._from.close()
 
     @property
     def pid(self) -> int:

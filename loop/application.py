@@ -276,6 +276,7 @@ class _InFlight:
     batch: Sequence[c.CommandBase | HazardLoopError]
     results: list[Result]
     last: StoredEvent  # its last event: looked for in the store if the writer is lost
+    uow: _UnitOfWork | None = None  # its cases and keys: not yet in the store
 
 
 class _UnitOfWork:
@@ -285,7 +286,10 @@ class _UnitOfWork:
         self,
         known: OrderedDict[Subject, Aggregate] | None = None,
         authority: Authority | None = None,
+        pending: _UnitOfWork | None = None,
     ) -> None:
+        #: The batch in flight (being stored by the writer): read before the store.
+        self.pending = pending
         self.aggregates: dict[Subject, Aggregate] = {}
         self.known = known
         self.authority = authority or Authority()
@@ -507,20 +511,32 @@ class HazardLoop(Application):  # type: ignore[type-arg]
         """
         writer: BatchWriter | None = None
         flight: _InFlight | None = None
+        batches = enumerate(_batches(items, batch_size))
         try:
-            for n, batch in enumerate(_batches(items, batch_size)):
+            while True:
+                try:
+                    n, batch = next(batches)
+                except StopIteration:
+                    break
+                except BaseException:  # reading was interrupted: give out what is stored
+                    yield from self._settle(flight, writer)
+                    raise
                 if n == 1:
                     writer = factory()  # None: no writer for this store
                 if writer is None or (flight is None and not writer.ready()):
                     yield from self._run_batch(batch, known, cache_size, authority)
                     continue
-                uow = _UnitOfWork(known, authority)
+                uow = _UnitOfWork(known, authority, flight.uow if flight else None)
                 if self._read_discovers:
                     self._read_discovers -= 1
-                with no_cyclic_gc():
-                    results = [self._execute(item, uow) for item in batch]
-                    events = [e for a in uow.dirty() for e in a.collect_events()]
-                    stored = [self.mapper.to_stored_event(e) for e in events]
+                try:
+                    with no_cyclic_gc():
+                        results = [self._execute(item, uow) for item in batch]
+                        events = [e for a in uow.dirty() for e in a.collect_events()]
+                        stored = [self.mapper.to_stored_event(e) for e in events]
+                except BaseException:  # deciding was interrupted: as above
+                    yield from self._settle(flight, writer)
+                    raise
                 if flight is not None:
                     landed, usable = self._landed(flight, writer)
                     if not usable:
@@ -550,7 +566,8 @@ class HazardLoop(Application):  # type: ignore[type-arg]
                 if uow.rows:
                     kwargs["idempotency"] = uow.rows
                 writer.submit(stored, kwargs)
-                flight = _InFlight(batch, results, stored[-1])
+                uow.pending = None
+                flight = _InFlight(batch, results, stored[-1], uow)
             if flight is not None:
                 assert writer is not None
                 landed, _ = self._landed(flight, writer)
@@ -563,6 +580,14 @@ class HazardLoop(Application):  # type: ignore[type-arg]
         finally:
             if writer is not None:
                 writer.close()
+
+    def _settle(self, flight: _InFlight | None, writer: BatchWriter | None) -> Iterator[Result]:
+        """The results of the batch in flight, if it is stored: given out before an exception
+        (an interrupt, say) ends the load, so that every stored command has its result."""
+        if flight is not None and writer is not None:
+            landed, _ = self._landed(flight, writer)
+            if landed:
+                yield from flight.results
 
     def _landed(self, flight: _InFlight, writer: BatchWriter) -> tuple[bool, bool]:
         """Whether the batch in flight was stored, and whether the writer can go on."""
@@ -852,6 +877,8 @@ class HazardLoop(Application):  # type: ignore[type-arg]
         assert key is not None
         scoped = scoped_key(cmd.actor, key)
         stored = uow.keys.get(scoped) if uow is not None else None
+        if stored is None and uow is not None and uow.pending is not None:
+            stored = uow.pending.keys.get(scoped)
         if stored is None:
             stored = self._select_idempotency(scoped)
         if stored is not None:
@@ -899,6 +926,9 @@ class HazardLoop(Application):  # type: ignore[type-arg]
         if aggregate is None and uow.known is not None:
             aggregate = uow.known.get(subject)
             uow.cached = uow.cached or aggregate is not None
+        if aggregate is None and uow.pending is not None:
+            aggregate = uow.pending.aggregates.get(subject)
+            uow.cached = uow.cached or aggregate is not None
         if aggregate is None:
             try:
                 aggregate = self._get(cls, ident)
@@ -925,6 +955,8 @@ class HazardLoop(Application):  # type: ignore[type-arg]
         if aggregate is None and uow.known is not None:
             aggregate = uow.known.get(subject)
             uow.cached = uow.cached or aggregate is not None
+        if aggregate is None and uow.pending is not None:
+            aggregate = uow.pending.aggregates.get(subject)
         if aggregate is not None:
             uow.aggregates[subject] = aggregate
             return True

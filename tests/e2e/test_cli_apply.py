@@ -166,25 +166,35 @@ class TestWriterProcess:
         self, tmp_path: Path, store_factory: Any
     ) -> None:
         src = tmp_path / "loops.jsonl"
+        loops = 3000  # enough work for the writer to start and take most batches
         with src.open("w", encoding="utf-8") as f:
-            for i in range(60):
-                for cmd in loop_of(f"W{i:03d}", T0 + timedelta(minutes=i)):
+            for i in range(loops):
+                for cmd in loop_of(f"W{i:04d}", T0 + timedelta(minutes=i)):
                     f.write(json.dumps(cmd) + "\n")
-            f.write(json.dumps(loop_of("W000", T0)[0]) + "\n")  # taken id: refused
+            f.write(json.dumps(loop_of("W0000", T0)[0]) + "\n")  # taken id: refused
         outputs = []
         for flag in ("--writer", "--no-writer"):
             db = store_factory(tmp_path, flag.strip("-"))
-            proc = hazardloop("apply", str(src), "--db", db, "--batch-size", "20", flag)
+            proc = hazardloop(
+                "apply", str(src), "--db", db, "--batch-size", "50", flag, log_level="info"
+            )
             assert proc.returncode == 1, proc.stderr[-2000:]  # one refused line
             printed = [json.loads(line) for line in proc.stdout.splitlines()]
             for result in printed:
                 result.pop("duration_ms", None)
             outputs.append(printed)
-            assert event_count(db) == 360
+            assert event_count(db) == 6 * loops
             verified = hazardloop("audit", "verify", "--db", db)
             assert verified.returncode == 0, verified.stderr
+            logs = proc.stderr.splitlines()
+            logged = [json.loads(line) for line in logs if "bulk writer" in line]
+            if flag == "--writer" and "://" not in db:  # SQLite: the writer stored batches
+                assert len(logged) == 1, proc.stderr[-2000:]
+                assert logged[0]["batches"] > 0
+            else:
+                assert logged == []
         assert outputs[0] == outputs[1]
-        assert len(outputs[0]) == 361
+        assert len(outputs[0]) == 6 * loops + 1
         assert outputs[0][-1]["error"]["code"] == "hazard_already_exists"
 
 

@@ -14,6 +14,7 @@ import random
 import signal
 import sqlite3
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -285,3 +286,122 @@ def test_the_embedded_api_takes_the_writer_on_request(
     assert _rows(tmp_path / "piped.db") == _rows(tmp_path / "plain.db")
     (writer,) = _Ready.made
     assert writer.batches > 10
+
+
+class _Slow(_Ready):
+    """A writer that takes its time: each batch reaches the store only when the engine asks
+    for the answer, that is after the next batch has been decided (a legitimate timing)."""
+
+    def submit(self, events: Sequence[StoredEvent], kwargs: dict[str, Any]) -> None:
+        self._held = (events, kwargs)
+
+    def wait(self) -> Sequence[int]:
+        events, kwargs = self._held
+        super().submit(events, kwargs)
+        return super().wait()
+
+
+@SQLITE
+@pytest.mark.parametrize("at", [124, 149])  # the last command of a batch of 25
+def test_a_retry_in_the_next_batch_is_replayed(tmp_path: Path, at: int) -> None:
+    """A client's retry (the same idempotency key) that falls in the batch after the original,
+    while the original's batch is still being stored: replayed, as without the writer."""
+    bodies = _commands(tmp_path)
+    body = dict(bodies[at], idempotency_key=f"retry-{at}")
+    bodies[at : at + 1] = [body, dict(body)]
+    plain = _apply(tmp_path / "plain.db", bodies, None)
+    piped = _apply(tmp_path / "piped.db", bodies, _factory(_Slow))
+    assert plain[at + 1].replayed
+    assert _verdicts(piped) == _verdicts(plain)
+    assert [r.replayed for r in piped] == [r.replayed for r in plain]
+    assert _rows(tmp_path / "piped.db") == _rows(tmp_path / "plain.db")
+
+
+@SQLITE
+def test_cases_of_the_batch_in_flight_are_read_from_it_not_the_store(tmp_path: Path) -> None:
+    """With no cache between batches, a case (a unit, a grid, a hazard) the batch in flight
+    made or changed is not in the store yet: it is taken from that batch."""
+    bodies = _commands(tmp_path)
+    results = {}
+    for name, writer in (("plain.db", None), ("piped.db", _factory(_Slow))):
+        app = _engine(tmp_path / name)
+        try:
+            factory = writer(app) if writer else None
+            results[name] = list(app.handle_many(map(parse_command, bodies), batch_size=25,
+                                                 cache_size=0, writer=factory))  # fmt: skip
+        finally:
+            app.close()
+    assert _verdicts(results["piped.db"]) == _verdicts(results["plain.db"])
+    assert _rows(tmp_path / "piped.db") == _rows(tmp_path / "plain.db")
+
+
+@SQLITE
+def test_an_interrupt_gives_out_the_results_of_what_was_stored(tmp_path: Path) -> None:
+    """Interrupted while reading, the load gives out the results of the batch in flight once
+    it is stored, then stops: every stored command has its result, as without the writer."""
+
+    def items(stop: int) -> Any:
+        for i, body in enumerate(bodies):
+            if i == stop:
+                raise KeyboardInterrupt
+            yield parse_command(body)
+
+    bodies = _commands(tmp_path)
+    given = {}
+    for name, writer in (("plain.db", None), ("piped.db", _factory(_Ready))):
+        app = _engine(tmp_path / name)
+        got: list[Result] = []
+        try:
+            factory = writer(app) if writer else None
+            with pytest.raises(KeyboardInterrupt):
+                got.extend(app.handle_many(items(310), batch_size=25, writer=factory))
+        finally:
+            app.close()
+        given[name] = len(got)
+    assert given["piped.db"] == given["plain.db"] == 300
+    assert _rows(tmp_path / "piped.db") == _rows(tmp_path / "plain.db")
+    assert len(_rows(tmp_path / "piped.db")["events"]) == 300
+    assert verify(tmp_path / "piped.db").ok
+
+
+@SQLITE
+def test_closing_reads_a_large_last_answer(tmp_path: Path) -> None:
+    """Closed with a batch of 25,000 events in flight (an interrupted load), the writer's
+    answer (its positions) does not fit the pipe: close reads it, and the child exits."""
+    app = _engine(tmp_path / "big.db")
+    try:
+        writer = BulkWriter(app)
+        while not writer.ready():
+            time.sleep(0.005)
+        events = [StoredEvent(uuid.uuid4(), 1, "test:Big", b"{}") for _ in range(25_000)]
+        writer.submit(events, {"recorded_at": None})
+        started = time.monotonic()
+        writer.close()
+        assert time.monotonic() - started < 20
+        assert writer._proc.returncode == 0
+    finally:
+        app.close()
+    assert len(_rows(tmp_path / "big.db")["events"]) == 25_000
+
+
+@SQLITE
+def test_the_writer_runs_this_code_whatever_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A folder with an `adapters` package of its own (another checkout, say) as the working
+    directory: the child still imports the parent's code (`python -P`)."""
+    shadow = tmp_path / "adapters"
+    shadow.mkdir()
+    (shadow / "__init__.py").write_text("")
+    (shadow / "bulk_writer.py").write_text("import sys\nsys.exit(3)\n")
+    monkeypatch.chdir(tmp_path)
+    app = _engine(tmp_path / "cwd.db")
+    try:
+        writer = BulkWriter(app)
+        deadline = time.monotonic() + 30
+        while not writer.ready() and writer._proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert writer.ready(), writer._proc.poll()
+        writer.close()
+    finally:
+        app.close()
