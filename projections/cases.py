@@ -78,18 +78,22 @@ def sqlite_utc_text(moment: datetime) -> str:
 _SQL: dict[tuple[str, str, frozenset[str], str], str] = {}
 
 
-def pg_utc_naive(moment: datetime) -> datetime:
-    """An aware date-time as `UTCDateTime` stores it on PostgreSQL: naive UTC `timestamp`."""
-    if moment.tzinfo is None:
-        raise ValueError("read models store aware date-times only")
-    return moment.astimezone(UTC).replace(tzinfo=None)
-
-
-#: How each dialect the fast writer knows stores a date-time, and its driver's placeholder.
+#: How each dialect the fast writer knows stores a date-time, and its driver's placeholder. On
+#: PostgreSQL a `UTCDateTime` is a naive UTC `timestamp`; the fast writer hands it over as the
+#: text PostgreSQL reads it from (the same text as SQLite's): COPY writes text as it is, and a
+#: fold helper sends rows of text by marshal, a third of pickle's cost both ways, where
+#: date-time objects had to go by pickle (docs/performance.md, "Date-times as text on
+#: PostgreSQL"). `executemany` binds it untyped, so PostgreSQL reads it as the column's type.
 _STORED: dict[str, tuple[Callable[[datetime], Any], str]] = {
     "sqlite": (sqlite_utc_text, "?"),
-    "postgresql": (pg_utc_naive, "%s"),
+    "postgresql": (sqlite_utc_text, "%s"),
 }
+
+
+def as_text(stored: Any) -> Any:
+    """A stored date-time as the fast writer hands it over: SQLAlchemy's naive `datetime` on
+    PostgreSQL as its text, SQLite's text as it is."""
+    return stored.isoformat(" ", "microseconds") if isinstance(stored, datetime) else stored
 
 
 def _same_as_sqlalchemy(dialect: Dialect) -> bool:
@@ -97,7 +101,7 @@ def _same_as_sqlalchemy(dialect: Dialect) -> bool:
     stored = _STORED[dialect.name][0]
     samples = (datetime(2026, 7, 1, 8, 42, tzinfo=UTC), datetime.now(UTC),
                datetime.fromisoformat("2026-12-31T23:59:59.5+08:00"))  # fmt: skip
-    return all(stored(s) == stored_moment(s, dialect) for s in samples)
+    return all(stored(s) == as_text(stored_moment(s, dialect)) for s in samples)
 
 
 def _as_given(moment: datetime | None) -> Any:
