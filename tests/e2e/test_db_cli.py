@@ -34,20 +34,25 @@ def hazardloop(*args: str, stdin: str | None = None) -> subprocess.CompletedProc
     )  # fmt: skip
 
 
+def _names(store: str, postgres_sql: str, sqlite_sql: str) -> set[str]:
+    """The names the store's catalogue query gives (the first column), on either store."""
+    return {str(r[0]) for r in rows(store, postgres_sql if "://" in store else sqlite_sql)}
+
+
 def tables(store: str) -> set[str]:
-    if "://" in store:
-        found = rows(store, "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
-    else:
-        found = rows(store, "SELECT name FROM sqlite_master WHERE type = 'table'")
-    return {str(r[0]) for r in found} - {"sqlite_sequence"}
+    return _names(
+        store,
+        "SELECT tablename FROM pg_tables WHERE schemaname = 'public'",
+        "SELECT name FROM sqlite_master WHERE type = 'table'",
+    ) - {"sqlite_sequence"}
 
 
 def views(store: str) -> set[str]:
-    if "://" in store:
-        found = rows(store, "SELECT viewname FROM pg_views WHERE schemaname = 'public'")
-    else:
-        found = rows(store, "SELECT name FROM sqlite_master WHERE type = 'view'")
-    return {str(r[0]) for r in found}
+    return _names(
+        store,
+        "SELECT viewname FROM pg_views WHERE schemaname = 'public'",
+        "SELECT name FROM sqlite_master WHERE type = 'view'",
+    )
 
 
 def test_init_creates_every_table_of_an_empty_store_and_may_run_again(
@@ -285,11 +290,11 @@ def _discover_and_report(db: str, hazard_id: str, *, report: bool) -> None:
 
 
 def _indexes(db: str) -> set[str]:
-    if "://" in db:
-        found = rows(db, "SELECT indexname FROM pg_indexes WHERE tablename = 'event_chain'")
-    else:
-        found = rows(db, "SELECT name FROM sqlite_master WHERE type = 'index'")
-    return {str(r[0]) for r in found}
+    return _names(
+        db,
+        "SELECT indexname FROM pg_indexes WHERE tablename = 'event_chain'",
+        "SELECT name FROM sqlite_master WHERE type = 'index'",
+    )
 
 
 def test_upgrade_drops_the_chain_index_an_older_sqlite_store_has(
