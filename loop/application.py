@@ -504,8 +504,10 @@ class HazardLoop(Application):  # type: ignore[type-arg]
     ) -> Iterator[Result]:
         """`handle_many` with a writer process: batch N+1 is decided while batch N is stored.
 
-        Batch N+1 is decided on top of batch N's cases (kept in the cache), so if N is not
-        stored, N+1's decisions are dropped with the cache and both are applied again by
+        Batch N+1 is decided on top of batch N's cases and idempotency keys (kept in the cache,
+        and looked for in batch N before the store, which does not have them yet: its
+        `_UnitOfWork` is the new one's `pending`), so if N is not stored, N+1's decisions are
+        dropped with the cache and both are applied again by
         `_run_batch` (a failed batch command by command, each with its own verdict). Until the
         writer is ready, and once it is lost, batches are applied here as without one.
         """
