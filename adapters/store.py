@@ -100,22 +100,23 @@ def chain_link(
     ).digest()
 
 
-#: The chain row of one case event on SQLite: through the events' primary key to the event's
-#: rowid, its position (the chain row must name the same event).
-CASE_EVENT_HASH_SQLITE = (
-    f"SELECT c.log_hash FROM {EVENTS_TABLE} e JOIN {CHAIN_TABLE} c ON c.position = e.rowid "
-    "WHERE e.originator_id = ? AND e.originator_version = ? "
+#: On SQLite, a case's events through the events' primary key, each joined to the chain row at
+#: its rowid, its position (the chain row must name the same event); `{where}`: on `e`.
+_CASE_CHAIN_SQLITE = (
+    f"FROM {EVENTS_TABLE} e JOIN {CHAIN_TABLE} c ON c.position = e.rowid WHERE {{where}} "
     "AND c.originator_id = e.originator_id AND c.originator_version = e.originator_version"
+)
+#: The chain row of one case event on SQLite.
+CASE_EVENT_HASH_SQLITE = "SELECT c.log_hash " + _CASE_CHAIN_SQLITE.format(
+    where="e.originator_id = ? AND e.originator_version = ?"
 )
 #: A case's chain rows in version order (`:key`, the case's 32 hex digits): (version, position,
 #: recorded_at, log_hash). SQLite goes through the events' primary key; PostgreSQL's chain
 #: table keeps its own index on the case.
 CASE_CHAIN_ROWS_SQLITE = (
     "SELECT c.originator_version, c.position, c.recorded_at, c.log_hash "
-    f"FROM {EVENTS_TABLE} e JOIN {CHAIN_TABLE} c ON c.position = e.rowid "
-    "WHERE e.originator_id = :key "
-    "AND c.originator_id = e.originator_id AND c.originator_version = e.originator_version "
-    "ORDER BY e.originator_version"
+    + _CASE_CHAIN_SQLITE.format(where="e.originator_id = :key")
+    + " ORDER BY e.originator_version"
 )
 CASE_CHAIN_ROWS_POSTGRES = (
     "SELECT originator_version, position, recorded_at, log_hash "

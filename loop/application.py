@@ -276,7 +276,7 @@ class _InFlight:
     batch: Sequence[c.CommandBase | HazardLoopError]
     results: list[Result]
     last: StoredEvent  # its last event: looked for in the store if the writer is lost
-    uow: _UnitOfWork | None = None  # its cases and keys: not yet in the store
+    uow: _UnitOfWork  # its cases and keys: not yet in the store
 
 
 class _UnitOfWork:

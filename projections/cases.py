@@ -64,11 +64,12 @@ def upsert(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
     conn.execute(stmt, rows)
 
 
-def sqlite_utc_text(moment: datetime) -> str:
-    """An aware date-time as `UTCDateTime` stores it on SQLite: 'YYYY-MM-DD HH:MM:SS.ffffff' UTC.
+def utc_text(moment: datetime) -> str:
+    """An aware date-time as the fast writer hands it over: 'YYYY-MM-DD HH:MM:SS.ffffff' UTC.
 
-    The same text SQLAlchemy's SQLite DATETIME writes after `UTCDateTime` drops the zone, made
-    without SQLAlchemy's per-value bind processing (`_Writer` checks that the two agree).
+    On SQLite the same text SQLAlchemy's DATETIME writes after `UTCDateTime` drops the zone; on
+    PostgreSQL the text its naive UTC `timestamp` is read from. Made without SQLAlchemy's
+    per-value bind processing (`_Writer` checks that the two agree).
     """
     if moment.tzinfo is None:
         raise ValueError("read models store aware date-times only")
@@ -85,8 +86,8 @@ _SQL: dict[tuple[str, str, frozenset[str], str], str] = {}
 #: date-time objects had to go by pickle (docs/performance.md, "Date-times as text on
 #: PostgreSQL"). `executemany` binds it untyped, so PostgreSQL reads it as the column's type.
 _STORED: dict[str, tuple[Callable[[datetime], Any], str]] = {
-    "sqlite": (sqlite_utc_text, "?"),
-    "postgresql": (sqlite_utc_text, "%s"),
+    "sqlite": (utc_text, "?"),
+    "postgresql": (utc_text, "%s"),
 }
 
 
