@@ -160,3 +160,25 @@ def test_what_orjson_refuses_goes_to_the_library(state: dict[Any, Any]) -> None:
     except UnicodeEncodeError as exc:
         got = type(exc).__name__
     assert got == expected
+
+
+class _DatetimeAsEpoch(DatetimeAsISO):
+    """Another transcoding of date-times, registered in place of the library's."""
+
+    name = "datetime_epoch"
+
+    def encode(self, obj: datetime) -> str:
+        return str(obj.timestamp())
+
+
+def test_date_times_use_whichever_transcoding_is_registered_for_them() -> None:
+    """The fast encoder writes the library's date-time object itself only while the library's
+    own `DatetimeAsISO` is the one registered; another takes its place as in the library."""
+    state = {"at": datetime(2026, 9, 1, 9, 30, tzinfo=timezone(timedelta(hours=8))), "n": 1}
+    assert fast().encode(state) == library().encode(state)
+    assert b'"_type_":"datetime_iso"' in fast().encode(state)
+    ours, theirs = fast(), library()
+    ours.register(_DatetimeAsEpoch())
+    theirs.register(_DatetimeAsEpoch())
+    assert ours.encode(state) == theirs.encode(state)
+    assert b'"_type_":"datetime_epoch"' in ours.encode(state)
