@@ -177,7 +177,7 @@ REBUILD_CHUNK_SIZE = 500_000
 #: Events per slice of a catch-up under two chunks behind (see `_start_helper`).
 FOLD_SLICE_SHORT = 10_000
 
-#: At most this many helpers by default, however many CPUs (each reads every chunk).
+#: At most this many helpers by default, however many CPUs (each reads its part of every chunk).
 MAX_FOLD_HELPERS = 8
 
 
@@ -1408,10 +1408,77 @@ class _PostgresReader:
         ).format(table=table)
         self.statement = rows + SQL(" ORDER BY notification_id LIMIT %s")
         self.statement_to = rows + SQL(" AND notification_id<=%s ORDER BY notification_id LIMIT %s")
+        # A chunk's extent by topic (`chunk`), in one statement: what a full read would return.
+        span = SQL("SELECT notification_id, topic FROM {table} WHERE notification_id>=%s").format(
+            table=table
+        )
+        by_topic = SQL("SELECT topic, count(*), max(notification_id) FROM ({}) s GROUP BY topic")
+        self.span = by_topic.format(span + SQL(" ORDER BY notification_id LIMIT %s"))
+        self.span_to = by_topic.format(
+            span + SQL(" AND notification_id<=%s ORDER BY notification_id LIMIT %s")
+        )
+        between = SQL(" FROM {table} WHERE notification_id BETWEEN %s AND %s").format(table=table)
+        self.of_topics = (
+            SQL("SELECT notification_id, originator_id, originator_version, topic, state")
+            + between
+            + SQL(" AND topic = ANY(%s) ORDER BY notification_id")
+        )
+        self.counting = SQL("SELECT count(*)") + between
+        # A part of the cases (`part`): the id's last byte, as `case_part` has it.
+        self.of_part = (
+            SQL("SELECT notification_id, originator_id, originator_version, topic, state")
+            + between
+            + SQL(
+                " AND get_byte(uuid_send(originator_id), 15) %% %s = %s "
+                "ORDER BY notification_id LIMIT %s"
+            )
+        )
 
-    @retry((es.InterfaceError, es.OperationalError), max_attempts=10, wait=0.2)
     def __call__(self, start: int, limit: int, stop: int | None) -> list[Row]:
         statement, params = _bounded(self.statement, self.statement_to, start, limit, stop)
+        return self._rows(statement, params)
+
+    def chunk(
+        self, start: int, limit: int, stop: int | None, wanted: Callable[[str], bool]
+    ) -> Chunk:
+        """The chunk `self(start, limit, stop)` would read, with the rows of only the topics
+        `wanted` takes: the server counts the others and keeps them (a fold helper reads them).
+
+        Two statements, as on SQLite: positions up to the chunk's last are committed and never
+        change (a writer numbers its events under the table's lock, held until it commits:
+        `adapters.store.HazardLoopPostgresRecorder`), so the second sees what the first counted.
+        """
+        statement, params = _bounded(self.span, self.span_to, start, limit, stop)
+        spans = self._fetch(statement, params)
+        if not spans:
+            return Chunk(start, 0, 0, [], self.count, dict)
+        counts = {str(t): int(n) for t, n, _ in spans}
+        last = max(int(m) for _, _, m in spans)
+        topics = [t for t in counts if wanted(t)]
+        rows: list[Row] = []
+        if topics:
+            rows = self._rows(self.of_topics, (start, last, topics))
+        return Chunk(start, last, sum(counts.values()), rows, self.count, lambda: counts)
+
+    def count(self, start: int, stop: int) -> int:
+        """How many events lie at positions `start`..`stop`."""
+        return int(self._fetch(self.counting, (start, stop))[0][0])
+
+    @property
+    def parts(self) -> bool:
+        """Whether `part` can be used: the store's ids are of PostgreSQL's `uuid` type."""
+        return self.recorder.datastore.originator_id_type == "uuid"
+
+    def part(self, start: int, limit: int, stop: int, i: int, k: int) -> list[Row]:
+        """Like `self(start, limit, stop)`, only the events of cases in part `i` of `k`
+        (`projections.helper.case_part`): the server skips the others."""
+        return self._rows(self.of_part, (start, stop, k, i, limit))
+
+    def _rows(self, statement: Composed, params: tuple[Any, ...]) -> list[Row]:
+        return [(p, o, v, t, bytes(s)) for p, o, v, t, s in self._fetch(statement, params)]
+
+    @retry((es.InterfaceError, es.OperationalError), max_attempts=10, wait=0.2)
+    def _fetch(self, statement: Composed, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         # A connection of the library's pool (autocommit, its errors turned into
         # eventsourcing's), as in `select_notifications`.
         with (
@@ -1419,5 +1486,4 @@ class _PostgresReader:
             conn.cursor(row_factory=tuple_row) as curs,
         ):
             curs.execute(statement, params, prepare=True)
-            rows = curs.fetchall()
-        return [(p, o, v, t, bytes(s)) for p, o, v, t, s in rows]
+            return curs.fetchall()

@@ -22,7 +22,7 @@ from projections import helper as helper_module
 from projections import runner as runner_module
 from projections.cases import Batch, CasesProjection
 from projections.helper import FoldHelperError, can_fork
-from projections.runner import ProjectionRunner, _SQLiteReader
+from projections.runner import ProjectionRunner, _PostgresReader, _SQLiteReader
 from projections.tables import grids, ledger, post_tenures, step_segments, steps, tracking
 from tests.conftest import StoreFactory
 
@@ -306,18 +306,18 @@ def test_whole_chunks_from_two_chunks_behind_and_slices_under_that(
 def test_a_helper_that_counts_the_chunk_otherwise_fails_the_chunk(
     district: tuple[HazardLoop, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The helpers read only their part of the chunk, and SQLite counts the whole of it for
-    them: a count that is not the runner's stops the chunk, nothing committed."""
+    """The helpers read only their part of the chunk, and the database counts the whole of it
+    for them: a count that is not the runner's stops the chunk, nothing committed."""
     app, expected = district
     runner = helped_runner(app, 2)
-    if not isinstance(runner.read, _SQLiteReader):
-        pytest.skip("PostgreSQL's helpers read the whole chunk and count it themselves")
+    reader = type(runner.read)
+    assert reader in (_SQLiteReader, _PostgresReader)
     empty_views(runner)
-    count = _SQLiteReader.count
-    monkeypatch.setattr(_SQLiteReader, "count", lambda self, a, b: count(self, a, b) + 1)
+    count = reader.count
+    monkeypatch.setattr(reader, "count", lambda self, a, b: count(self, a, b) + 1)
     fails_then_heals(
         runner, expected, r"read \d+ events at positions 1\.\.\d+, the runner",
-        lambda: monkeypatch.setattr(_SQLiteReader, "count", count),
+        lambda: monkeypatch.setattr(reader, "count", count),
     )  # fmt: skip
 
 
@@ -397,17 +397,17 @@ def test_helpers_that_fold_fewer_events_than_the_chunk_holds_fail_it(
     events by topic, and fails the chunk, nothing committed (whole chunks and slices)."""
     app, expected = district
     runner = helped_runner(app, 2, fold_slice=slice_size, chunk_size=400)
-    if not isinstance(runner.read, _SQLiteReader):
-        pytest.skip("the check counts by topic through the SQLite reader's chunk")
+    reader = type(runner.read)
+    assert reader in (_SQLiteReader, _PostgresReader)
     empty_views(runner)
-    part = _SQLiteReader.part
+    part = reader.part
 
-    def lossy(self: _SQLiteReader, start: int, limit: int, stop: int, i: int, k: int) -> Any:
+    def lossy(self: Any, start: int, limit: int, stop: int, i: int, k: int) -> Any:
         rows = part(self, start, limit, stop, i, k)
         return [r for r in rows if r[1].int % 7]  # a seventh of the cases, in no part
 
-    monkeypatch.setattr(_SQLiteReader, "part", lossy)
+    monkeypatch.setattr(reader, "part", lossy)
     fails_then_heals(
         runner, expected, r"folded \d+ events of positions 1\.\.400, which",
-        lambda: monkeypatch.setattr(_SQLiteReader, "part", part),
+        lambda: monkeypatch.setattr(reader, "part", part),
     )  # fmt: skip

@@ -7,6 +7,7 @@ decodes to the event the application's own mapper makes of the same notification
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -145,11 +146,13 @@ def test_a_recorder_that_reads_its_own_way_is_read_through_select_notifications(
 
 
 def test_a_chunk_holds_what_a_full_read_holds(engine: HazardLoop) -> None:
-    """`read_chunk` (SQLite: counted and filtered by the database; else a full read filtered
-    here): the count and last position of the full read, only the rows `wanted` takes, each
-    as the full read has it, and counts of any part of it."""
+    """`read_chunk` (SQLite and PostgreSQL: counted and filtered by the database; any other
+    recorder: a full read filtered here): the count and last position of the full read, only
+    the rows `wanted` takes, each as the full read has it, its counts by topic, and counts of
+    any part of it."""
     head = write_some(engine)
     read = log_reader(engine.recorder)
+    assert callable(getattr(read, "chunk", None))  # the database's count, not a full read
     for wanted in (lambda t: t.endswith("Discovered"), lambda t: False, lambda t: True):
         for start, limit, stop in ((1, 1000, None), (2, 4, None), (3, 100, 7), (head, 5, None),
                                    (head + 1, 5, None), (4, 10, 3)):  # fmt: skip
@@ -158,17 +161,15 @@ def test_a_chunk_holds_what_a_full_read_holds(engine: HazardLoop) -> None:
             assert chunk.count == len(full)
             assert chunk.last == (full[-1][0] if full else 0)
             same_values(chunk.rows, [r for r in full if wanted(r[3])])
+            assert chunk.topics() == dict(Counter(r[3] for r in full))
             for first in range(start, start + len(full)):
                 assert chunk.count_from(first) == sum(1 for r in full if r[0] >= first)
 
 
-def test_the_sqlite_reader_reads_a_part_of_the_cases_as_case_part_says(
-    engine: HazardLoop, store_kind: str
-) -> None:
-    """SQLite's `part` computes `case_part` from the stored text: for each k, the parts are
-    disjoint, together the full read, and each row lies in the part of its case's id."""
-    if store_kind != "sqlite":
-        pytest.skip("the PostgreSQL reader has no `part`: its helpers filter in Python")
+def test_the_reader_reads_a_part_of_the_cases_as_case_part_says(engine: HazardLoop) -> None:
+    """`part` computes `case_part` in SQL (SQLite from the stored text, PostgreSQL from the
+    `uuid`'s bytes): for each k, the parts are disjoint, together the full read, and each row
+    lies in the part of its case's id."""
     at = START
     for i in range(64):  # 64 cases: random ids, so every part of every k below gets some
         at += timedelta(minutes=1)
@@ -177,9 +178,11 @@ def test_the_sqlite_reader_reads_a_part_of_the_cases_as_case_part_says(
             "grid": "G1", "category": "fire", "grade": "general", "title": "t",
         }))  # fmt: skip
     read = log_reader(engine.recorder)
+    assert getattr(read, "parts", None) is True
     head = int(engine.recorder.max_notification_id() or 0)
     full = read(1, 1000, None)
     assert read.count(1, head) == head == len(full)  # type: ignore[attr-defined]
+    assert read.count(3, head - 2) == head - 4  # type: ignore[attr-defined]
     for k in (2, 3, 5):
         parts = [read.part(1, 1000, head, i, k) for i in range(k)]  # type: ignore[attr-defined]
         for i, rows in enumerate(parts):
