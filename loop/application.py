@@ -50,7 +50,7 @@ from loop.errors import (
     UnknownPerson,
     UnknownUnit,
 )
-from loop.gc_pause import no_cyclic_gc
+from loop.gc_pause import PausedForRun, no_cyclic_gc
 from loop.hazard import Context, Hazard, Vault, hazard_uuid
 from loop.organisation import PARENT_LEVEL, Grid, Person, Unit, grid_uuid, person_uuid, unit_uuid
 from loop.policy import Policy, WorkCalendar
@@ -450,16 +450,20 @@ class HazardLoop(Application):  # type: ignore[type-arg]
         known: OrderedDict[Subject, Aggregate] = OrderedDict()
         batch: list[c.CommandBase | HazardLoopError] = []
         auth = authority or Authority()
-        if writer is not None:
-            yield from self._pipelined(items, batch_size, known, cache_size, auth, writer)
-            return
-        for item in items:
-            batch.append(item)
-            if len(batch) >= batch_size:
+        with PausedForRun() as pause:  # till the run ends, or its iterator is closed or dropped
+            if writer is not None:
+                yield from self._pipelined(
+                    items, batch_size, known, cache_size, auth, writer, pause
+                )
+                return
+            for item in items:
+                batch.append(item)
+                if len(batch) >= batch_size:
+                    yield from self._run_batch(batch, known, cache_size, auth)
+                    pause.batch_done()
+                    batch = []
+            if batch:
                 yield from self._run_batch(batch, known, cache_size, auth)
-                batch = []
-        if batch:
-            yield from self._run_batch(batch, known, cache_size, auth)
 
     def _run_batch(
         self,
@@ -501,6 +505,7 @@ class HazardLoop(Application):  # type: ignore[type-arg]
         cache_size: int,
         authority: Authority,
         factory: Callable[[], BatchWriter | None],
+        pause: PausedForRun,
     ) -> Iterator[Result]:
         """`handle_many` with a writer process: batch N+1 is decided while batch N is stored.
 
@@ -523,6 +528,8 @@ class HazardLoop(Application):  # type: ignore[type-arg]
                 except BaseException:  # reading was interrupted: give out what is stored
                     yield from self._settle(flight, writer)
                     raise
+                if n:
+                    pause.batch_done()
                 if n == 1:
                     writer = factory()  # None: no writer for this store
                 if writer is None or (flight is None and not writer.ready()):

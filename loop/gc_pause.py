@@ -12,7 +12,7 @@ import gc
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-__all__ = ["no_cyclic_gc"]
+__all__ = ["PausedForRun", "no_cyclic_gc"]
 
 
 @contextmanager
@@ -29,4 +29,39 @@ def no_cyclic_gc() -> Iterator[None]:
         yield
     finally:
         if enabled:
+            gc.enable()
+
+
+class PausedForRun:
+    """The cyclic collector paused for a whole run of batches (a bulk load), not batch by batch.
+
+    Paused batch by batch, the collector runs between batches on everything the batch left,
+    and its full passes walk the whole cache of cases each time it has grown by a quarter: on
+    a 10,000-hazard load (61,962 commands, batches of 2,000), 317 collections took 0.40 s,
+    0.18 s of it in two full passes — 6.4 µs of each command's ~45 µs of CPU. A bulk run's
+    commands make no cyclic garbage when they succeed (a full collection at the end of such a
+    load found none); a refused one leaves a little (its traceback). So the run collects only
+    the young generations, every `every` batches (`batch_done`: one collection, 0.04 s, on
+    that load), and the full passes wait until the run ends and the collector is on again. If
+    the collector was off, it is left off.
+    """
+
+    def __init__(self, every: int = 25) -> None:
+        self.every = every
+        self.batches = 0
+        self.enabled = False
+
+    def __enter__(self) -> PausedForRun:
+        self.enabled = gc.isenabled()
+        if self.enabled:
+            gc.disable()
+        return self
+
+    def batch_done(self) -> None:
+        self.batches += 1
+        if self.enabled and self.batches % self.every == 0:
+            gc.collect(1)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.enabled:
             gc.enable()

@@ -442,8 +442,7 @@ class Hazard(Aggregate):
         kwargs["originator_version"] = next_version = self.version + 1
         if len(kwargs) != len(names):
             raise TypeError(
-                f"Can't construct event {event_class}: fields {sorted(kwargs)}, "
-                f"not {sorted(names)}"
+                f"Can't construct event {event_class}: fields {sorted(kwargs)}, not {sorted(names)}"
             )
         try:
             state = {name: kwargs[name] for name in names}

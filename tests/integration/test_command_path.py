@@ -117,3 +117,30 @@ def test_the_garbage_collector_is_as_it_was_after_a_batch(engine: HazardLoop) ->
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+def test_a_bulk_run_keeps_the_collector_paused_and_collects_only_young_objects(
+    engine: HazardLoop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Paused from the first batch to the run's end (between batches too), its young
+    generations collected every 25 batches, never a full pass; on again once the run ends or
+    its iterator is closed early."""
+    collected: list[int] = []
+    monkeypatch.setattr(gc, "collect", lambda generation=2: collected.append(generation) or 0)
+    lines = [command("discover", f"H{i}", T0) for i in range(60)]
+    assert gc.isenabled()
+    run = engine.handle_many(map(parse_command, lines), batch_size=1)
+    during = []
+    for result in run:
+        assert result.ok
+        during.append(gc.isenabled())
+    assert during == [False] * 60
+    assert collected == [1, 1]  # after batches 25 and 50
+    assert gc.isenabled()
+    early = engine.handle_many(
+        map(parse_command, [command("discover", f"K{i}", T0) for i in range(5)]), batch_size=1
+    )
+    assert next(early).ok
+    assert not gc.isenabled()
+    early.close()
+    assert gc.isenabled()
