@@ -11,9 +11,10 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, Self
 
 from eventsourcing.domain import Aggregate
+from eventsourcing.utils import get_topic
 
 from loop import commands as c
 from loop.errors import (
@@ -440,20 +441,37 @@ class Hazard(Aggregate):
             names = _field_names(event_class)
         kwargs["originator_id"] = self.id
         kwargs["originator_version"] = next_version = self.version + 1
-        if len(kwargs) != len(names):
-            raise TypeError(
-                f"Can't construct event {event_class}: fields {sorted(kwargs)}, not {sorted(names)}"
-            )
-        try:
-            state = {name: kwargs[name] for name in names}
-        except KeyError as missing:
-            raise TypeError(f"Can't construct event {event_class}: no {missing}") from None
+        state = _exact_fields(event_class, names, kwargs)
         event = object.__new__(event_class)
         event.__dict__.update(state)
         event.apply(self)
         self.version = next_version
         self.modified_on = state["timestamp"]
         self._pending_events.append(event)
+
+    @classmethod
+    def _create(cls, event_class: type[Any], *, id: Any = None, **kwargs: Any) -> Self:
+        """eventsourcing's `_create` of a case from its `Discovered` event, made as
+        `trigger_event` makes the others (the same event and the same aggregate: the library's
+        base initialiser, the shell `__init__`, the event's `apply`). Anything else, the
+        library's own."""
+        if cls is not Hazard or event_class is not Hazard.Discovered or type(id) is not uuid.UUID:
+            return super()._create(event_class, id=id, **kwargs)
+        names = _FIELD_NAMES.get(event_class)
+        if names is None:
+            names = _field_names(event_class)
+        kwargs["originator_topic"] = _HAZARD_TOPIC
+        kwargs["originator_id"] = id
+        kwargs["originator_version"] = cls.INITIAL_VERSION
+        state = _exact_fields(event_class, names, kwargs)
+        event = object.__new__(event_class)
+        event.__dict__.update(state)
+        hazard = object.__new__(cls)
+        hazard.__base_init__(id, cls.INITIAL_VERSION, state["timestamp"])
+        hazard.__init__()  # type: ignore[misc]
+        event.apply(hazard)
+        hazard._pending_events.append(event)
+        return hazard
 
     @staticmethod
     def create_id(hazard_id: str) -> uuid.UUID:
@@ -792,6 +810,8 @@ class Hazard(Aggregate):
         }
 
 
+#: The case class's topic, as the library names it in a `Discovered` event.
+_HAZARD_TOPIC = get_topic(Hazard)
 #: Each event class's dataclass fields, in order (`Hazard.trigger_event`).
 _FIELD_NAMES: dict[type, tuple[str, ...]] = {}
 
@@ -806,6 +826,19 @@ def _field_names(event_class: type[Any]) -> tuple[str, ...]:
         raise TypeError(f"{event_class} is not a Hazard event without defaults")
     names = _FIELD_NAMES[event_class] = tuple(f.name for f in fields)
     return names
+
+
+def _exact_fields(event_class: type[Any], names: tuple[str, ...], kwargs: dict[str, Any]) -> Any:
+    """The event's state from `kwargs`, in the order of its fields; the library's TypeError
+    if they are not exactly its fields."""
+    if len(kwargs) != len(names):
+        raise TypeError(
+            f"Can't construct event {event_class}: fields {sorted(kwargs)}, not {sorted(names)}"
+        )
+    try:
+        return {name: kwargs[name] for name in names}
+    except KeyError as missing:
+        raise TypeError(f"Can't construct event {event_class}: no {missing}") from None
 
 
 def _business_time(cmd: c.CommandBase, ctx: Context) -> datetime:

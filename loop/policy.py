@@ -69,6 +69,11 @@ _SUMS: weakref.WeakKeyDictionary[Any, dict[tuple[date, int, int], tuple[date, bo
     weakref.WeakKeyDictionary()
 )
 _SUMS_PER_CALENDAR = 20_000
+#: Deadlines of limits in days ((policy version, timezone, amount, unit, start's local date) ->
+#: Deadline) per such calendar, as many at most: `Policy.deadline`.
+_DEADLINES: weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], Deadline]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 @dataclass(frozen=True)
@@ -270,12 +275,31 @@ class Policy:
             )
         if limit.unit == "h":
             due = self._add_elapsed(local, timedelta(hours=limit.amount))
-        elif limit.unit == "d":
-            due = self._end_of(local.date() + timedelta(days=limit.amount))
+            return Deadline(due, str(limit), provisional, self.version)
+        # A limit in days ends at the end of a day: it depends only on the start's local date,
+        # so over a calendar whose answers never change it is remembered (a bulk load starts
+        # many steps on the same day).
+        start_day = local.date()
+        memo: dict[tuple[Any, ...], Deadline] | None = None
+        if getattr(type(calendar), "fixed", False) is True:
+            memo = _DEADLINES.get(calendar)
+            if memo is None:
+                memo = _DEADLINES[calendar] = {}
+            key = (self.version, self.timezone, limit.amount, limit.unit, start_day)
+            found = memo.get(key)
+            if found is not None:
+                return found
+        if limit.unit == "d":
+            due = self._end_of(start_day + timedelta(days=limit.amount))
         else:
-            day, provisional = self._add_working_days(local.date(), limit.amount, calendar)
+            day, provisional = self._add_working_days(start_day, limit.amount, calendar)
             due = self._end_of(day)
-        return Deadline(due, str(limit), provisional, self.version)
+        decided = Deadline(due, str(limit), provisional, self.version)
+        if memo is not None:
+            if len(memo) >= _SUMS_PER_CALENDAR:
+                memo.clear()
+            memo[key] = decided
+        return decided
 
     def given_deadline(self, due: datetime) -> Deadline:
         """A deadline the command gave (`due`), kept as given, in the policy's timezone."""

@@ -36,6 +36,10 @@ AS_OF = datetime(2027, 2, 12, 23, 59, 59, tzinfo=SHANGHAI)  # the reviewer's dat
 
 @pytest.fixture(autouse=True)
 def _logging_left_as_found() -> Iterator[None]:
+    # Before too: a test run earlier in this process (another file's, under xdist in any
+    # order) may have configured logging onto a stream that is not this test's capsys.
+    structlog.reset_defaults()
+    logs._configured = False
     yield
     structlog.reset_defaults()
     logs._configured = False

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import date, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import given
@@ -95,6 +96,11 @@ class _FixedCounting(_Counting):
     fixed = True
 
 
+#: One fixed calendar shared by every example (its memory too), and the same days unfixed.
+_FIXED = _FixedCounting(fixed=True)
+_UNFIXED = _Counting(fixed=False)
+
+
 class TestRememberedSums:
     """Sums of working days are remembered only over calendars whose answers never change."""
 
@@ -112,6 +118,29 @@ class TestRememberedSums:
         cal.holidays.add(date(2026, 3, 3))
         later = POLICY.deadline("general", "rectify", at(2026, 3, 2, 9, 0), cal)
         assert later.due == first.due + timedelta(days=1)
+
+    @given(
+        start=st.datetimes(min_value=datetime(2025, 1, 1), max_value=datetime(2026, 12, 31)),
+        amount=st.integers(min_value=1, max_value=20),
+    )
+    def test_a_remembered_deadline_is_the_one_decided_afresh(
+        self, start: datetime, amount: int
+    ) -> None:
+        """Deadlines over a fixed calendar are remembered by the start's local day; each is
+        the one decided over the same calendar unremembered, for every policy version, zone,
+        unit and amount on that day (none is taken for another's)."""
+        moment = start.replace(tzinfo=SHANGHAI)
+        for version in ("v1", "v2"):
+            for zone in ("Asia/Shanghai", "Asia/Urumqi", "UTC"):
+                for unit in ("d", "wd", "h"):
+                    for n in (amount, amount + 1):
+                        limits = {"general": {"rectify": Limit(n, unit)}}  # type: ignore[arg-type]
+                        policy = Policy(version, zone, limits)
+                        remembered = policy.deadline("general", "rectify", moment, _FIXED)
+                        afresh = policy.deadline("general", "rectify", moment, _UNFIXED)
+                        assert remembered == afresh
+                        assert remembered.policy_version == version
+                        assert remembered.due.tzinfo == ZoneInfo(zone)
 
     def test_the_shipped_calendars_are_fixed(self) -> None:
         assert ChinaCalendar.fixed is True
