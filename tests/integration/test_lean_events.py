@@ -9,7 +9,7 @@ their stored bytes must be exactly the library's: the hash chains cover those by
 from __future__ import annotations
 
 import sqlite3
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -56,18 +56,27 @@ def test_a_district_stores_the_same_events_as_with_the_librarys_trigger_event(
             "VerificationFailed", "Reopened", "Regraded", "Escalated"} <= kinds  # fmt: skip
 
 
+AT = datetime(2026, 9, 1, 1, 0, tzinfo=UTC)
+#: A case's `Discovered` event, as `Hazard.discover` gives `_create` its fields.
+DISCOVERED: dict[str, Any] = {
+    "id": Hazard.create_id("H1"), "timestamp": AT, "at": AT, "actor": "wang",
+    "idempotency_key": None, "hazard_id": "H1", "grid": "G1", "category": "fire",
+    "grade": "general", "title": "t", "description": None, "location": None, "source": "patrol",
+    "reporter": "wang", "reporter_sealed": False, "evidence": [], "fixed_on_spot": False,
+    "deadline": {"step": "report", "due": AT, "limit": "1wd", "provisional": False,
+                 "policy_version": "1"},
+}  # fmt: skip
+
+
+def made(create: Any) -> tuple[Hazard, Any]:
+    """The case `create` makes of DISCOVERED, and its one event (collected)."""
+    hazard = create(Hazard, Hazard.Discovered, **DISCOVERED)
+    (event,) = hazard.collect_events()
+    return hazard, event
+
+
 def a_case() -> Hazard:
-    at = datetime(2026, 9, 1, 1, 0, tzinfo=UTC)
-    hazard = Hazard._create(
-        Hazard.Discovered, id=Hazard.create_id("H1"), timestamp=at, at=at, actor="wang",
-        idempotency_key=None, hazard_id="H1", grid="G1", category="fire", grade="general",
-        title="t", description=None, location=None, source="patrol", reporter="wang",
-        reporter_sealed=False, evidence=[], fixed_on_spot=False,
-        deadline={"step": "report", "due": at, "limit": "1wd", "provisional": False,
-                  "policy_version": "1"},
-    )  # fmt: skip
-    hazard.collect_events()
-    return hazard
+    return made(Hazard._create.__func__)[0]  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize(
@@ -79,7 +88,7 @@ def a_case() -> Hazard:
 )
 def test_anything_but_the_events_fields_is_refused_and_changes_nothing(change: Any) -> None:
     hazard = a_case()
-    at = datetime(2026, 9, 1, 2, 0, tzinfo=UTC)
+    at = AT + timedelta(hours=1)
     kwargs: dict[str, Any] = {
         "timestamp": at, "at": at, "actor": "wang", "idempotency_key": None, "note": None,
         "deadline": {"step": "assign", "due": at, "limit": "1wd", "provisional": False,
@@ -100,39 +109,14 @@ def test_only_hazard_events_are_made_this_way() -> None:
 
 
 def test_a_case_made_the_lean_way_is_the_librarys() -> None:
-    lean = a_case()
-    at = datetime(2026, 9, 1, 1, 0, tzinfo=UTC)
-    library = Aggregate._create.__func__(  # type: ignore[attr-defined]
-        Hazard, Hazard.Discovered, id=Hazard.create_id("H1"), timestamp=at, at=at, actor="wang",
-        idempotency_key=None, hazard_id="H1", grid="G1", category="fire", grade="general",
-        title="t", description=None, location=None, source="patrol", reporter="wang",
-        reporter_sealed=False, evidence=[], fixed_on_spot=False,
-        deadline={"step": "report", "due": at, "limit": "1wd", "provisional": False,
-                  "policy_version": "1"},
-    )  # fmt: skip
-    (event,) = library.collect_events()
-    assert vars(lean) == vars(library)
-    assert list(vars(lean)) == list(vars(library))
-    relean = a_case_event()
-    assert vars(relean) == vars(event)
-    assert list(vars(relean)) == list(vars(event))
-
-
-def a_case_event() -> Any:
-    at = datetime(2026, 9, 1, 1, 0, tzinfo=UTC)
-    hazard = Hazard._create(
-        Hazard.Discovered, id=Hazard.create_id("H1"), timestamp=at, at=at, actor="wang",
-        idempotency_key=None, hazard_id="H1", grid="G1", category="fire", grade="general",
-        title="t", description=None, location=None, source="patrol", reporter="wang",
-        reporter_sealed=False, evidence=[], fixed_on_spot=False,
-        deadline={"step": "report", "due": at, "limit": "1wd", "provisional": False,
-                  "policy_version": "1"},
-    )  # fmt: skip
-    (event,) = hazard.collect_events()
-    return event
+    lean, lean_event = made(Hazard._create.__func__)  # type: ignore[attr-defined]
+    library, library_event = made(Aggregate._create.__func__)  # type: ignore[attr-defined]
+    assert type(lean) is type(library) is Hazard
+    for ours, theirs in ((lean, library), (lean_event, library_event)):
+        assert vars(ours) == vars(theirs)
+        assert list(vars(ours)) == list(vars(theirs))  # in the same order
 
 
 def test_a_case_with_a_field_missing_is_refused() -> None:
-    at = datetime(2026, 9, 1, 1, 0, tzinfo=UTC)
     with pytest.raises(TypeError, match="Can't construct event"):
-        Hazard._create(Hazard.Discovered, id=Hazard.create_id("H1"), timestamp=at, at=at)
+        Hazard._create(Hazard.Discovered, id=Hazard.create_id("H1"), timestamp=AT, at=AT)
