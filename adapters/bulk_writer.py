@@ -5,7 +5,7 @@ A bulk `apply` spends about a quarter of its time storing each batch: inserting 
 linking the hash chains, committing. Python runs one thread at a time, so another thread could
 not take that work off the engine; another process can, on the machine's other CPU. The engine
 (`HazardLoop.handle_many(writer=…)`) decides and encodes batch N+1 while this process stores
-batch N with the same recorder code (`adapters.store.HazardLoopSQLiteRecorder`: events,
+batch N with the same recorder code (`adapters.store_sqlite.HazardLoopSQLiteRecorder`: events,
 idempotency rows, chain rows and head in one transaction), and gives out batch N's results once
 it is stored. The stored bytes and the results are those of a load without it.
 
@@ -42,7 +42,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from eventsourcing.persistence import IntegrityError, PersistenceError, StoredEvent
 
-from adapters.store import _key
+from adapters.store_sqlite import _key
 
 if TYPE_CHECKING:  # the child imports no more than the store needs
     from loop.application import HazardLoop
@@ -109,7 +109,7 @@ class BulkWriter:
         None when its store is not a SQLite file or the process has a single CPU to run on."""
 
         def start() -> BulkWriter | None:
-            from adapters.store import HazardLoopSQLiteRecorder
+            from adapters.store_sqlite import HazardLoopSQLiteRecorder
             from projections.helper import usable_cpus
 
             recorder = app.recorder
@@ -189,7 +189,7 @@ class BulkWriter:
 def _serve(inp: IO[bytes], out: IO[bytes]) -> int:
     from eventsourcing.utils import Environment
 
-    from adapters.store import HazardLoopSQLiteFactory
+    from adapters.store_sqlite import HazardLoopSQLiteFactory
 
     setup = _receive(inp)
     if setup is None:

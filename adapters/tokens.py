@@ -31,8 +31,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import SQLAlchemyError
 
-from adapters.storesql import create_tables as create_tables_of
-from adapters.storesql import db_error
+from adapters.storesql import create_tables as create_tables_of, db_error
 from loop.authorization import GRID_SCOPED_ROLES, ROLES, Principal
 from loop.errors import InvalidCommand, StoreError, Unauthorized
 

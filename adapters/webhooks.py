@@ -55,8 +55,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from adapters.feed import known_event_types, read_feed
 from adapters.logs import get_logger
-from adapters.storesql import create_tables as create_tables_of
-from adapters.storesql import db_error, session_lock
+from adapters.storesql import create_tables as create_tables_of, db_error, session_lock
 from loop.application import HazardLoop
 from loop.errors import HazardLoopError, InvalidCommand, StoreError
 

@@ -39,9 +39,13 @@ from eventsourcing.utils import resolve_topic, retry
 from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Composed, Identifier
 from sqlalchemy import Connection, Engine, Index, Table, delete, insert, inspect, select, update
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
-from sqlalchemy.exc import InterfaceError as SAInterfaceError
-from sqlalchemy.exc import TimeoutError as SATimeoutError
+from sqlalchemy.exc import (
+    DBAPIError,
+    IntegrityError,
+    InterfaceError as SAInterfaceError,
+    OperationalError,
+    TimeoutError as SATimeoutError,
+)
 
 from loop.application import HazardLoop
 from loop.gc_pause import no_cyclic_gc

@@ -17,8 +17,7 @@ from typing import Any
 import pytest
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import DatetimeAsISO, DecimalAsStr, JSONTranscoder, UUIDAsHex
-from hypothesis import given
-from hypothesis import strategies as st
+from hypothesis import given, strategies as st
 
 from adapters.bootstrap import Settings, build_engine
 from adapters.demo import build_district

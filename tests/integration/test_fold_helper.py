@@ -18,8 +18,7 @@ from structlog.testing import capture_logs
 from adapters.bootstrap import Settings, build_engine, build_runner
 from adapters.demo import AS_OF, build_district
 from loop.application import HazardLoop
-from projections import helper as helper_module
-from projections import runner as runner_module
+from projections import helper as helper_module, runner as runner_module
 from projections.cases import Batch, CasesProjection
 from projections.helper import FoldHelperError, can_fork
 from projections.runner import ProjectionRunner, _PostgresReader, _SQLiteReader

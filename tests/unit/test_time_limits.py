@@ -7,8 +7,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
+from hypothesis import given, strategies as st
 
 from adapters.calendars import ChinaCalendar, YearSchedule
 from loop.errors import CalendarError, DueRequired, InvalidPolicy
