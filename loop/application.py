@@ -32,7 +32,7 @@ from eventsourcing.utils import Environment
 from loop import commands as c
 from loop.authorization import Directory, Principal, authorize, check_actor
 from loop.commands import Subject
-from loop.encoding import FastJSONTranscoder
+from loop.encoding import FastJSONTranscoder, to_stored_events
 from loop.errors import (
     ConcurrencyConflict,
     Forbidden,
@@ -542,7 +542,7 @@ class HazardLoop(Application):  # type: ignore[type-arg]
                     with no_cyclic_gc():
                         results = [self._execute(item, uow) for item in batch]
                         events = [e for a in uow.dirty() for e in a.collect_events()]
-                        stored = [self.mapper.to_stored_event(e) for e in events]
+                        stored = to_stored_events(self.mapper, events)
                 except BaseException:  # deciding was interrupted: as above
                     yield from self._settle(flight, writer)
                     raise

@@ -22,7 +22,7 @@ from hypothesis import given, strategies as st
 from adapters.bootstrap import Settings, build_engine
 from adapters.demo import build_district
 from loop import hazard, organisation
-from loop.encoding import FastJSONTranscoder
+from loop.encoding import FastJSONTranscoder, to_stored_events
 
 
 def library() -> JSONTranscoder:
@@ -181,3 +181,33 @@ def test_date_times_use_whichever_transcoding_is_registered_for_them() -> None:
     theirs.register(_DatetimeAsEpoch())
     assert ours.encode(state) == theirs.encode(state)
     assert b'"_type_":"datetime_epoch"' in ours.encode(state)
+
+
+def test_a_batch_is_encoded_as_the_mapper_encodes_each_event(tmp_path: Path) -> None:
+    """`to_stored_events` (a bulk batch's encoding) gives, event for event, what the
+    application's own mapper gives: every event of a district, each class at least once."""
+    db = str(tmp_path / "district.db")
+    build_district(db, hazards=60)
+    app = build_engine(Settings(db=db))
+    try:
+        notes = app.recorder.select_notifications(start=1, limit=100_000)
+        events = [app.mapper.to_domain_event(n) for n in notes]
+        assert len({type(e) for e in events}) >= 10
+        assert to_stored_events(app.mapper, events) == [
+            app.mapper.to_stored_event(e) for e in events
+        ]
+        # A mapper that is not the library's own (a subclass) is asked itself.
+        asked: list[Any] = []
+
+        class Counting(type(app.mapper)):  # type: ignore[misc]
+            def to_stored_event(self, domain_event: Any) -> Any:
+                asked.append(domain_event)
+                return super().to_stored_event(domain_event)
+
+        counting = Counting(app.mapper.transcoder)
+        assert to_stored_events(counting, events[:5]) == [
+            app.mapper.to_stored_event(e) for e in events[:5]
+        ]
+        assert asked == events[:5]
+    finally:
+        app.close()
