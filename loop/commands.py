@@ -24,6 +24,7 @@ from pydantic import (
     model_validator,
 )
 
+from loop.encoding import known_iso
 from loop.errors import InvalidCommand, MalformedJSON, UnknownCommand
 
 __all__ = [
@@ -93,7 +94,18 @@ def _rfc3339(value: Any) -> Any:
             parsed = datetime.fromisoformat(text)
         except ValueError as exc:
             raise ValueError(f"not a valid date-time: {exc}") from None
-        return _in_range(parsed)
+        _in_range(parsed)
+        if (
+            value[10] == "T"
+            and value[-6] in "+-"
+            and value[-6:] != "-00:00"
+            and (fraction is None or (len(fraction) == 7 and fraction != ".000000"))
+        ):
+            # Given as `isoformat` writes it (an upper-case T, six digits of a fraction that is
+            # not zero or none, a numeric offset that is not -00:00): the encoder writes it as
+            # given rather than format it again (loop.encoding.known_iso).
+            known_iso(parsed, value)
+        return parsed
     raise ValueError("expected an RFC 3339 date-time string with offset")
 
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import orjson
 from eventsourcing.persistence import (
@@ -38,7 +39,7 @@ from eventsourcing.persistence import (
 )
 from eventsourcing.utils import get_topic
 
-__all__ = ["FastJSONTranscoder", "to_stored_events"]
+__all__ = ["FastJSONTranscoder", "known_iso", "to_stored_events"]
 
 _OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
 
@@ -59,7 +60,13 @@ class FastJSONTranscoder(JSONTranscoder):
 
     def _encode_datetime(self, obj: Any) -> dict[str, Any]:
         if type(obj) is datetime:
-            return {"_type_": DatetimeAsISO.name, "_data_": obj.isoformat()}
+            known = _KNOWN_ISO.get(id(obj))
+            if known is not None and known[0] is obj:
+                return {"_type_": DatetimeAsISO.name, "_data_": known[1]}
+            text = obj.isoformat()
+            if type(obj.tzinfo) is ZoneInfo:  # a deadline: the same object comes again
+                known_iso(obj, text)
+            return {"_type_": DatetimeAsISO.name, "_data_": text}
         return self._encode_obj(obj)
 
     def encode(self, obj: Any) -> bytes:
@@ -69,6 +76,22 @@ class FastJSONTranscoder(JSONTranscoder):
             except TypeError:  # orjson.JSONEncodeError: see the module's docstring
                 pass
         return super().encode(obj)
+
+
+#: ISO texts known for date-time objects, by the object's identity (each entry holds its object,
+#: so that its id is not another's while the entry is here): a command's `at` as it was given
+#: (`loop.commands`), and a deadline's `due` once written (`Policy.deadline` gives the same object
+#: to every step starting on the same day). `isoformat` is the largest single cost of encoding
+#: an event; a text known is written as it is. At most `_KNOWN_MAX` entries, then it starts again.
+_KNOWN_ISO: dict[int, tuple[datetime, str]] = {}
+_KNOWN_MAX = 16_384
+
+
+def known_iso(moment: datetime, text: str) -> None:
+    """Say that `moment.isoformat()` is `text`, for the encoder (the caller knows it is)."""
+    if len(_KNOWN_ISO) >= _KNOWN_MAX:
+        _KNOWN_ISO.clear()
+    _KNOWN_ISO[id(moment)] = (moment, text)
 
 
 #: Per event class: its topic and its class version, as `Mapper.to_stored_event` looks them up.

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import DatetimeAsISO, DecimalAsStr, JSONTranscoder, UUIDAsHex
-from hypothesis import given, strategies as st
+from hypothesis import example, given, strategies as st
 
 from adapters.bootstrap import Settings, build_engine
 from adapters.demo import build_district
@@ -211,3 +211,51 @@ def test_a_batch_is_encoded_as_the_mapper_encodes_each_event(tmp_path: Path) -> 
         assert asked == events[:5]
     finally:
         app.close()
+
+
+@given(
+    moment=st.datetimes(min_value=datetime(1970, 1, 2), max_value=datetime(2199, 12, 30)),
+    offset_minutes=st.sampled_from([0, 480, -300, 330, 345, -720, 840]),
+    style=st.sampled_from(["iso", "Z", "z", "t", "space", "-00:00", "zeros", "short", "nanos"]),
+)
+@example(moment=datetime(2026, 9, 1, 9, 30), offset_minutes=0, style="Z")
+@example(moment=datetime(2026, 9, 1, 9, 30), offset_minutes=0, style="-00:00")
+@example(moment=datetime(2026, 9, 1, 9, 30), offset_minutes=480, style="zeros")
+@example(moment=datetime(2026, 9, 1, 9, 30, 0, 500_000), offset_minutes=480, style="short")
+@example(moment=datetime(2026, 9, 1, 9, 30, 0, 123_456), offset_minutes=480, style="nanos")
+@example(moment=datetime(2026, 9, 1, 9, 30, 0, 123_456), offset_minutes=480, style="t")
+@example(moment=datetime(2026, 9, 1, 9, 30, 0, 123_456), offset_minutes=-300, style="iso")
+def test_a_date_time_given_as_text_is_written_as_the_library_writes_it(
+    moment: datetime, offset_minutes: int, style: str
+) -> None:
+    """A command's `at` given as `isoformat` writes it is known to the encoder as given
+    (`known_iso`) and written so; given any other way, it is formatted again. Either way the
+    bytes are the library's."""
+    from loop.commands import _rfc3339
+    from loop.encoding import _KNOWN_ISO
+
+    zone = timezone(timedelta(minutes=offset_minutes))
+    aware = moment.replace(tzinfo=zone)
+    text = aware.isoformat()
+    if style == "Z" and offset_minutes == 0:
+        text = text[:-6] + "Z"
+    elif style == "z" and offset_minutes == 0:
+        text = text[:-6] + "z"
+    elif style == "t":
+        text = text[:10] + "t" + text[11:]
+    elif style == "space":
+        text = text[:10] + " " + text[11:]
+    elif style == "-00:00" and offset_minutes == 0:
+        text = text[:-6] + "-00:00"
+    elif style == "zeros" and aware.microsecond == 0:
+        text = text[:19] + ".000000" + text[19:]
+    elif style == "short" and aware.microsecond % 100_000 == 0 and aware.microsecond:
+        text = text[:19] + f".{aware.microsecond // 100_000}" + text[26:]
+    elif style == "nanos":
+        text = text[:19] + f".{aware.microsecond:06d}123" + text[-6:]
+    parsed = _rfc3339(text)
+    assert parsed == aware
+    state = {"at": parsed}
+    assert fast().encode(state) == library().encode(state)
+    known = _KNOWN_ISO.get(id(parsed))
+    assert (known is not None and known[0] is parsed) == (text == parsed.isoformat())
