@@ -426,3 +426,26 @@ def test_the_writer_process_imports_neither_psycopg_nor_sqlalchemy() -> None:
         env={**os.environ, "PYTHONPATH": str(root)},
     )  # fmt: skip
     assert done.stdout.strip() == ""
+
+
+def test_frames_travel_by_marshal_and_a_record_time_by_pickle() -> None:
+    """A batch's rows and keys go by marshal; a message marshal cannot write (a record time
+    given as a date-time, from a clock other than the default) by pickle; both arrive as sent."""
+    import io
+    from datetime import UTC, datetime
+
+    from adapters.bulk_writer import _receive, _send
+
+    rows = [(uuid.uuid4().hex, 1, "loop.hazard:Hazard.Discovered", b"{}")]
+    keys = [("wang:k1", "fp", b'{"ok":true}')]
+    for message, how in (
+        ((rows, keys, None), b"m"),
+        ((rows, [], datetime(2026, 9, 1, 1, 0, tzinfo=UTC)), b"p"),
+        (("ok", [1, 2, 3]), b"m"),
+    ):
+        pipe = io.BytesIO()
+        _send(pipe, message)
+        assert pipe.getvalue()[8:9] == how
+        pipe.seek(0)
+        assert _receive(pipe) == message
+        assert _receive(pipe) is None  # the end of the stream
