@@ -74,6 +74,14 @@ _SUMS_PER_CALENDAR = 20_000
 _DEADLINES: weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], Deadline]] = (
     weakref.WeakKeyDictionary()
 )
+#: The calendar asked last and its memory of deadlines, without `_DEADLINES`'s weak reference
+#: made per call (a strong one here: one calendar at most is kept alive by it).
+_LAST_DEADLINES: tuple[Any, dict[tuple[Any, ...], Deadline]] = (None, {})
+
+
+def _last_deadlines(calendar: Any, memo: dict[tuple[Any, ...], Deadline]) -> None:
+    global _LAST_DEADLINES
+    _LAST_DEADLINES = (calendar, memo)
 
 
 @dataclass(frozen=True)
@@ -282,9 +290,14 @@ class Policy:
         start_day = local.date()
         memo: dict[tuple[Any, ...], Deadline] | None = None
         if getattr(type(calendar), "fixed", False) is True:
-            memo = _DEADLINES.get(calendar)
-            if memo is None:
-                memo = _DEADLINES[calendar] = {}
+            last = _LAST_DEADLINES  # (calendar, its memory): one read, whatever other threads do
+            if last[0] is calendar:
+                memo = last[1]
+            else:
+                memo = _DEADLINES.get(calendar)
+                if memo is None:
+                    memo = _DEADLINES[calendar] = {}
+                _last_deadlines(calendar, memo)
             key = (self.version, self.timezone, limit.amount, limit.unit, start_day)
             found = memo.get(key)
             if found is not None:

@@ -141,6 +141,15 @@ class TestRememberedSums:
                         assert remembered.policy_version == version
                         assert remembered.due.tzinfo == ZoneInfo(zone)
 
+    def test_two_fixed_calendars_asked_in_turn_keep_their_own_deadlines(self) -> None:
+        plain, holiday = _FixedCounting(fixed=True), _FixedCounting(fixed=True)
+        holiday.holidays.add(date(2026, 3, 3))
+        start = at(2026, 3, 2, 9, 0)
+        for _ in range(3):
+            a = POLICY.deadline("general", "rectify", start, plain)
+            b = POLICY.deadline("general", "rectify", start, holiday)
+            assert b.due == a.due + timedelta(days=1)
+
     def test_the_shipped_calendars_are_fixed(self) -> None:
         assert ChinaCalendar.fixed is True
         assert WeekdayCalendar.fixed is True
