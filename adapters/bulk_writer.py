@@ -16,7 +16,8 @@ the same program; nothing else writes to these pipes).
 - parent → child: first `(name, env)`, the engine's persistence settings; then one
   `(rows, idempotency, recorded_at)` per batch: `rows` the encoded events as
   (originator id hex, version, topic, state), `recorded_at` None for "read the clock once the
-  write lock is held" or the time the engine's own clock gave. End of input: the child exits.
+  write lock is held" or the time the engine's own clock gave, in microseconds since the
+  epoch (as the chain stores it). End of input: the child exits.
 - child → parent: `("ready",)` once the recorder is open; then, per batch, `("ok", positions)`,
   `("conflict", message)` (an `IntegrityError`: nothing stored), or `("error", message)` (any
   other persistence error: nothing stored).
@@ -44,7 +45,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from eventsourcing.persistence import IntegrityError, PersistenceError, StoredEvent
 
-from adapters.store_sqlite import _key
+from adapters.store_sqlite import _key, from_micros, to_micros
 
 if TYPE_CHECKING:  # the child imports no more than the store needs
     from loop.application import HazardLoop
@@ -154,7 +155,9 @@ class BulkWriter:
     def submit(self, events: Sequence[StoredEvent], kwargs: dict[str, Any]) -> None:
         rows = [(_key(e.originator_id), e.originator_version, e.topic, e.state) for e in events]
         try:
-            _send(self._to, (rows, kwargs.get("idempotency") or [], kwargs.get("recorded_at")))
+            moment = kwargs.get("recorded_at")
+            at = None if moment is None else to_micros(moment)  # marshal writes no datetime
+            _send(self._to, (rows, kwargs.get("idempotency") or [], at))
         except OSError:
             self._lost = True  # `wait` says so
 
@@ -217,7 +220,8 @@ def _serve(inp: IO[bytes], out: IO[bytes]) -> int:
             StoredEvent(originator_id=oid, originator_version=version, topic=topic, state=state)
             for oid, version, topic, state in rows
         ]
-        kwargs: dict[str, Any] = {"recorded_at": clock if recorded_at is None else recorded_at}
+        given = None if recorded_at is None else from_micros(recorded_at)
+        kwargs: dict[str, Any] = {"recorded_at": clock if given is None else given}
         if idempotency:
             kwargs["idempotency"] = idempotency
         try:

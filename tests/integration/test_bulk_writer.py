@@ -429,8 +429,8 @@ def test_the_writer_process_imports_neither_psycopg_nor_sqlalchemy() -> None:
 
 
 def test_frames_travel_by_marshal_and_a_record_time_by_pickle() -> None:
-    """A batch's rows and keys go by marshal; a message marshal cannot write (a record time
-    given as a date-time, from a clock other than the default) by pickle; both arrive as sent."""
+    """A batch's rows, keys and record time (microseconds) go by marshal; a message marshal
+    cannot write (a date-time, say) by pickle; both arrive as sent."""
     import io
     from datetime import UTC, datetime
 
@@ -440,6 +440,7 @@ def test_frames_travel_by_marshal_and_a_record_time_by_pickle() -> None:
     keys = [("wang:k1", "fp", b'{"ok":true}')]
     for message, how in (
         ((rows, keys, None), b"m"),
+        ((rows, keys, 1_788_224_400_000_000), b"m"),
         ((rows, [], datetime(2026, 9, 1, 1, 0, tzinfo=UTC)), b"p"),
         (("ok", [1, 2, 3]), b"m"),
     ):
