@@ -327,6 +327,9 @@ class HazardLoop(Application):  # type: ignore[type-arg]
             calendar = WeekdayCalendar()
         self.calendar: WorkCalendar = calendar
         self.clock: Clock = clock or utc_now
+        #: Commands refused so far (read by a bulk run's `PausedForRun`, to collect their
+        #: tracebacks' cyclic garbage after the batch).
+        self._refused = 0
         #: Seals a public tip's reporter (adapters.tipsters); None stores it in clear.
         self.vault = vault
         #: For how many more batches a `discover` reads the store first (see `_discovered`).
@@ -460,7 +463,7 @@ class HazardLoop(Application):  # type: ignore[type-arg]
                 batch.append(item)
                 if len(batch) >= batch_size:
                     yield from self._run_batch(batch, known, cache_size, auth)
-                    pause.batch_done()
+                    pause.batch_done(self._refused)
                     batch = []
             if batch:
                 yield from self._run_batch(batch, known, cache_size, auth)
@@ -529,7 +532,7 @@ class HazardLoop(Application):  # type: ignore[type-arg]
                     yield from self._settle(flight, writer)
                     raise
                 if n:
-                    pause.batch_done()
+                    pause.batch_done(self._refused)
                 if n == 1:
                     writer = factory()  # None: no writer for this store
                 if writer is None or (flight is None and not writer.ready()):
@@ -705,12 +708,14 @@ class HazardLoop(Application):  # type: ignore[type-arg]
 
     def _execute(self, item: c.CommandBase | HazardLoopError, uow: _UnitOfWork) -> Result:
         if isinstance(item, HazardLoopError):
+            self._refused += 1
             return Result.failed(item.details.get("hazard_id"), item)
         cmd = item
         started = time.perf_counter()
         try:
             result = self._decide(cmd, uow)
         except HazardLoopError as exc:
+            self._refused += 1  # its traceback is cyclic garbage (PausedForRun)
             result = self._failed(cmd, exc)
         result.extra["command"] = cmd.command
         result.extra["actor"] = cmd.actor

@@ -41,14 +41,16 @@ class PausedForRun:
     0.18 s of it in two full passes — 6.4 µs of each command's ~45 µs of CPU. A bulk run's
     commands make no cyclic garbage when they succeed (a full collection at the end of such a
     load found none); a refused one leaves a little (its traceback). So the run collects only
-    the young generations, every `every` batches (`batch_done`: one collection, 0.04 s, on
-    that load), and the full passes wait until the run ends and the collector is on again. If
-    the collector was off, it is left off.
+    the young generations, after a batch that refused a command (`batch_done` is told how many
+    the run has refused so far) and every `every` batches whatever happened, and the full
+    passes wait until the run ends and the collector is on again. If the collector was off, it
+    is left off.
     """
 
-    def __init__(self, every: int = 25) -> None:
+    def __init__(self, every: int = 100) -> None:
         self.every = every
         self.batches = 0
+        self.refused = 0
         self.enabled = False
 
     def __enter__(self) -> PausedForRun:
@@ -57,10 +59,12 @@ class PausedForRun:
             gc.disable()
         return self
 
-    def batch_done(self) -> None:
+    def batch_done(self, refused: int = 0) -> None:
+        """A batch is done; `refused`: the commands refused since the run began."""
         self.batches += 1
-        if self.enabled and self.batches % self.every == 0:
+        if self.enabled and (refused != self.refused or self.batches % self.every == 0):
             gc.collect(1)
+        self.refused = refused
 
     def __exit__(self, *exc: object) -> None:
         if self.enabled:

@@ -123,19 +123,19 @@ def test_a_bulk_run_keeps_the_collector_paused_and_collects_only_young_objects(
     engine: HazardLoop, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Paused from the first batch to the run's end (between batches too), its young
-    generations collected every 25 batches, never a full pass; on again once the run ends or
-    its iterator is closed early."""
+    generations collected after a batch that refused a command, never a full pass; on again
+    once the run ends or its iterator is closed early."""
     collected: list[int] = []
     monkeypatch.setattr(gc, "collect", lambda generation=2: collected.append(generation) or 0)
     lines = [command("discover", f"H{i}", T0) for i in range(60)]
+    lines[10] = lines[40] = command("discover", "H0", T0)  # taken: refused
     assert gc.isenabled()
     run = engine.handle_many(map(parse_command, lines), batch_size=1)
     during = []
     for result in run:
-        assert result.ok
-        during.append(gc.isenabled())
-    assert during == [False] * 60
-    assert collected == [1, 1]  # after batches 25 and 50
+        during.append((result.ok, gc.isenabled()))
+    assert during == [(i not in (10, 40), False) for i in range(60)]
+    assert collected == [1, 1]  # after batches 11 and 41
     assert gc.isenabled()
     early = engine.handle_many(
         map(parse_command, [command("discover", f"K{i}", T0) for i in range(5)]), batch_size=1
@@ -143,4 +143,21 @@ def test_a_bulk_run_keeps_the_collector_paused_and_collects_only_young_objects(
     assert next(early).ok
     assert not gc.isenabled()
     early.close()
+    assert gc.isenabled()
+
+
+def test_a_long_run_collects_young_objects_every_so_many_batches(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from loop.gc_pause import PausedForRun
+
+    collected: list[int] = []
+    monkeypatch.setattr(gc, "collect", lambda generation=2: collected.append(generation) or 0)
+    with PausedForRun(every=3) as pause:
+        for _ in range(7):
+            pause.batch_done(refused=0)
+        assert collected == [1, 1]  # after batches 3 and 6
+        pause.batch_done(refused=2)  # a batch that refused two commands
+        pause.batch_done(refused=2)  # one that refused none
+        assert collected == [1, 1, 1, 1]  # after the refusals, and after batch 9
     assert gc.isenabled()
