@@ -59,9 +59,9 @@ _ROOT = Path(__file__).resolve().parents[1]
 
 
 def _send(stream: IO[bytes], message: object) -> None:
-    """One frame: by `marshal` when the message holds only what marshal writes (a batch's rows
-    and keys: text, numbers, bytes, None; an eighth of pickle's cost to write), else by pickle
-    (a record time given as a `datetime`). The first byte says which."""
+    """One frame: by `marshal` when the message holds only what marshal writes (every message
+    of the protocol: text, numbers, bytes, None; an eighth of pickle's cost to write), else by
+    pickle. The first byte says which."""
     try:
         data = b"m" + marshal.dumps(message)  # type: ignore[arg-type]  # ValueError if not
     except ValueError:  # "unmarshallable object"

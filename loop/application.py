@@ -451,7 +451,6 @@ class HazardLoop(Application):  # type: ignore[type-arg]
         With an `authority`, each command is authorized as in `handle`.
         """
         known: OrderedDict[Subject, Aggregate] = OrderedDict()
-        batch: list[c.CommandBase | HazardLoopError] = []
         auth = authority or Authority()
         with PausedForRun() as pause:  # till the run ends, or its iterator is closed or dropped
             if writer is not None:
@@ -459,14 +458,9 @@ class HazardLoop(Application):  # type: ignore[type-arg]
                     items, batch_size, known, cache_size, auth, writer, pause
                 )
                 return
-            for item in items:
-                batch.append(item)
-                if len(batch) >= batch_size:
-                    yield from self._run_batch(batch, known, cache_size, auth)
-                    pause.batch_done(self._refused)
-                    batch = []
-            if batch:
+            for batch in _batches(items, batch_size):
                 yield from self._run_batch(batch, known, cache_size, auth)
+                pause.batch_done(self._refused)
 
     def _run_batch(
         self,

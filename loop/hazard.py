@@ -432,21 +432,16 @@ class Hazard(Aggregate):
         generated `__init__` (one `object.__setattr__` per field) and `__post_init__`, then
         `mutate` checks the id and version it has just set: about a tenth of a bulk command's
         cost. Here the event's fields are set in the dataclass's own order (its state, and so
-        its stored bytes, are the same: `tests/integration/test_encoding.py`), applied, and
+        its stored bytes, are the same: `tests/integration/test_lean_events.py`), applied, and
         counted as `mutate` counts them. Anything but exactly the event's fields is refused
         with the library's `TypeError`.
         """
-        names = _FIELD_NAMES.get(event_class)
-        if names is None:
-            names = _field_names(event_class)
         kwargs["originator_id"] = self.id
         kwargs["originator_version"] = next_version = self.version + 1
-        state = _exact_fields(event_class, names, kwargs)
-        event = object.__new__(event_class)
-        event.__dict__.update(state)
+        event = _new_event(event_class, kwargs)
         event.apply(self)
         self.version = next_version
-        self.modified_on = state["timestamp"]
+        self.modified_on = event.timestamp
         self._pending_events.append(event)
 
     @classmethod
@@ -457,17 +452,12 @@ class Hazard(Aggregate):
         library's own."""
         if cls is not Hazard or event_class is not Hazard.Discovered or type(id) is not uuid.UUID:
             return super()._create(event_class, id=id, **kwargs)
-        names = _FIELD_NAMES.get(event_class)
-        if names is None:
-            names = _field_names(event_class)
         kwargs["originator_topic"] = _HAZARD_TOPIC
         kwargs["originator_id"] = id
         kwargs["originator_version"] = cls.INITIAL_VERSION
-        state = _exact_fields(event_class, names, kwargs)
-        event = object.__new__(event_class)
-        event.__dict__.update(state)
+        event = _new_event(event_class, kwargs)
         hazard = object.__new__(cls)
-        hazard.__base_init__(id, cls.INITIAL_VERSION, state["timestamp"])
+        hazard.__base_init__(id, cls.INITIAL_VERSION, event.timestamp)
         hazard.__init__()  # type: ignore[misc]
         event.apply(hazard)
         hazard._pending_events.append(event)
@@ -826,6 +816,18 @@ def _field_names(event_class: type[Any]) -> tuple[str, ...]:
         raise TypeError(f"{event_class} is not a Hazard event without defaults")
     names = _FIELD_NAMES[event_class] = tuple(f.name for f in fields)
     return names
+
+
+def _new_event(event_class: type[Any], kwargs: dict[str, Any]) -> Any:
+    """An event of `event_class` whose state is `kwargs` in the order of its fields, made
+    without its dataclass `__init__`; the library's TypeError if they are not exactly its
+    fields."""
+    names = _FIELD_NAMES.get(event_class)
+    if names is None:
+        names = _field_names(event_class)
+    event = object.__new__(event_class)
+    event.__dict__.update(_exact_fields(event_class, names, kwargs))
+    return event
 
 
 def _exact_fields(event_class: type[Any], names: tuple[str, ...], kwargs: dict[str, Any]) -> Any:

@@ -14,7 +14,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Literal, Protocol, cast
+from typing import Any, Generic, Literal, Protocol, TypeVar, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from loop.errors import DueRequired, InvalidPolicy
@@ -63,25 +63,48 @@ class WeekdayCalendar:
         return day.weekday() < 5
 
 
-#: Sums of working days ((start, n, span) -> (day, guessed)) per calendar whose answers never
-#: change (a class attribute `fixed = True`): a bulk load starts many steps on the same day.
-_SUMS: weakref.WeakKeyDictionary[Any, dict[tuple[date, int, int], tuple[date, bool]]] = (
-    weakref.WeakKeyDictionary()
-)
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+#: At most this many answers are remembered per calendar (then the memory starts again).
 _SUMS_PER_CALENDAR = 20_000
+
+
+class _PerCalendar(Generic[_K, _V]):
+    """Answers remembered per calendar whose answers never change (a class attribute
+    `fixed = True`; any other is asked every time): a bulk load asks the same ones again and
+    again. The memories are held weakly by calendar; the last calendar asked is kept at hand,
+    since making the weak reference a lookup needs costs as much as the lookup saves."""
+
+    def __init__(self) -> None:
+        self._all: weakref.WeakKeyDictionary[Any, dict[_K, _V]] = weakref.WeakKeyDictionary()
+        self._last: tuple[Any, dict[_K, _V]] = (None, {})  # read in one go, whatever the threads
+
+    def of(self, calendar: Any) -> dict[_K, _V] | None:
+        """The memory of `calendar`, or None if its answers may change."""
+        if getattr(type(calendar), "fixed", False) is not True:
+            return None
+        last = self._last
+        if last[0] is calendar:
+            return last[1]
+        memory = self._all.get(calendar)
+        if memory is None:
+            memory = self._all[calendar] = {}
+        self._last = (calendar, memory)
+        return memory
+
+
+def _remember(memory: dict[_K, _V], key: _K, value: _V) -> None:
+    """Keep `value` under `key`, at most `_SUMS_PER_CALENDAR` of them (then it starts again)."""
+    if len(memory) >= _SUMS_PER_CALENDAR:
+        memory.clear()
+    memory[key] = value
+
+
+#: Sums of working days ((start, n, span) -> (day, guessed)).
+_SUMS: _PerCalendar[tuple[date, int, int], tuple[date, bool]] = _PerCalendar()
 #: Deadlines of limits in days ((policy version, timezone, amount, unit, start's local date) ->
-#: Deadline) per such calendar, as many at most: `Policy.deadline`.
-_DEADLINES: weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], Deadline]] = (
-    weakref.WeakKeyDictionary()
-)
-#: The calendar asked last and its memory of deadlines, without `_DEADLINES`'s weak reference
-#: made per call (a strong one here: one calendar at most is kept alive by it).
-_LAST_DEADLINES: tuple[Any, dict[tuple[Any, ...], Deadline]] = (None, {})
-
-
-def _last_deadlines(calendar: Any, memo: dict[tuple[Any, ...], Deadline]) -> None:
-    global _LAST_DEADLINES
-    _LAST_DEADLINES = (calendar, memo)
+#: Deadline): `Policy.deadline`.
+_DEADLINES: _PerCalendar[tuple[Any, ...], Deadline] = _PerCalendar()
 
 
 @dataclass(frozen=True)
@@ -288,18 +311,10 @@ class Policy:
         # so over a calendar whose answers never change it is remembered (a bulk load starts
         # many steps on the same day).
         start_day = local.date()
-        memo: dict[tuple[Any, ...], Deadline] | None = None
-        if getattr(type(calendar), "fixed", False) is True:
-            last = _LAST_DEADLINES  # (calendar, its memory): one read, whatever other threads do
-            if last[0] is calendar:
-                memo = last[1]
-            else:
-                memo = _DEADLINES.get(calendar)
-                if memo is None:
-                    memo = _DEADLINES[calendar] = {}
-                _last_deadlines(calendar, memo)
-            key = (self.version, self.timezone, limit.amount, limit.unit, start_day)
-            found = memo.get(key)
+        memory = _DEADLINES.of(calendar)
+        key = (self.version, self.timezone, limit.amount, limit.unit, start_day)
+        if memory is not None:
+            found = memory.get(key)
             if found is not None:
                 return found
         if limit.unit == "d":
@@ -308,10 +323,8 @@ class Policy:
             day, provisional = self._add_working_days(start_day, limit.amount, calendar)
             due = self._end_of(day)
         decided = Deadline(due, str(limit), provisional, self.version)
-        if memo is not None:
-            if len(memo) >= _SUMS_PER_CALENDAR:
-                memo.clear()
-            memo[key] = decided
+        if memory is not None:
+            _remember(memory, key, decided)
         return decided
 
     def given_deadline(self, due: datetime) -> Deadline:
@@ -374,17 +387,13 @@ class Policy:
     ) -> tuple[date, bool]:
         """The nth working day after `start` (and whether any day was guessed Mon–Fri);
         InvalidPolicy if it lies more than `span` days after `start`."""
-        if getattr(type(calendar), "fixed", False) is not True:
-            return self._count_working_days(start, n, calendar, span)
-        sums = _SUMS.get(calendar)
+        sums = _SUMS.of(calendar)
         if sums is None:
-            sums = _SUMS[calendar] = {}
+            return self._count_working_days(start, n, calendar, span)
         found = sums.get((start, n, span))
         if found is None:
             found = self._count_working_days(start, n, calendar, span)
-            if len(sums) >= _SUMS_PER_CALENDAR:
-                sums.clear()
-            sums[(start, n, span)] = found
+            _remember(sums, (start, n, span), found)
         return found
 
     @staticmethod
