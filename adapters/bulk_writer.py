@@ -42,6 +42,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
+from uuid import UUID
 
 from eventsourcing.persistence import IntegrityError, PersistenceError, StoredEvent
 
@@ -153,7 +154,17 @@ class BulkWriter:
         return True
 
     def submit(self, events: Sequence[StoredEvent], kwargs: dict[str, Any]) -> None:
-        rows = [(_key(e.originator_id), e.originator_version, e.topic, e.state) for e in events]
+        # A case's id goes as its 128-bit number (a slot: no formatting here), as `_key` would
+        # give it: the child writes the 32 hex digits.
+        rows = [
+            (
+                e.originator_id.int if type(e.originator_id) is UUID else _key(e.originator_id),
+                e.originator_version,
+                e.topic,
+                e.state,
+            )
+            for e in events
+        ]
         try:
             moment = kwargs.get("recorded_at")
             at = None if moment is None else to_micros(moment)  # marshal writes no datetime
@@ -217,7 +228,12 @@ def _serve(inp: IO[bytes], out: IO[bytes]) -> int:
     while (message := _receive(inp)) is not None:
         rows, idempotency, recorded_at = message
         stored = [
-            StoredEvent(originator_id=oid, originator_version=version, topic=topic, state=state)
+            StoredEvent(
+                originator_id=f"{oid:032x}" if type(oid) is int else oid,
+                originator_version=version,
+                topic=topic,
+                state=state,
+            )
             for oid, version, topic, state in rows
         ]
         given = None if recorded_at is None else from_micros(recorded_at)

@@ -75,18 +75,16 @@ _RFC3339 = re.compile(
 
 def _rfc3339(value: Any) -> Any:
     """Accept an aware datetime, or a string in RFC 3339 with an offset; refuse anything else."""
-    if isinstance(value, datetime):
-        if value.tzinfo is None or value.utcoffset() is None:
-            raise ValueError("a date-time needs a UTC offset (RFC 3339), e.g. +08:00")
-        return _in_range(value)
     if isinstance(value, str):
         m = _RFC3339.match(value)
         if not m:
             raise ValueError(
                 "expected an RFC 3339 date-time with offset, e.g. 2026-09-28T09:30:00+08:00"
             )
-        text = value.replace("z", "Z").replace("t", "T")
         fraction = m.group(1)
+        text = value
+        if "t" in value or "z" in value:  # the only letters the pattern lets in
+            text = value.replace("z", "Z").replace("t", "T")
         if fraction is not None and len(fraction) > 7:
             # Python keeps microseconds: cut nanoseconds to 6 digits (the only "." is this one).
             text = text.replace(fraction, fraction[:7], 1)
@@ -94,7 +92,8 @@ def _rfc3339(value: Any) -> Any:
             parsed = datetime.fromisoformat(text)
         except ValueError as exc:
             raise ValueError(f"not a valid date-time: {exc}") from None
-        _in_range(parsed)
+        if not FIRST_YEAR <= parsed.year <= LAST_YEAR:
+            _in_range(parsed)  # raises
         if (
             value[10] == "T"
             and value[-6] in "+-"
@@ -106,6 +105,10 @@ def _rfc3339(value: Any) -> Any:
             # given rather than format it again (loop.encoding.known_iso).
             known_iso(parsed, value)
         return parsed
+    if isinstance(value, datetime):
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError("a date-time needs a UTC offset (RFC 3339), e.g. +08:00")
+        return _in_range(value)
     raise ValueError("expected an RFC 3339 date-time string with offset")
 
 
@@ -170,6 +173,12 @@ class Subject(NamedTuple):
     def to_dict(self) -> dict[str, str]:
         return {"kind": self.kind, "id": self.id}
 
+    @classmethod
+    def of(cls, kind: str, ident: str) -> Subject:
+        """`Subject(kind, ident)`, made without the named tuple's generated `__new__` (a few
+        are made for every command)."""
+        return tuple.__new__(cls, (kind, ident))
+
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
@@ -203,7 +212,7 @@ class HazardCommand(CommandBase):
 
     @property
     def subject(self) -> Subject:
-        return Subject("hazard", self.hazard_id)
+        return Subject.of("hazard", self.hazard_id)
 
 
 class Discover(HazardCommand):

@@ -120,12 +120,6 @@ def to_stored_events(mapper: Mapper[Any], events: Sequence[Any]) -> list[StoredE
         originator_version = state.pop("originator_version")
         if known[1] > 1:
             state["class_version"] = known[1]
-        append(
-            StoredEvent(
-                originator_id=originator_id,
-                originator_version=originator_version,
-                topic=known[0],
-                state=encode(state),
-            )
-        )
+        # (originator_id, originator_version, topic, state): by position, a quarter cheaper
+        append(StoredEvent(originator_id, originator_version, known[0], encode(state)))
     return out

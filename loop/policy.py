@@ -14,7 +14,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Generic, Literal, Protocol, TypeVar, cast
+from typing import Any, ClassVar, Generic, Literal, Protocol, TypeVar, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from loop.errors import DueRequired, InvalidPolicy
@@ -113,6 +113,9 @@ class Limit:
 
     amount: int
     unit: Unit
+    # Not fields: set by __post_init__ on each limit, asked for every deadline.
+    _text: ClassVar[str]  # str(limit)
+    hours: ClassVar[timedelta | None]  # a limit in hours, as a timedelta
 
     def __post_init__(self) -> None:
         if self.unit == "plan":
@@ -125,6 +128,14 @@ class Limit:
                 f"a limit in {self.unit!r} must be between 1 and {_MAX_AMOUNT[self.unit]}, "
                 f"not {self.amount}"
             )
+        # Asked for every deadline: kept rather than made again (not fields: equality and the
+        # repr are the dataclass's).
+        object.__setattr__(
+            self, "_text", "plan" if self.unit == "plan" else f"{self.amount}{self.unit}"
+        )
+        object.__setattr__(
+            self, "hours", timedelta(hours=self.amount) if self.unit == "h" else None
+        )
 
     @classmethod
     def parse(cls, text: str) -> Limit:
@@ -145,7 +156,7 @@ class Limit:
             raise InvalidPolicy(f"bad limit {text!r}: {exc.message}") from None
 
     def __str__(self) -> str:
-        return "plan" if self.unit == "plan" else f"{self.amount}{self.unit}"
+        return self._text
 
 
 @dataclass(frozen=True)
@@ -174,6 +185,7 @@ class Policy:
     timezone: str
     limits: Mapping[str, Mapping[str, Limit]]
     escalation: tuple[EscalationRule, ...] = ()
+    _zone: ClassVar[ZoneInfo]  # not a field: ZoneInfo(timezone), set by __post_init__
 
     def __post_init__(self) -> None:
         # from_toml also checks every grade has every step; a policy built in code (a test's)
@@ -191,10 +203,11 @@ class Policy:
         # Frozen all the way down: a policy is shared by every command of the engine.
         frozen = {g: MappingProxyType(dict(steps)) for g, steps in self.limits.items()}
         object.__setattr__(self, "limits", MappingProxyType(frozen))
+        object.__setattr__(self, "_zone", ZoneInfo(self.timezone))  # asked for every deadline
 
     @property
     def tz(self) -> ZoneInfo:
-        return ZoneInfo(self.timezone)
+        return self._zone
 
     # ----------------------------------------------------------- loading
 
@@ -294,19 +307,20 @@ class Policy:
 
     def deadline(self, grade: str, step: str, start: datetime, calendar: WorkCalendar) -> Deadline:
         """The deadline of `step` for a hazard of `grade` whose step starts at `start`."""
-        _require_aware(start, "a step's start")
+        if start.tzinfo is None or start.utcoffset() is None:
+            _require_aware(start, "a step's start")  # raises
         limit = self.limit_for(grade, step)
-        local = start.astimezone(self.tz)
         provisional = False
+        if limit.hours is not None:
+            due = self._add_elapsed(start, limit.hours)
+            return Deadline(due, limit._text, provisional, self.version)
         if limit.unit == "plan":
             raise DueRequired(
                 f"the policy sets the {step} limit of a {grade} hazard by plan: give `due`",
                 step=step,
                 grade=grade,
             )
-        if limit.unit == "h":
-            due = self._add_elapsed(local, timedelta(hours=limit.amount))
-            return Deadline(due, str(limit), provisional, self.version)
+        local = start.astimezone(self._zone)
         # A limit in days ends at the end of a day: it depends only on the start's local date,
         # so over a calendar whose answers never change it is remembered (a bulk load starts
         # many steps on the same day).
@@ -322,7 +336,7 @@ class Policy:
         else:
             day, provisional = self._add_working_days(start_day, limit.amount, calendar)
             due = self._end_of(day)
-        decided = Deadline(due, str(limit), provisional, self.version)
+        decided = Deadline(due, limit._text, provisional, self.version)
         if memory is not None:
             _remember(memory, key, decided)
         return decided
@@ -417,7 +431,7 @@ class Policy:
     def _add_elapsed(self, moment: datetime, elapsed: timedelta) -> datetime:
         # Aware arithmetic within one zone is wall-clock arithmetic; elapsed time is added in
         # UTC so that a zone with daylight saving time gets the real number of hours.
-        return (moment.astimezone(UTC) + elapsed).astimezone(self.tz)
+        return (moment.astimezone(UTC) + elapsed).astimezone(self._zone)
 
 
 def _require_aware(moment: datetime, what: str) -> None:

@@ -120,3 +120,21 @@ def test_a_case_made_the_lean_way_is_the_librarys() -> None:
 def test_a_case_with_a_field_missing_is_refused() -> None:
     with pytest.raises(TypeError, match="Can't construct event"):
         Hazard._create(Hazard.Discovered, id=Hazard.create_id("H1"), timestamp=AT, at=AT)
+
+
+def test_a_step_made_the_lean_way_leaves_the_case_as_the_librarys_does() -> None:
+    """`trigger_event` sets the library's attributes behind `version` and `modified_on`
+    itself: the case after a step is the one the library's own `trigger_event` leaves."""
+    at = AT + timedelta(hours=1)
+    kwargs: dict[str, Any] = {
+        "timestamp": at + timedelta(seconds=5), "at": at, "actor": "wang",
+        "idempotency_key": None, "note": None,
+        "deadline": {"step": "assign", "due": at, "limit": "1wd", "provisional": False,
+                     "policy_version": "1"},
+    }  # fmt: skip
+    lean, library = a_case(), a_case()
+    lean.trigger_event(Hazard.Reported, **kwargs)
+    Aggregate.trigger_event(library, Hazard.Reported, **kwargs)
+    assert (lean.version, lean.modified_on) == (2, at + timedelta(seconds=5))
+    assert vars(lean) == vars(library)
+    assert list(vars(lean)) == list(vars(library))

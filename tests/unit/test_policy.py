@@ -458,3 +458,20 @@ class TestWorkingDayProperty:
         from_utc = policy.deadline("general", "rectify", moment, CHINA)
         from_local = policy.deadline("general", "rectify", moment.astimezone(SHANGHAI), CHINA)
         assert from_utc == from_local
+
+
+def test_a_limit_keeps_its_text_and_its_hours() -> None:
+    """What `Policy.deadline` asks of a limit for every deadline, kept when it is made."""
+    assert [str(Limit.parse(t)) for t in ("24h", "2h", "10wd", "3d", "plan")] == [
+        "24h", "2h", "10wd", "3d", "plan",
+    ]  # fmt: skip
+    assert Limit(24, "h").hours == timedelta(hours=24)
+    assert Limit(3, "d").hours is None
+    assert Limit(3, "wd").hours is None
+    assert Limit(24, "h") == Limit.parse("24h")  # the kept values are not fields
+    assert repr(Limit(24, "h")) == "Limit(amount=24, unit='h')"
+
+
+def test_a_policy_keeps_its_zone() -> None:
+    assert POLICY.tz is ZoneInfo(POLICY.timezone)
+    assert Policy.load() == Policy.load()  # the kept zone is not a field
