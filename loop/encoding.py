@@ -24,6 +24,7 @@ Where orjson and `json` could differ, orjson is not used:
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
@@ -102,11 +103,18 @@ def to_stored_events(mapper: Mapper[Any], events: Sequence[Any]) -> list[StoredE
     """`mapper.to_stored_event` of each event, in order (a bulk batch's events).
 
     The library's own steps, with what depends only on the event's class (its topic and class
-    version) looked up once per class, and without a method call per event: when the mapper is
-    the library's `Mapper` without a compressor or a cipher. Any other mapper's own method.
+    version) looked up once per class, and without a method call per event, each `StoredEvent`
+    made without its dataclass `__init__` (half the cost): when the mapper is the library's
+    `Mapper` without a compressor or a cipher. Any other mapper's own method.
     """
-    if type(mapper) is not Mapper or mapper.compressor is not None or mapper.cipher is not None:
+    if (
+        type(mapper) is not Mapper
+        or mapper.compressor is not None
+        or mapper.cipher is not None
+        or not _PLAIN_STORED_EVENT
+    ):
         return [mapper.to_stored_event(e) for e in events]
+    new = object.__new__
     encode = mapper.transcoder.encode
     out: list[StoredEvent] = []
     append = out.append
@@ -120,6 +128,23 @@ def to_stored_events(mapper: Mapper[Any], events: Sequence[Any]) -> list[StoredE
         originator_version = state.pop("originator_version")
         if known[1] > 1:
             state["class_version"] = known[1]
-        # (originator_id, originator_version, topic, state): by position, a quarter cheaper
-        append(StoredEvent(originator_id, originator_version, known[0], encode(state)))
+        stored = new(StoredEvent)  # the frozen dataclass's four fields, without its __init__
+        stored.__dict__.update(
+            originator_id=originator_id,
+            originator_version=originator_version,
+            topic=known[0],
+            state=encode(state),
+        )
+        append(stored)
     return out
+
+
+#: `StoredEvent` is made by `to_stored_events` as its generated `__init__` would make it only
+#: while it is the plain frozen dataclass of these four fields (eventsourcing 9.5.6's).
+_PLAIN_STORED_EVENT = (
+    dataclasses.is_dataclass(StoredEvent)
+    and [f.name for f in dataclasses.fields(StoredEvent)]
+    == ["originator_id", "originator_version", "topic", "state"]
+    and not hasattr(StoredEvent, "__post_init__")
+    and not hasattr(StoredEvent, "__slots__")
+)

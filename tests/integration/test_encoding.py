@@ -193,9 +193,12 @@ def test_a_batch_is_encoded_as_the_mapper_encodes_each_event(tmp_path: Path) -> 
         notes = app.recorder.select_notifications(start=1, limit=100_000)
         events = [app.mapper.to_domain_event(n) for n in notes]
         assert len({type(e) for e in events}) >= 10
-        assert to_stored_events(app.mapper, events) == [
-            app.mapper.to_stored_event(e) for e in events
-        ]
+        ours = to_stored_events(app.mapper, events)
+        assert ours == [app.mapper.to_stored_event(e) for e in events]
+        # Made as the dataclass makes them: its fields, in order, and nothing else.
+        assert {tuple(vars(s)) for s in ours} == {
+            ("originator_id", "originator_version", "topic", "state")
+        }
         # A mapper that is not the library's own (a subclass) is asked itself.
         asked: list[Any] = []
 
