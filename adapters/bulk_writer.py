@@ -42,14 +42,14 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
-from uuid import UUID
 
 from eventsourcing.persistence import IntegrityError, PersistenceError, StoredEvent
 
-from adapters.store_sqlite import _key, from_micros, to_micros
+from adapters.store_sqlite import from_micros, to_micros
 
 if TYPE_CHECKING:  # the child imports no more than the store needs
     from loop.application import HazardLoop
+    from loop.encoding import Row
 
 __all__ = ["BulkWriter"]
 
@@ -153,22 +153,11 @@ class BulkWriter:
         self._ready = True
         return True
 
-    def submit(self, events: Sequence[StoredEvent], kwargs: dict[str, Any]) -> None:
-        # A case's id goes as its 128-bit number (a slot: no formatting here), as `_key` would
-        # give it: the child writes the 32 hex digits.
-        rows = [
-            (
-                e.originator_id.int if type(e.originator_id) is UUID else _key(e.originator_id),
-                e.originator_version,
-                e.topic,
-                e.state,
-            )
-            for e in events
-        ]
+    def submit(self, rows: Sequence[Row], kwargs: dict[str, Any]) -> None:
         try:
             moment = kwargs.get("recorded_at")
             at = None if moment is None else to_micros(moment)  # marshal writes no datetime
-            _send(self._to, (rows, kwargs.get("idempotency") or [], at))
+            _send(self._to, (list(rows), kwargs.get("idempotency") or [], at))
         except OSError:
             self._lost = True  # `wait` says so
 

@@ -32,7 +32,7 @@ from eventsourcing.utils import Environment
 from loop import commands as c
 from loop.authorization import Directory, Principal, authorize, check_actor
 from loop.commands import Subject
-from loop.encoding import FastJSONTranscoder, to_stored_events
+from loop.encoding import FastJSONTranscoder, Row, to_rows
 from loop.errors import (
     ConcurrencyConflict,
     Forbidden,
@@ -284,15 +284,17 @@ class BatchWriter(Protocol):
     """Stores a batch's encoded events in another process (adapters.bulk_writer) while the
     engine decides the next batch: what `handle_many` is given a factory of.
 
-    `submit` hands one batch over; `wait` returns the positions it was stored at, or raises
-    eventsourcing's `IntegrityError` (another writer came first: nothing of it is stored),
-    another `PersistenceError` (nothing of it is stored), or `WriterLost` (unknown: the engine
-    looks in the store). `ready` says, without waiting, whether it can take a batch yet.
+    `submit` hands one batch over, as rows (`loop.encoding.Row`: marshal writes them as they
+    are, so the engine does nothing more per event to send them); `wait` returns the positions
+    it was stored at, or raises eventsourcing's `IntegrityError` (another writer came first:
+    nothing of it is stored), another `PersistenceError` (nothing of it is stored), or
+    `WriterLost` (unknown: the engine looks in the store). `ready` says, without waiting,
+    whether it can take a batch yet.
     """
 
     def ready(self) -> bool: ...
 
-    def submit(self, events: Sequence[StoredEvent], kwargs: dict[str, Any]) -> None: ...
+    def submit(self, rows: Sequence[Row], kwargs: dict[str, Any]) -> None: ...
 
     def wait(self) -> Sequence[int]: ...
 
@@ -569,7 +571,7 @@ class HazardLoop(Application):  # type: ignore[type-arg]
                     with no_cyclic_gc():
                         results = [self._execute(item, uow) for item in batch]
                         events = [e for a in uow.dirty() for e in a.collect_events()]
-                        stored = to_stored_events(self.mapper, events)
+                        rows = to_rows(self.mapper, events)
                 except BaseException:  # deciding was interrupted: as above
                     yield from self._settle(flight, writer)
                     raise
@@ -591,7 +593,7 @@ class HazardLoop(Application):  # type: ignore[type-arg]
                         yield from self._run_batch(batch, known, cache_size, authority)
                         continue
                 self._remember(known, uow, cache_size)
-                if not stored:  # every command refused or replayed: nothing to write
+                if not rows:  # every command refused or replayed: nothing to write
                     yield from results
                     continue
                 kwargs: dict[str, Any] = {
@@ -601,9 +603,11 @@ class HazardLoop(Application):  # type: ignore[type-arg]
                 }
                 if uow.rows:
                     kwargs["idempotency"] = uow.rows
-                writer.submit(stored, kwargs)
+                writer.submit(rows, kwargs)
                 uow.pending = None
-                flight = _InFlight(batch, results, stored[-1], uow)
+                _, version, topic, state = rows[-1]
+                last = StoredEvent(events[-1].originator_id, version, topic, state)
+                flight = _InFlight(batch, results, last, uow)
             if flight is not None:
                 assert writer is not None
                 landed, _ = self._landed(flight, writer)

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from eventsourcing.persistence import StoredEvent
 
 from adapters.audit import verify
 from adapters.bootstrap import Settings, build_engine
@@ -28,6 +27,7 @@ from adapters.bulk_writer import BulkWriter
 from adapters.demo import AS_OF, Generator, _organisation, _specs
 from loop.application import HazardLoop, Result, WriterLost
 from loop.commands import parse_command
+from loop.encoding import Row
 
 SQLITE = pytest.mark.sqlite_only("the writer process is for SQLite stores; the test opens it")
 
@@ -194,11 +194,11 @@ def test_a_batch_another_writer_got_to_first_is_applied_again_command_by_command
 class _DiesBeforeBatch(_Ready):
     """Killed before it is handed its third batch: that batch never reaches the store."""
 
-    def submit(self, events: Sequence[StoredEvent], kwargs: dict[str, Any]) -> None:
+    def submit(self, rows: Sequence[Row], kwargs: dict[str, Any]) -> None:
         if self.batches == 2:
             os.kill(self.pid, signal.SIGKILL)
             self._proc.wait()
-        super().submit(events, kwargs)
+        super().submit(rows, kwargs)
 
 
 class _DiesAfterBatch(_Ready):
@@ -292,12 +292,12 @@ class _Slow(_Ready):
     """A writer that takes its time: each batch reaches the store only when the engine asks
     for the answer, that is after the next batch has been decided (a legitimate timing)."""
 
-    def submit(self, events: Sequence[StoredEvent], kwargs: dict[str, Any]) -> None:
-        self._held = (events, kwargs)
+    def submit(self, rows: Sequence[Row], kwargs: dict[str, Any]) -> None:
+        self._held = (rows, kwargs)
 
     def wait(self) -> Sequence[int]:
-        events, kwargs = self._held
-        super().submit(events, kwargs)
+        rows, kwargs = self._held
+        super().submit(rows, kwargs)
         return super().wait()
 
 
@@ -373,8 +373,8 @@ def test_closing_reads_a_large_last_answer(tmp_path: Path) -> None:
         writer = BulkWriter(app)
         while not writer.ready():
             time.sleep(0.005)
-        events = [StoredEvent(uuid.uuid4(), 1, "test:Big", b"{}") for _ in range(25_000)]
-        writer.submit(events, {"recorded_at": None})
+        rows: list[Row] = [(uuid.uuid4().int, 1, "test:Big", b"{}") for _ in range(25_000)]
+        writer.submit(rows, {"recorded_at": None})
         started = time.monotonic()
         writer.close()
         assert time.monotonic() - started < 20
