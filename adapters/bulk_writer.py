@@ -15,7 +15,8 @@ the same program; nothing else writes to these pipes).
 
 - parent → child: first `(name, env)`, the engine's persistence settings; then one
   `(rows, idempotency, recorded_at)` per batch: `rows` the encoded events as
-  (originator id hex, version, topic, state), `recorded_at` None for "read the clock once the
+  `loop.encoding.Row`s (originator id as its UUID's 128-bit number, or its text; version, topic,
+  state), `recorded_at` None for "read the clock once the
   write lock is held" or the time the engine's own clock gave, in microseconds since the
   epoch (as the chain stores it). End of input: the child exits.
 - child → parent: `("ready",)` once the recorder is open; then, per batch, `("ok", positions)`,

@@ -11,10 +11,11 @@ import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from functools import cached_property
 from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, ClassVar, Generic, Literal, Protocol, TypeVar, cast
+from typing import Any, Generic, Literal, Protocol, TypeVar, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from loop.errors import DueRequired, InvalidPolicy
@@ -113,9 +114,6 @@ class Limit:
 
     amount: int
     unit: Unit
-    # Not fields: set by __post_init__ on each limit, asked for every deadline.
-    _text: ClassVar[str]  # str(limit)
-    hours: ClassVar[timedelta | None]  # a limit in hours, as a timedelta
 
     def __post_init__(self) -> None:
         if self.unit == "plan":
@@ -128,14 +126,6 @@ class Limit:
                 f"a limit in {self.unit!r} must be between 1 and {_MAX_AMOUNT[self.unit]}, "
                 f"not {self.amount}"
             )
-        # Asked for every deadline: kept rather than made again (not fields: equality and the
-        # repr are the dataclass's).
-        object.__setattr__(
-            self, "_text", "plan" if self.unit == "plan" else f"{self.amount}{self.unit}"
-        )
-        object.__setattr__(
-            self, "hours", timedelta(hours=self.amount) if self.unit == "h" else None
-        )
 
     @classmethod
     def parse(cls, text: str) -> Limit:
@@ -155,8 +145,20 @@ class Limit:
         except InvalidPolicy as exc:
             raise InvalidPolicy(f"bad limit {text!r}: {exc.message}") from None
 
+    # Asked for every deadline: each made once per limit and kept in its __dict__ (not fields:
+    # equality and the repr are the dataclass's).
+    @cached_property
+    def text(self) -> str:
+        """The limit as written: `str(limit)`."""
+        return "plan" if self.unit == "plan" else f"{self.amount}{self.unit}"
+
+    @cached_property
+    def hours(self) -> timedelta | None:
+        """A limit in hours as a `timedelta`; None for any other."""
+        return timedelta(hours=self.amount) if self.unit == "h" else None
+
     def __str__(self) -> str:
-        return self._text
+        return self.text
 
 
 @dataclass(frozen=True)
@@ -185,7 +187,6 @@ class Policy:
     timezone: str
     limits: Mapping[str, Mapping[str, Limit]]
     escalation: tuple[EscalationRule, ...] = ()
-    _zone: ClassVar[ZoneInfo]  # not a field: ZoneInfo(timezone), set by __post_init__
 
     def __post_init__(self) -> None:
         # from_toml also checks every grade has every step; a policy built in code (a test's)
@@ -203,11 +204,10 @@ class Policy:
         # Frozen all the way down: a policy is shared by every command of the engine.
         frozen = {g: MappingProxyType(dict(steps)) for g, steps in self.limits.items()}
         object.__setattr__(self, "limits", MappingProxyType(frozen))
-        object.__setattr__(self, "_zone", ZoneInfo(self.timezone))  # asked for every deadline
 
-    @property
+    @cached_property  # asked for every deadline: looked up once (not a field)
     def tz(self) -> ZoneInfo:
-        return self._zone
+        return ZoneInfo(self.timezone)
 
     # ----------------------------------------------------------- loading
 
@@ -313,14 +313,14 @@ class Policy:
         provisional = False
         if limit.hours is not None:
             due = self._add_elapsed(start, limit.hours)
-            return Deadline(due, limit._text, provisional, self.version)
+            return Deadline(due, limit.text, provisional, self.version)
         if limit.unit == "plan":
             raise DueRequired(
                 f"the policy sets the {step} limit of a {grade} hazard by plan: give `due`",
                 step=step,
                 grade=grade,
             )
-        local = start.astimezone(self._zone)
+        local = start.astimezone(self.tz)
         # A limit in days ends at the end of a day: it depends only on the start's local date,
         # so over a calendar whose answers never change it is remembered (a bulk load starts
         # many steps on the same day).
@@ -336,7 +336,7 @@ class Policy:
         else:
             day, provisional = self._add_working_days(start_day, limit.amount, calendar)
             due = self._end_of(day)
-        decided = Deadline(due, limit._text, provisional, self.version)
+        decided = Deadline(due, limit.text, provisional, self.version)
         if memory is not None:
             _remember(memory, key, decided)
         return decided
@@ -431,7 +431,7 @@ class Policy:
     def _add_elapsed(self, moment: datetime, elapsed: timedelta) -> datetime:
         # Aware arithmetic within one zone is wall-clock arithmetic; elapsed time is added in
         # UTC so that a zone with daylight saving time gets the real number of hours.
-        return (moment.astimezone(UTC) + elapsed).astimezone(self._zone)
+        return (moment.astimezone(UTC) + elapsed).astimezone(self.tz)
 
 
 def _require_aware(moment: datetime, what: str) -> None:
